@@ -1,0 +1,189 @@
+"""The one HTTP client helper: pooled keep-alive connections, JSON in and out.
+
+Used by the service (forwarding to the leader), the joiner, the CLI, the launcher,
+benchmarks and tests.  Works with gevent (the node monkey-patches sockets) and without.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import quote, urlencode
+
+from .config import parse_addr
+from .errors import ConfigError
+
+
+class ClientError(Exception):
+    """A request failed: transport error (status 0) or an error answer from the server."""
+
+    def __init__(self, message: str, status: int = 0, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body) if self.body else None
+        except ValueError:
+            raise ClientError(f"server sent invalid JSON (HTTP {self.status})", self.status) from None
+
+
+_RETRYABLE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
+              http.client.BadStatusLine)
+
+
+class HttpPool:
+    """Keep-alive connections per 'host:port'."""
+
+    def __init__(self, timeout: float = 10.0, max_idle: int = 64) -> None:
+        self.timeout = timeout
+        self.max_idle = max_idle
+        self._idle: dict[str, list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+
+    def request(self, method: str, addr: str, path: str, body: bytes | None = None,
+                headers: Mapping[str, str] | None = None, timeout: float | None = None) -> Response:
+        hdrs = {"Content-Type": "application/json"} if body is not None else {}
+        hdrs.update(headers or {})
+        for attempt in (0, 1):
+            conn, reused = self._get(addr, timeout)
+            try:
+                conn.request(method, path, body=body, headers=hdrs)
+                resp = conn.getresponse()
+                data = resp.read()
+            except _RETRYABLE as exc:
+                conn.close()
+                if reused and attempt == 0:
+                    continue   # the server closed an idle keep-alive connection; try a fresh one
+                raise ClientError(f"{addr}: connection lost ({exc.__class__.__name__})") from None
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise ClientError(f"{addr}: {_describe(exc)}") from None
+            self._put(addr, conn, resp)
+            return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+        raise AssertionError("unreachable")
+
+    def _get(self, addr: str, timeout: float | None) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            idle = self._idle.get(addr)
+            conn = idle.pop() if idle else None
+        if conn is not None:
+            conn.timeout = timeout or self.timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(conn.timeout)
+            return conn, True
+        try:
+            host, port = parse_addr(addr)
+        except ConfigError as exc:
+            raise ClientError(str(exc)) from None
+        return http.client.HTTPConnection(host, port, timeout=timeout or self.timeout), False
+
+    def _put(self, addr: str, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
+        if resp.will_close:
+            conn.close()
+            return
+        with self._lock:
+            idle = self._idle.setdefault(addr, [])
+            if len(idle) < self.max_idle:
+                idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns = [c for idle in self._idle.values() for c in idle]
+            self._idle.clear()
+        for conn in conns:
+            conn.close()
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
+        return "timed out"
+    return getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+
+
+def kv_path(key: str) -> str:
+    return "/kv/" + quote(key, safe="")
+
+
+class AxonClient:
+    """The HTTP API of one node as Python calls; errors raise ClientError."""
+
+    def __init__(self, addr: str, timeout: float = 10.0, pool: HttpPool | None = None) -> None:
+        self.addr = addr
+        self.pool = pool or HttpPool(timeout)
+        self.timeout = timeout
+
+    def call(self, method: str, path: str, payload: Any = None, headers: Mapping[str, str] | None = None,
+             ok: tuple[int, ...] = (200,), follow: bool = True) -> Any:
+        body = json.dumps(payload).encode() if payload is not None else None
+        addr = self.addr
+        for _hop in range(3):
+            resp = self.pool.request(method, addr, path, body, headers, self.timeout)
+            if follow and resp.status in (307, 308) and resp.headers.get("location"):
+                addr = _addr_of(resp.headers["location"])
+                continue
+            break
+        data = resp.json()
+        if resp.status not in ok:
+            msg = data.get("error") if isinstance(data, dict) else None
+            raise ClientError(msg or f"HTTP {resp.status}", resp.status, data)
+        return data
+
+    def get(self, key: str, stale: bool = False) -> dict:
+        return self.call("GET", kv_path(key) + ("?stale=true" if stale else ""))
+
+    def put(self, key: str, value: str, if_revision: int | None = None, if_absent: bool = False) -> dict:
+        headers = {}
+        if if_revision is not None:
+            headers["If-Match"] = str(if_revision)
+        if if_absent:
+            headers["If-None-Match"] = "*"
+        return self.call("PUT", kv_path(key), {"value": value}, headers)
+
+    def delete(self, key: str, if_revision: int | None = None) -> dict:
+        headers = {"If-Match": str(if_revision)} if if_revision is not None else {}
+        return self.call("DELETE", kv_path(key), headers=headers)
+
+    def list(self, prefix: str = "", limit: int = 100, after: str | None = None, stale: bool = False) -> dict:
+        query: dict[str, Any] = {"prefix": prefix, "limit": limit}
+        if after is not None:
+            query["after"] = after
+        if stale:
+            query["stale"] = "true"
+        return self.call("GET", "/kv?" + urlencode(query))
+
+    def status(self) -> dict:
+        return self.call("GET", "/cluster/status")
+
+    def members(self) -> list:
+        return self.call("GET", "/cluster/members")
+
+    def join(self, node_id: str, raft: str, http_addr: str, gossip: str = "") -> dict:
+        return self.call("POST", "/cluster/join",
+                         {"node_id": node_id, "raft": raft, "http": http_addr, "gossip": gossip},
+                         ok=(200, 202))
+
+    def leave(self) -> dict:
+        return self.call("POST", "/cluster/leave")
+
+    def remove(self, node_id: str) -> dict:
+        return self.call("DELETE", "/cluster/nodes/" + quote(node_id, safe=""))
+
+
+def _addr_of(location: str) -> str:
+    rest = location.split("://", 1)[-1]
+    return rest.split("/", 1)[0]

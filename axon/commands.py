@@ -1,0 +1,170 @@
+"""Client commands carried in NORMAL Raft entries: types, wire encoding, semantics.
+
+One NORMAL entry carries a batch of commands (many client writes share one
+entry).  Everything here is pure: the store supplies a key's current state
+and writes whatever :func:`evaluate` decides.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import msgpack
+
+# Wire tags; part of the replicated log format, so never renumber them.
+_PUT = 0
+_DELETE = 1
+
+
+class CommandError(ValueError):
+    """Commands that cannot be encoded or data that is not a valid command batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    key: str
+    value: str
+    if_revision: int | None = None   # 0 means "must not exist"
+    if_absent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: str
+    if_revision: int | None = None
+
+
+Command = Put | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    ok: bool
+    key: str
+    value: str | None = None   # new value on put, previous value on delete, current value on a failed CAS
+    revision: int = 0          # new revision on ok put/delete; current revision on conflict; 0 when absent
+    error: str | None = None   # None | "conflict" | "not_found"
+
+
+def encode_commands(cmds: Sequence[Command]) -> bytes:
+    """Commands -> compact msgpack; raises CommandError for anything not encodable."""
+    rows = [_command_to_row(cmd) for cmd in cmds]
+    try:
+        return msgpack.packb(rows, use_bin_type=True)
+    except (ValueError, TypeError, OverflowError) as exc:   # e.g. a lone surrogate in a key
+        raise CommandError(f"cannot encode commands: {exc}") from exc
+
+
+def decode_commands(data: bytes) -> list[Command]:
+    """Inverse of encode_commands; raises CommandError on anything malformed."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CommandError(f"command data must be bytes, not {type(data).__name__}")
+    try:
+        rows = msgpack.unpackb(bytes(data), raw=False, use_list=True, strict_map_key=True)
+    except Exception as exc:   # msgpack raises a zoo of types (ExtraData, StackError, UnicodeDecodeError...)
+        raise CommandError(f"command data is not valid msgpack: {exc}") from exc
+    if not isinstance(rows, list):
+        raise CommandError("command data must be a list of commands")
+    return [_row_to_command(row, position) for position, row in enumerate(rows)]
+
+
+def evaluate(cmd: Command, current: tuple[str, int] | None, index: int) -> Result:
+    """Decide a command's outcome given the key's current (value, revision) and the entry index.
+
+    When the result is ok, a Put sets the key to (cmd.value, index) and a Delete
+    removes it; a failed result changes nothing.
+    """
+    if isinstance(cmd, Put):
+        return _evaluate_put(cmd, current, index)
+    if isinstance(cmd, Delete):
+        return _evaluate_delete(cmd, current, index)
+    raise CommandError(f"not a command: {type(cmd).__name__}")
+
+
+def reads_current(cmd: Command) -> bool:
+    """Whether evaluate() needs the key's current state (an unconditional Put does not)."""
+    return not (isinstance(cmd, Put) and cmd.if_revision is None and not cmd.if_absent)
+
+
+def _evaluate_put(cmd: Put, current: tuple[str, int] | None, index: int) -> Result:
+    if _put_precondition_holds(cmd, current):
+        return Result(ok=True, key=cmd.key, value=cmd.value, revision=index)
+    return _conflict(cmd.key, current)
+
+
+def _put_precondition_holds(cmd: Put, current: tuple[str, int] | None) -> bool:
+    current_revision = current[1] if current is not None else 0
+    if cmd.if_absent and current is not None:
+        return False
+    if cmd.if_revision is not None and cmd.if_revision != current_revision:
+        return False
+    return True
+
+
+def _evaluate_delete(cmd: Delete, current: tuple[str, int] | None, index: int) -> Result:
+    current_revision = current[1] if current is not None else 0
+    if cmd.if_revision is not None and cmd.if_revision != current_revision:
+        return _conflict(cmd.key, current)
+    if current is None:
+        return Result(ok=False, key=cmd.key, error="not_found")
+    return Result(ok=True, key=cmd.key, value=current[0], revision=index)
+
+
+def _conflict(key: str, current: tuple[str, int] | None) -> Result:
+    if current is None:
+        return Result(ok=False, key=key, error="conflict")
+    return Result(ok=False, key=key, value=current[0], revision=current[1], error="conflict")
+
+
+def _command_to_row(cmd: Any) -> list:
+    if isinstance(cmd, Put):
+        _check_str("key", cmd.key)
+        _check_str("value", cmd.value)
+        _check_revision(cmd.if_revision)
+        if not isinstance(cmd.if_absent, bool):
+            raise CommandError("if_absent must be a bool")
+        return [_PUT, cmd.key, cmd.value, cmd.if_revision, cmd.if_absent]
+    if isinstance(cmd, Delete):
+        _check_str("key", cmd.key)
+        _check_revision(cmd.if_revision)
+        return [_DELETE, cmd.key, cmd.if_revision]
+    raise CommandError(f"not a command: {type(cmd).__name__}")
+
+
+def _row_to_command(row: Any, position: int) -> Command:
+    if not isinstance(row, list) or not row:
+        raise CommandError(f"command {position} is not a non-empty list")
+    tag = row[0]
+    try:
+        if tag == _PUT and type(tag) is int and len(row) == 5:
+            return _command_from_put_row(row)
+        if tag == _DELETE and type(tag) is int and len(row) == 3:
+            _check_str("key", row[1])
+            _check_revision(row[2])
+            return Delete(key=row[1], if_revision=row[2])
+    except CommandError as exc:
+        raise CommandError(f"command {position}: {exc}") from None
+    raise CommandError(f"command {position} has an unknown tag or wrong arity")
+
+
+def _command_from_put_row(row: list) -> Put:
+    _, key, value, if_revision, if_absent = row
+    _check_str("key", key)
+    _check_str("value", value)
+    _check_revision(if_revision)
+    if not isinstance(if_absent, bool):
+        raise CommandError("if_absent must be a bool")
+    return Put(key=key, value=value, if_revision=if_revision, if_absent=if_absent)
+
+
+def _check_str(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise CommandError(f"{name} must be a string, not {type(value).__name__}")
+
+
+def _check_revision(value: Any) -> None:
+    if value is None:
+        return
+    # bool is an int subclass; a revision of True is a bug, not a revision.
+    if type(value) is not int or value < 0:
+        raise CommandError(f"if_revision must be None or an int >= 0, not {value!r}")

@@ -1,0 +1,277 @@
+"""Wire format of gossip packets and push-pull frames.
+
+A packet is ``MAGIC VERSION FLAGS`` followed by a msgpack array of messages (each a
+list whose first item is the MsgKind), AES-GCM sealed when a key is set; the
+3-byte header is authenticated as associated data.  Several messages travel in
+one packet (a compound packet); a push-pull frame carries exactly one PUSH_PULL.
+Decoding validates every field and raises CodecError whose ``reason`` names the
+drop counter.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Union
+
+import msgpack
+
+from axon.gossip.address import parse_addr
+from axon.gossip.crypto import OVERHEAD, Cipher
+from axon.gossip.errors import CodecError, GossipError
+
+MAGIC = 0xA7
+VERSION = 1
+HEADER_SIZE = 3
+FLAG_ENCRYPTED = 0x01
+MAX_NAME_LEN = 128
+MAX_SEQ = 2 ** 63 - 1
+
+ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
+STATUS_CODES = {ALIVE: 0, SUSPECT: 1, DEAD: 2, LEFT: 3}
+STATUS_NAMES = {code: name for name, code in STATUS_CODES.items()}
+
+
+class MsgKind(enum.IntEnum):
+    PING = 1
+    INDIRECT_PING = 2
+    ACK = 3
+    NACK = 4
+    ALIVE = 5
+    SUSPECT = 6
+    DEAD = 7
+    PUSH_PULL = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    seq: int
+    target: str            # the receiver drops pings meant for another name
+
+
+@dataclass(frozen=True, slots=True)
+class IndirectPing:
+    seq: int
+    target: str
+    target_addr: str
+    nack: bool             # ask the helper to answer NACK when the target stays silent
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    incarnation: int
+    name: str
+    addr: str
+    meta: dict
+
+
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    incarnation: int
+    name: str
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    """A failure, or a graceful leave when ``sender == name``."""
+    incarnation: int
+    name: str
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRecord:
+    name: str
+    addr: str
+    meta: dict
+    incarnation: int
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushPull:
+    join: bool
+    sender: str
+    members: tuple[MemberRecord, ...]
+
+
+Message = Union[Ping, IndirectPing, Ack, Nack, Alive, Suspect, Dead, PushPull]
+
+
+# ---------------------------------------------------------------- encoding
+
+def encode_message(msg: Message) -> bytes:
+    """One message -> msgpack bytes (an element of a packet's message array)."""
+    return msgpack.packb(_to_list(msg), use_bin_type=True)
+
+
+def _to_list(msg: Message) -> list:
+    if isinstance(msg, Ping):
+        return [MsgKind.PING, msg.seq, msg.target]
+    if isinstance(msg, IndirectPing):
+        return [MsgKind.INDIRECT_PING, msg.seq, msg.target, msg.target_addr, msg.nack]
+    if isinstance(msg, Ack):
+        return [MsgKind.ACK, msg.seq]
+    if isinstance(msg, Nack):
+        return [MsgKind.NACK, msg.seq]
+    if isinstance(msg, Alive):
+        return [MsgKind.ALIVE, msg.incarnation, msg.name, msg.addr, msg.meta]
+    if isinstance(msg, Suspect):
+        return [MsgKind.SUSPECT, msg.incarnation, msg.name, msg.sender]
+    if isinstance(msg, Dead):
+        return [MsgKind.DEAD, msg.incarnation, msg.name, msg.sender]
+    if isinstance(msg, PushPull):
+        records = [[r.name, r.addr, r.meta, r.incarnation, STATUS_CODES[r.status]] for r in msg.members]
+        return [MsgKind.PUSH_PULL, msg.join, msg.sender, records]
+    raise GossipError(f"not a gossip message: {msg!r}")
+
+
+def array_header(count: int) -> bytes:
+    if count < 16:
+        return bytes([0x90 | count])
+    if count < 65536:
+        return b"\xdc" + count.to_bytes(2, "big")
+    raise GossipError("too many messages in one packet")
+
+
+def packet_overhead(encrypted: bool) -> int:
+    """Bytes a packet adds around its message array (header, and nonce + tag when sealed)."""
+    return HEADER_SIZE + (OVERHEAD if encrypted else 0)
+
+
+def seal(encoded_messages: list[bytes], cipher: Cipher | None) -> bytes:
+    """Already-encoded messages -> one packet (or push-pull frame)."""
+    body = array_header(len(encoded_messages)) + b"".join(encoded_messages)
+    header = bytes([MAGIC, VERSION, FLAG_ENCRYPTED if cipher else 0])
+    return header + (cipher.seal(header, body) if cipher else body)
+
+
+# ---------------------------------------------------------------- decoding
+
+def open_packet(data: bytes, cipher: Cipher | None, max_size: int) -> list[Message]:
+    """Check framing, decrypt and decode; raises CodecError(reason)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CodecError("malformed", "not bytes")
+    data = bytes(data)
+    if len(data) > max_size:
+        raise CodecError("oversized", f"{len(data)} > {max_size} bytes")
+    if len(data) < HEADER_SIZE + 1:
+        raise CodecError("truncated", "shorter than a header")
+    if data[0] != MAGIC:
+        raise CodecError("foreign", "bad magic byte")
+    if data[1] != VERSION:
+        raise CodecError("version", f"protocol version {data[1]}")
+    flags = data[2]
+    if flags & ~FLAG_ENCRYPTED:
+        raise CodecError("malformed", "unknown flags")
+    header, body = data[:HEADER_SIZE], data[HEADER_SIZE:]
+    if flags & FLAG_ENCRYPTED:
+        if cipher is None:
+            raise CodecError("encrypted", "sealed packet but no key configured")
+        body = cipher.open(header, body)
+    elif cipher is not None:
+        raise CodecError("unencrypted", "plain packet but a key is configured")
+    return decode_messages(body, max_size)
+
+
+def decode_messages(body: bytes, max_size: int) -> list[Message]:
+    try:
+        raw = msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True, max_str_len=max_size,
+                              max_bin_len=0, max_array_len=max_size, max_map_len=max_size, max_ext_len=0)
+    except (ValueError, msgpack.UnpackException) as exc:  # ExtraData, FormatError, StackError, bad UTF-8...
+        raise CodecError("malformed", f"msgpack: {exc.__class__.__name__}") from None
+    if not isinstance(raw, list) or not raw:
+        raise CodecError("malformed", "not a non-empty message array")
+    return [_from_list(item) for item in raw]
+
+
+def _from_list(item: object) -> Message:
+    if not isinstance(item, list) or not item or type(item[0]) is not int:
+        raise CodecError("malformed", "message is not [kind, ...]")
+    kind, args = item[0], item[1:]
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        raise CodecError("malformed", f"unknown message kind {kind}")
+    arity = _ARITY[kind]
+    if len(args) != arity:
+        raise CodecError("malformed", f"kind {kind} wants {arity} fields, got {len(args)}")
+    return decoder(*args)
+
+
+def _int(value: object, what: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_SEQ:
+        raise CodecError("malformed", f"bad {what}")
+    return value
+
+
+def _name(value: object, what: str = "name") -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME_LEN:
+        raise CodecError("malformed", f"bad {what}")
+    return value
+
+
+def _addr(value: object) -> str:
+    try:
+        parse_addr(value)  # type: ignore[arg-type]
+    except GossipError:
+        raise CodecError("malformed", "bad address") from None
+    return value  # type: ignore[return-value]
+
+
+def _bool(value: object) -> bool:
+    if type(value) is not bool:
+        raise CodecError("malformed", "bad flag")
+    return value
+
+
+def _meta(value: object) -> dict:
+    if not isinstance(value, dict):
+        raise CodecError("malformed", "meta is not a map")
+    for k, v in value.items():
+        if not isinstance(k, str) or not (v is None or isinstance(v, (str, int, float, bool))):
+            raise CodecError("malformed", "meta holds only scalar values under string keys")
+    return value
+
+
+def _status(value: object) -> str:
+    if type(value) is not int or value not in STATUS_NAMES:
+        raise CodecError("malformed", "bad member status")
+    return STATUS_NAMES[value]
+
+
+def _records(value: object) -> tuple[MemberRecord, ...]:
+    if not isinstance(value, list):
+        raise CodecError("malformed", "member list is not an array")
+    out = []
+    for rec in value:
+        if not isinstance(rec, list) or len(rec) != 5:
+            raise CodecError("malformed", "bad member record")
+        out.append(MemberRecord(_name(rec[0]), _addr(rec[1]), _meta(rec[2]), _int(rec[3], "incarnation"),
+                                _status(rec[4])))
+    return tuple(out)
+
+
+_DECODERS = {
+    MsgKind.PING: lambda seq, target: Ping(_int(seq, "seq"), _name(target)),
+    MsgKind.INDIRECT_PING: lambda seq, target, addr, nack: IndirectPing(_int(seq, "seq"), _name(target),
+                                                                       _addr(addr), _bool(nack)),
+    MsgKind.ACK: lambda seq: Ack(_int(seq, "seq")),
+    MsgKind.NACK: lambda seq: Nack(_int(seq, "seq")),
+    MsgKind.ALIVE: lambda inc, name, addr, meta: Alive(_int(inc, "incarnation"), _name(name), _addr(addr),
+                                                       _meta(meta)),
+    MsgKind.SUSPECT: lambda inc, name, sender: Suspect(_int(inc, "incarnation"), _name(name), _name(sender)),
+    MsgKind.DEAD: lambda inc, name, sender: Dead(_int(inc, "incarnation"), _name(name), _name(sender)),
+    MsgKind.PUSH_PULL: lambda join, sender, records: PushPull(_bool(join), _name(sender), _records(records)),
+}
+_ARITY = {MsgKind.PING: 2, MsgKind.INDIRECT_PING: 4, MsgKind.ACK: 1, MsgKind.NACK: 1, MsgKind.ALIVE: 4,
+          MsgKind.SUSPECT: 3, MsgKind.DEAD: 3, MsgKind.PUSH_PULL: 3}

@@ -1,0 +1,188 @@
+"""HTTP edge: bottle routes -> service, JSON errors, the gevent WSGI server with TCP_NODELAY."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from typing import Callable
+
+import bottle
+from gevent.pywsgi import WSGIServer
+
+from .config import parse_addr
+from .errors import AxonError, MethodNotAllowed, NotFound, PayloadTooLarge, Unavailable
+from .service import FORWARD_HEADER, ORIGIN_HEADER, KVService, Reply
+
+log = logging.getLogger("axon.http")
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+bottle.BaseRequest.MEMFILE_MAX = 8 << 20
+
+
+def _json_reply(reply: Reply) -> str:
+    bottle.response.status = reply.status
+    bottle.response.content_type = "application/json"
+    for name, value in reply.headers.items():
+        bottle.response.set_header(name, value)
+    return json.dumps(reply.body)
+
+
+def _error_reply(err: AxonError) -> str:
+    headers = {}
+    if isinstance(err, Unavailable):
+        headers["Retry-After"] = str(err.retry_after)
+    return _json_reply(Reply(err.status, err.body(), headers))
+
+
+def _handler(fn: Callable[..., Reply]) -> Callable[..., str]:
+    def wrapped(**kwargs: str) -> str:
+        try:
+            return _json_reply(fn(**kwargs))
+        except AxonError as err:
+            return _error_reply(err)
+        except Exception:   # a bug: log it, answer JSON, keep serving
+            log.exception("unhandled error in %s %s", bottle.request.method, bottle.request.path)
+            return _json_reply(Reply(500, {"error": "internal error"}))
+    wrapped.__name__ = fn.__name__
+    return wrapped
+
+
+def _body(limit: int) -> bytes:
+    length = bottle.request.content_length
+    if length > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    return bottle.request.body.read(limit + 1)
+
+
+def _forwarded(service: KVService) -> int:
+    """Hops of a request another node forwarded here (0: straight from a client); checks the forwarder."""
+    raw = bottle.request.get_header(FORWARD_HEADER, "0")
+    hops = int(raw) if raw.isdigit() else 0
+    if hops:
+        service.check_forwarder(bottle.request.get_header(ORIGIN_HEADER))
+    return hops
+
+
+def build_app(service: KVService) -> bottle.Bottle:
+    """The node's WSGI application."""
+    app = bottle.Bottle(autojson=False, catchall=True)
+    req = bottle.request
+    body_limit = service.config.max_value_bytes * 6 + 4096
+
+    @app.route("/kv/<key:path>", method="PUT")
+    @_handler
+    def put_key(key: str) -> Reply:
+        return service.put(key, _body(body_limit), req.get_header("If-Match"),
+                           req.get_header("If-None-Match"), _forwarded(service))
+
+    @app.route("/kv/<key:path>", method="GET")
+    @_handler
+    def get_key(key: str) -> Reply:
+        return service.get(key, req.query.get("stale"), _forwarded(service))
+
+    @app.route("/kv/<key:path>", method="DELETE")
+    @_handler
+    def delete_key(key: str) -> Reply:
+        return service.delete(key, req.get_header("If-Match"), _forwarded(service))
+
+    @app.route("/kv/", method=["GET", "PUT", "DELETE"])
+    @_handler
+    def empty_key() -> Reply:
+        return service.put("", b"", None, None) if req.method == "PUT" else service.get("", None)
+
+    @app.route("/kv", method="GET")
+    @_handler
+    def list_keys() -> Reply:
+        q = req.query
+        return service.list(q.get("prefix"), q.get("limit"), q.get("after"), q.get("stale"),
+                            req.query_string, _forwarded(service))
+
+    @app.route("/cluster/status", method="GET")
+    @_handler
+    def cluster_status() -> Reply:
+        return service.status()
+
+    @app.route("/cluster/members", method="GET")
+    @_handler
+    def cluster_members() -> Reply:
+        return service.members()
+
+    @app.route("/cluster/join", method="POST")
+    @_handler
+    def cluster_join() -> Reply:
+        return service.join(_body(64 * 1024), _forwarded(service))
+
+    @app.route("/cluster/leave", method="POST")
+    @_handler
+    def cluster_leave() -> Reply:
+        return service.leave(_forwarded(service))
+
+    @app.route("/cluster/nodes/<node_id>", method="DELETE")
+    @_handler
+    def cluster_remove(node_id: str) -> Reply:
+        return service.remove(node_id, _forwarded(service))
+
+    @app.route("/health", method="GET")
+    @_handler
+    def health() -> Reply:
+        return service.health()
+
+    @app.route("/ready", method="GET")
+    @_handler
+    def ready() -> Reply:
+        return service.ready()
+
+    @app.route("/", method="GET")
+    def index() -> object:
+        return _static("index.html")
+
+    @app.route("/static/<path:path>", method="GET")
+    def static(path: str) -> object:
+        return _static(path)
+
+    @app.error(404)
+    def not_found(_err: bottle.HTTPError) -> str:
+        return _error_reply(NotFound(f"no route for {req.method} {req.path}"))
+
+    @app.error(405)
+    def not_allowed(_err: bottle.HTTPError) -> str:
+        return _error_reply(MethodNotAllowed(f"method {req.method} not allowed on {req.path}"))
+
+    @app.error(400)
+    def bad_request(err: bottle.HTTPError) -> str:
+        from .errors import BadRequest
+        return _error_reply(BadRequest(str(err.body) or "bad request"))
+
+    @app.error(500)
+    def internal(_err: bottle.HTTPError) -> str:
+        return _json_reply(Reply(500, {"error": "internal error"}))
+
+    return app
+
+
+def _static(path: str) -> object:
+    if not os.path.isdir(STATIC_DIR):
+        return _error_reply(NotFound("dashboard not built"))
+    resp = bottle.static_file(path, root=STATIC_DIR)
+    if isinstance(resp, bottle.HTTPError):
+        return _error_reply(NotFound(f"no file {path}"))
+    return resp
+
+
+class NoDelayWSGIServer(WSGIServer):
+    """gevent's WSGI server with TCP_NODELAY, so small answers don't wait on delayed ACKs."""
+
+    def handle(self, sock: socket.socket, address: tuple) -> None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        super().handle(sock, address)
+
+
+def serve(app: bottle.Bottle, listen: str) -> NoDelayWSGIServer:
+    host, port = parse_addr(listen)
+    server = NoDelayWSGIServer((host, port), app, log=None, error_log=logging.getLogger("axon.wsgi"))
+    server.start()
+    return server

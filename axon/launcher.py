@@ -1,0 +1,493 @@
+"""`axon launch`: run a local cluster as child processes, supervise them, serve the dashboard and
+a supervisor API.
+
+The layout (node ids and ports) lives in ``<dir>/layout.json``; node data in
+``<dir>/data/<node-id>``, node logs in ``<dir>/logs/<node-id>.log``.  Only the very first start
+of the first node passes ``--bootstrap``; every other start joins through the other nodes, so a
+relaunch brings the same cluster back and never forms a second one.  Nothing is restarted
+automatically: an exit is recorded and shown.  Requires gevent's monkey patching (the CLI does it).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import bottle
+import gevent
+from gevent.event import Event
+from gevent.lock import RLock
+
+from .client import AxonClient, ClientError, HttpPool
+from .cluster_layout import Layout, LayoutError, NodeSpec, layout_path, load_layout, save_layout
+from .http import STATIC_DIR, serve
+
+log = logging.getLogger("axon.launcher")
+
+LOCK_FILE = "launcher.lock"
+PR_SET_PDEATHSIG = 1
+STATUS_TIMEOUT = 1.5
+# Variables that would change what a child node does behind the launcher's back.
+_KEEP_ENV = {"AXON_CACHE_DIR", "AXON_PYZ"}
+
+
+class LaunchError(Exception):
+    """The launcher cannot start (bad dir, layout, port); printed on one line."""
+
+
+class ApiError(Exception):
+    """A supervisor API request that cannot be done; answered as {"error": ...}."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Child:
+    """A node process as the launcher knows it."""
+    spec: NodeSpec
+    proc: subprocess.Popen | None = None
+    state: str = "stopped"          # running | stopped (by us) | exited (on its own)
+    exit_code: int | None = None
+    started_at: float | None = None
+    stopping: bool = False
+
+
+# ---------------------------------------------------------------------- processes
+def node_command() -> list[str]:
+    """How to run `axon` in a child: through the same .pyz when we run from one."""
+    pyz = os.environ.get("AXON_PYZ")
+    if pyz:
+        flags = (["-I"] if sys.flags.isolated else []) + (["-S"] if sys.flags.no_site else [])
+        return [sys.executable, *flags, pyz]
+    return [sys.executable, "-m", "axon"]
+
+
+def child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AXON_") or k in _KEEP_ENV}
+    if not env.get("AXON_PYZ"):
+        # `-m axon` must find this very package, wherever the launcher was started from
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGTERM when the launcher dies, however it dies."""
+    libc = ctypes.CDLL(None, use_errno=True)   # loaded before fork, not in the child
+
+    def setup() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:   # the launcher died before prctl took effect
+            os._exit(1)
+    return setup
+
+
+def ports_free(host: str, ports: list[int]) -> bool:
+    """True if every port can be bound on host for TCP and UDP (gossip uses both)."""
+    for port in ports:
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with socket.socket(socket.AF_INET, kind) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    return False
+    return True
+
+
+def node_args(spec: NodeSpec, data_dir: str, others: list[NodeSpec], bootstrap: bool,
+              log_level: str) -> list[str]:
+    """The `axon serve` arguments of one node."""
+    args = ["serve", "--node-id", spec.node_id, "--data-dir", data_dir, "--http", spec.http,
+            "--raft", spec.raft, "--gossip", spec.gossip, "--log-level", log_level]
+    if bootstrap:
+        args.append("--bootstrap")
+    args += discovery_args(others)
+    return args
+
+
+def discovery_args(others: list[NodeSpec]) -> list[str]:
+    """How a node finds the cluster: gossip seeds, and the HTTP join path as a fallback."""
+    args: list[str] = []
+    for other in others:
+        args += ["--seed", other.gossip, "--join", other.http]
+    return args
+
+
+# ---------------------------------------------------------------------- supervisor
+class Supervisor:
+    """Owns the layout and the node processes; every public method is safe to call concurrently."""
+
+    def __init__(self, directory: str, host: str = "127.0.0.1", base_port: int = 7000,
+                 nodes: int = 3, stop_timeout: float = 15.0, log_level: str = "info",
+                 say: Callable[[str], None] = print) -> None:
+        self.directory = os.path.abspath(directory)
+        self.stop_timeout = stop_timeout
+        self.log_level = log_level
+        self.say = say
+        self.lock = RLock()
+        self.pool = HttpPool(timeout=STATUS_TIMEOUT)
+        self.children: dict[str, Child] = {}
+        self._lock_fd: int | None = None
+        self._open_dir()
+        layout = load_layout(self.directory)
+        if layout is None:
+            layout = Layout(host, base_port)
+            for _ in range(nodes):
+                layout.add_node(lambda ports: ports_free(host, ports))
+            save_layout(self.directory, layout)
+            self.created = True
+        else:
+            self.created = False
+        self.layout = layout
+        for spec in layout.nodes:
+            self.children[spec.node_id] = Child(spec)
+
+    def _open_dir(self) -> None:
+        try:
+            os.makedirs(os.path.join(self.directory, "data"), exist_ok=True)
+            os.makedirs(os.path.join(self.directory, "logs"), exist_ok=True)
+            fd = os.open(os.path.join(self.directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LaunchError(f"cannot use {self.directory}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise LaunchError(f"another launcher is running on {self.directory}") from None
+            raise LaunchError(f"cannot lock {self.directory}: {exc.strerror}") from None
+        self._lock_fd = fd
+
+    # paths ------------------------------------------------------------
+    def data_dir(self, node_id: str) -> str:
+        return os.path.join(self.directory, "data", node_id)
+
+    def log_file(self, node_id: str) -> str:
+        return os.path.join(self.directory, "logs", node_id + ".log")
+
+    def _child(self, node_id: str) -> Child:
+        child = self.children.get(node_id)
+        if child is None:
+            raise ApiError(404, f"no node {node_id!r}")
+        return child
+
+    # lifecycle --------------------------------------------------------
+    def start_all(self) -> None:
+        for spec in list(self.layout.nodes):
+            self.start(spec.node_id)
+
+    def start(self, node_id: str) -> dict:
+        with self.lock:
+            child = self._child(node_id)
+            if child.state == "running":
+                raise ApiError(409, f"node {node_id} is already running")
+            bootstrap = not self.layout.bootstrapped and self.layout.nodes[0].node_id == node_id
+            others = [n for n in self.layout.nodes if n.node_id != node_id]
+            args = node_args(child.spec, self.data_dir(node_id), others, bootstrap, self.log_level)
+            self._spawn(child, args)
+            if bootstrap:
+                self.layout.bootstrapped = True
+                save_layout(self.directory, self.layout)
+            return self.describe(child)
+
+    def _spawn(self, child: Child, args: list[str]) -> None:
+        node_id = child.spec.node_id
+        try:
+            with open(self.log_file(node_id), "ab") as out:
+                out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} launcher starts {node_id}\n".encode())
+                out.flush()
+                proc = subprocess.Popen(node_command() + args, stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=subprocess.STDOUT, env=child_env(),
+                                        start_new_session=True,
+                                        preexec_fn=_die_with_parent(os.getpid()))
+        except OSError as exc:
+            raise ApiError(409, f"cannot start {node_id}: {exc.strerror or exc}") from None
+        child.proc, child.state, child.exit_code = proc, "running", None
+        child.started_at, child.stopping = time.time(), False
+        gevent.spawn(self._watch, child, proc)
+
+    def _watch(self, child: Child, proc: subprocess.Popen) -> None:
+        """Record the exit of one process; no automatic restart."""
+        code = proc.wait()
+        if child.proc is not proc:
+            return
+        child.exit_code = code
+        if child.stopping:
+            child.state = "stopped"
+        else:
+            child.state = "exited"
+            self.say(f"{child.spec.node_id} exited with code {code} "
+                     f"(see {self.log_file(child.spec.node_id)}); not restarting it")
+
+    def stop(self, node_id: str) -> dict:
+        with self.lock:
+            child = self._child(node_id)
+            self._terminate([child])
+            return self.describe(child)
+
+    def restart(self, node_id: str) -> dict:
+        with self.lock:
+            self._terminate([self._child(node_id)])
+            return self.start(node_id)
+
+    def _terminate(self, children: list[Child]) -> None:
+        """SIGTERM, wait up to stop_timeout, then SIGKILL; always reaps."""
+        procs = []
+        for child in children:
+            if child.proc is not None and child.proc.poll() is None:
+                child.stopping = True
+                _signal(child.proc, signal.SIGTERM)
+                procs.append(child.proc)
+            elif child.state == "running":
+                child.state = "exited"
+        deadline = time.monotonic() + self.stop_timeout
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("pid %d ignored SIGTERM for %.0f s; killing it", proc.pid, self.stop_timeout)
+                _signal(proc, signal.SIGKILL)
+                proc.wait()
+        for child in children:
+            if child.stopping:
+                child.state = "stopped"
+                child.exit_code = child.proc.returncode if child.proc else None
+
+    def add(self) -> dict:
+        with self.lock:
+            try:
+                spec = self.layout.add_node(lambda ports: ports_free(self.layout.host, ports))
+                save_layout(self.directory, self.layout)
+            except LayoutError as exc:
+                raise ApiError(409, str(exc)) from None
+            self.children[spec.node_id] = Child(spec)
+            return self.start(spec.node_id)
+
+    def decommission(self, node_id: str) -> dict:
+        """Remove the node from Raft through another node, stop it, delete its data."""
+        with self.lock:
+            child = self._child(node_id)
+            others = [c for c in self.children.values() if c is not child]
+            if not others:
+                raise ApiError(409, f"{node_id} is the last node; stop it instead")
+            self._remove_from_raft(node_id, others)
+            self._terminate([child])
+            self.layout.remove_node(node_id)
+            try:
+                save_layout(self.directory, self.layout)
+            except LayoutError as exc:
+                raise ApiError(409, str(exc)) from None
+            del self.children[node_id]
+            shutil.rmtree(self.data_dir(node_id), ignore_errors=True)
+            return {"removed": node_id}
+
+    def _remove_from_raft(self, node_id: str, others: list[Child]) -> None:
+        running = [c for c in others if c.state == "running"]
+        if not running:
+            raise ApiError(409, f"no other node is running to remove {node_id} through")
+        last = "no answer"
+        for other in running:
+            try:
+                AxonClient(other.spec.http, timeout=10, pool=self.pool).remove(node_id)
+                return
+            except ClientError as exc:
+                if exc.status == 404:   # not a member (it never joined): nothing to remove
+                    return
+                last = f"{other.spec.node_id}: {exc}"
+        raise ApiError(503, f"cannot remove {node_id} from the cluster ({last}); retry later")
+
+    def shutdown(self) -> None:
+        """Stop every node (in parallel) and release the directory."""
+        with self.lock:
+            self._terminate(list(self.children.values()))
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+        self.pool.close()
+
+    # views ------------------------------------------------------------
+    def describe(self, child: Child, status: dict | None = None) -> dict:
+        spec = child.spec
+        running = child.state == "running" and child.proc is not None
+        return {"node_id": spec.node_id, "pid": child.proc.pid if running else None,
+                "state": child.state, "exit_code": child.exit_code,
+                "http": spec.http, "raft": spec.raft, "gossip": spec.gossip,
+                "role": role_of(spec.node_id, status) if running else None,
+                "leader": (status or {}).get("leader") if running else None,
+                "data_dir": self.data_dir(spec.node_id), "log": self.log_file(spec.node_id)}
+
+    def nodes(self) -> list[dict]:
+        """Every node with its process state and its Raft role (asked in parallel)."""
+        children = list(self.children.values())
+        jobs = [gevent.spawn(self._status, c) for c in children]
+        gevent.joinall(jobs, timeout=STATUS_TIMEOUT + 0.5)
+        return [self.describe(c, job.value if job.successful() else None)
+                for c, job in zip(children, jobs)]
+
+    def node(self, node_id: str) -> dict:
+        child = self._child(node_id)
+        return self.describe(child, self._status(child))
+
+    def _status(self, child: Child) -> dict | None:
+        if child.state != "running":
+            return None
+        try:
+            return AxonClient(child.spec.http, timeout=STATUS_TIMEOUT, pool=self.pool).status()
+        except ClientError:
+            return None
+
+
+def role_of(node_id: str, status: dict | None) -> str:
+    """leader / follower / candidate / learner / none (not in the cluster) / unknown (no answer)."""
+    if not status:
+        return "unknown"
+    if node_id in (status.get("learners") or []):
+        return "learner"
+    if node_id not in (status.get("voters") or []):
+        return "none"
+    return str(status.get("state") or "unknown")
+
+
+def _signal(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        proc.send_signal(sig)
+    except ProcessLookupError:
+        pass
+
+
+# ---------------------------------------------------------------------- HTTP
+def _json(status: int, body: object) -> str:
+    import json
+    bottle.response.status = status
+    bottle.response.content_type = "application/json"
+    return json.dumps(body)
+
+
+def _api(fn: Callable[..., object], status: int = 200) -> Callable[..., str]:
+    def wrapped(**kwargs: str) -> str:
+        try:
+            return _json(status, fn(**kwargs))
+        except ApiError as exc:
+            return _json(exc.status, {"error": exc.message})
+        except Exception:   # a bug: log it and keep serving
+            log.exception("unhandled error in %s %s", bottle.request.method, bottle.request.path)
+            return _json(500, {"error": "internal error"})
+    wrapped.__name__ = fn.__name__
+    return wrapped
+
+
+def build_api(sup: Supervisor) -> bottle.Bottle:
+    """The dashboard (axon/static) plus the supervisor API under /api."""
+    app = bottle.Bottle(catchall=True)
+    app.config["json.enable"] = False
+    actions = {"start": sup.start, "stop": sup.stop, "restart": sup.restart}
+
+    app.route("/api/nodes", "GET", _api(lambda: {"nodes": sup.nodes()}))
+    app.route("/api/nodes", "POST", _api(sup.add, status=201))
+    app.route("/api/nodes/<node_id>", "GET", _api(sup.node))
+    app.route("/api/nodes/<node_id>", "DELETE", _api(sup.decommission))
+
+    def action(node_id: str, verb: str) -> dict:
+        if verb not in actions:
+            raise ApiError(404, f"no action {verb!r}: use start, stop or restart")
+        return actions[verb](node_id)
+    app.route("/api/nodes/<node_id>/<verb>", "POST", _api(action))
+
+    @app.route("/", method="GET")
+    def index() -> object:
+        return _static("index.html")
+
+    @app.route("/static/<path:path>", method="GET")
+    def static(path: str) -> object:
+        return _static(path)
+
+    @app.error(404)
+    def not_found(_err: bottle.HTTPError) -> str:
+        return _json(404, {"error": f"no route for {bottle.request.method} {bottle.request.path}"})
+
+    @app.error(405)
+    def not_allowed(_err: bottle.HTTPError) -> str:
+        return _json(405, {"error": f"method {bottle.request.method} not allowed on {bottle.request.path}"})
+
+    @app.error(500)
+    def internal(_err: bottle.HTTPError) -> str:
+        return _json(500, {"error": "internal error"})
+
+    return app
+
+
+def _static(path: str) -> object:
+    resp = bottle.static_file(path, root=STATIC_DIR)
+    if isinstance(resp, bottle.HTTPError):
+        return _json(404, {"error": f"no file {path}"})
+    return resp
+
+
+# ---------------------------------------------------------------------- running it
+def _print_table(sup: Supervisor, say: Callable[[str], None]) -> None:
+    rows = [sup.describe(c) for c in sup.children.values()]
+    width = max(len(r["http"]) for r in rows) + 7 if rows else 0
+    for r in rows:
+        say(f"  {r['node_id']:<8} {'http://' + r['http']:<{width}}  raft {r['raft']}  gossip {r['gossip']}  "
+            f"pid {r['pid'] or '-'} ({r['state']})")
+
+
+def _announce_ready(sup: Supervisor, say: Callable[[str], None], deadline: float) -> None:
+    """Say once the cluster has a leader and every node is a voter (or give up quietly)."""
+    while time.monotonic() < deadline:
+        nodes = sup.nodes()
+        leaders = [n["node_id"] for n in nodes if n["role"] == "leader"]
+        running = [n for n in nodes if n["state"] == "running"]
+        if leaders and running and all(n["role"] in ("leader", "follower") for n in running):
+            say(f"cluster ready: leader {leaders[0]}, {len(running)} voters running")
+            return
+        gevent.sleep(0.5)
+    say("cluster not ready yet; see the node logs and GET /api/nodes")
+
+
+def run(directory: str, nodes: int, port: int, host: str, base_port: int, stop_timeout: float,
+        log_level: str, say: Callable[[str], None] = print) -> None:
+    """Start (or bring back) the cluster, serve the API, and wait for SIGINT/SIGTERM."""
+    try:
+        sup = Supervisor(directory, host, base_port, nodes, stop_timeout, log_level, say)
+    except LayoutError as exc:
+        raise LaunchError(str(exc)) from None
+    stopping = Event()
+    try:
+        try:
+            server = serve(build_api(sup), f"{host}:{port}")
+        except OSError as exc:
+            raise LaunchError(f"cannot serve the dashboard on {host}:{port}: {exc.strerror or exc}") from None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            gevent.signal_handler(sig, stopping.set)
+        if sup.created:
+            say(f"axon launch: new cluster of {len(sup.layout.nodes)} nodes in {sup.directory}")
+        else:
+            say(f"axon launch: bringing back {len(sup.layout.nodes)} nodes from {layout_path(sup.directory)}")
+            if nodes != len(sup.layout.nodes):
+                say(f"  (the saved layout wins over --nodes {nodes}; add or remove nodes through the API)")
+        sup.start_all()
+        _print_table(sup, say)
+        say(f"  data in {os.path.join(sup.directory, 'data')}, logs in {os.path.join(sup.directory, 'logs')}")
+        say(f"dashboard and supervisor API: http://{host}:{port}/  (GET /api/nodes; Ctrl-C stops every node)")
+        sys.stdout.flush()
+        gevent.spawn(_announce_ready, sup, say, time.monotonic() + 60)
+        stopping.wait()
+        say("stopping every node ...")
+        server.stop(timeout=1)
+    finally:
+        sup.shutdown()
+    say("all nodes stopped")

@@ -1,0 +1,1 @@
+"""Axon's Raft: pure core, WAL, transport and the gevent driver."""

@@ -1,0 +1,640 @@
+"""The replicated state machine: committed Raft entries applied to a LevelDB data set.
+
+LevelDB layout (all values msgpack unless noted):
+
+    b"\\x00m/format"     -> raw b"axon-store/1"; marks the directory as ours
+    b"\\x00m/applied"    -> [applied_index, applied_term]
+    b"\\x00m/config"     -> encode_config(...) of the last applied CONFIG entry
+    b"\\x00m/restoring"  -> [index, term] while a snapshot restore is half done
+    b"k" + utf8(key)    -> [revision, value]
+
+Utf-8 byte order equals code point order, so LevelDB's order is key order.
+
+Snapshot stream (msgpack objects back to back, cut into chunks anywhere):
+a header map {"format", "version", "index", "term", "config"}, one
+[key, value, revision] array per key in key order, then a trailer map
+{"end": True, "count": n, "crc": crc32 of the packed header and records}.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import zlib
+from typing import Any, Iterable, Iterator, Sequence
+
+import msgpack
+import plyvel
+
+from axon.commands import CommandError, Delete, Result, decode_commands, evaluate, reads_current
+from axon.raft.types import ClusterConfig, Entry, EntryKind, SnapshotMeta, decode_config, encode_config
+
+log = logging.getLogger(__name__)
+
+_FORMAT_KEY = b"\x00m/format"
+_FORMAT = b"axon-store/1"
+_APPLIED_KEY = b"\x00m/applied"
+_CONFIG_KEY = b"\x00m/config"
+_RESTORING_KEY = b"\x00m/restoring"
+_DATA = b"k"
+
+_DB_OPTIONS: dict[str, Any] = {
+    "write_buffer_size": 64 << 20,
+    "lru_cache_size": 64 << 20,
+    "compression": "snappy",   # LevelDB silently stores uncompressed if built without snappy
+    "bloom_filter_bits": 10,
+}
+
+_SNAPSHOT_FORMAT = "axon-snapshot"
+_SNAPSHOT_VERSION = 1
+_BATCH_BYTES = 4 << 20       # bounds each restore/wipe write batch
+_BATCH_RECORDS = 10_000
+_FEED_SLICE = 1 << 20        # restore feeds the unpacker at most this much at a time
+_MAX_FRAME = 128 << 20       # largest single msgpack object a snapshot stream may hold
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked; the message says why."""
+
+
+class Store:
+    """A LevelDB-backed key-value state machine; open with ``Store.open(path)``."""
+
+    def __init__(self, path: str, db: plyvel.DB) -> None:
+        self._path = path
+        self._db = db
+        self._restoring = False
+        self._applied_index, self._applied_term = _read_applied(db)
+        self._config = _read_config(db)
+
+    # ---- lifecycle -------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str) -> Store:
+        """Open (creating if missing) the store at ``path``."""
+        _check_store_dir(path)
+        db = _open_leveldb(path)
+        try:
+            _check_or_stamp_format(db, path)
+            if db.get(_RESTORING_KEY) is not None:
+                log.warning("store %s: previous snapshot restore did not finish; starting empty", path)
+                _reset_to_empty(db)
+            return cls(path, db)
+        except BaseException:
+            db.close()
+            raise
+
+    def close(self) -> None:
+        if not self._db.closed:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def closed(self) -> bool:
+        return self._db.closed
+
+    @property
+    def applied_index(self) -> int:
+        return self._applied_index
+
+    @property
+    def applied_term(self) -> int:
+        return self._applied_term
+
+    @property
+    def config(self) -> ClusterConfig | None:
+        """The config of the last applied CONFIG entry (or of a restored snapshot)."""
+        return self._config
+
+    # ---- applying entries ------------------------------------------------
+
+    def apply(self, entries: Sequence[Entry]) -> list[list[Result]]:
+        """Apply committed entries atomically, together with the new applied index/term.
+
+        Entries at or below applied_index are skipped (their result is []), so
+        replaying the log after a restart changes nothing twice.  The others must
+        follow applied_index without gaps.  NOOP and CONFIG entries give [].  A
+        NORMAL entry whose data does not decode is logged and gives [].  The write
+        is not synced: the Raft log is the source of truth.
+        """
+        self._check_usable()
+        batch = _ApplyBatch(self._db, self._applied_index, self._applied_term, self._config)
+        results = [batch.apply_entry(entry) for entry in entries]
+        if batch.index == self._applied_index:
+            return results
+        with _leveldb_errors("apply"):
+            batch.write()
+        self._applied_index, self._applied_term, self._config = batch.index, batch.term, batch.config
+        return results
+
+    # ---- reads -----------------------------------------------------------
+
+    def get(self, key: str) -> tuple[str, int] | None:
+        """The key's (value, revision), or None when absent."""
+        self._check_usable()
+        with _leveldb_errors("get"):
+            raw = self._db.get(_data_key(key))
+        return None if raw is None else _decode_stored(raw)
+
+    def scan(self, prefix: str = "", after: str | None = None,
+             limit: int = 100) -> tuple[list[tuple[str, str, int]], str | None]:
+        """Keys with ``prefix``, greater than ``after``, in key order, at most ``limit``.
+
+        Returns (items, next): ``next`` is the last returned key when more remain
+        (pass it as ``after`` to continue), else None.
+        """
+        self._check_usable()
+        if type(limit) is not int or limit < 1:
+            raise StoreError(f"scan limit must be a positive int, not {limit!r}")
+        wanted = _data_key(prefix)
+        start, include_start = wanted, True
+        if after is not None and _data_key(after) >= wanted:
+            start, include_start = _data_key(after), False
+        items: list[tuple[str, str, int]] = []
+        more = False
+        with _leveldb_errors("scan"), self._db.iterator(start=start, include_start=include_start) as it:
+            for raw_key, raw_value in it:
+                if not raw_key.startswith(wanted):
+                    break
+                if len(items) == limit:
+                    more = True
+                    break
+                value, revision = _decode_stored(raw_value)
+                items.append((_user_key(raw_key), value, revision))
+        return items, (items[-1][0] if more else None)
+
+    def count(self, prefix: str = "") -> int:
+        """Number of keys with ``prefix`` (walks the keys, not the values)."""
+        self._check_usable()
+        with _leveldb_errors("count"), self._db.iterator(prefix=_data_key(prefix), include_value=False) as it:
+            return sum(1 for _ in it)
+
+    def sync(self) -> None:
+        """Make everything applied so far durable."""
+        self._check_usable()
+        with _leveldb_errors("sync"):
+            # A synced write flushes LevelDB's log, and with it every earlier unsynced write.
+            self._db.put(_APPLIED_KEY, _pack([self._applied_index, self._applied_term]), sync=True)
+
+    # ---- snapshots -------------------------------------------------------
+
+    def snapshot_reader(self, chunk_size: int = 1 << 20) -> tuple[SnapshotMeta, SnapshotStream]:
+        """Freeze the data set now; return its meta and a lazy stream of chunks of at most chunk_size bytes."""
+        self._check_usable()
+        if type(chunk_size) is not int or chunk_size < 1:
+            raise StoreError(f"chunk_size must be a positive int, not {chunk_size!r}")
+        with _leveldb_errors("snapshot"):
+            snapshot = self._db.snapshot()
+        try:
+            index, term = _read_applied(snapshot)
+            config = _read_config(snapshot)
+        except BaseException:
+            snapshot.close()
+            raise
+        header = {
+            "format": _SNAPSHOT_FORMAT,
+            "version": _SNAPSHOT_VERSION,
+            "index": index,
+            "term": term,
+            "config": None if config is None else encode_config(config),
+        }
+        meta = SnapshotMeta(index=index, term=term, config=config if config is not None else ClusterConfig())
+        return meta, SnapshotStream(snapshot, header, chunk_size)
+
+    def restore(self, meta: SnapshotMeta, chunks: Iterable[bytes]) -> None:
+        """Replace the whole data set with a snapshot stream's content.
+
+        A header that does not match ``meta`` is rejected before anything is
+        touched.  After that a durable marker is set first, so that a failure (bad
+        record, checksum, truncation, crash) leaves an empty store at applied index
+        0 rather than a mix of old and new data.  Errors raised by ``chunks``
+        itself propagate (after the same cleanup).
+        """
+        self._check_usable()
+        self._restoring = True
+        try:
+            self._restore(meta, _StreamReader(chunks))
+        finally:
+            self._restoring = False
+
+    def _restore(self, meta: SnapshotMeta, reader: _StreamReader) -> None:
+        header = reader.next_object()
+        index, term, config = _validate_header(header, meta)
+        crc = zlib.crc32(_pack(header))
+        with _leveldb_errors("restore"):
+            self._db.put(_RESTORING_KEY, _pack([index, term]), sync=True)
+        self._applied_index, self._applied_term, self._config = 0, 0, None
+        try:
+            with _leveldb_errors("restore"):
+                _delete_data(self._db)
+                _write_records(self._db, reader, crc)
+                _finish_restore(self._db, index, term, config)
+        except BaseException:
+            self._cleanup_failed_restore()
+            raise
+        self._applied_index, self._applied_term, self._config = index, term, config
+
+    def _cleanup_failed_restore(self) -> None:
+        try:
+            _reset_to_empty(self._db)
+        except Exception:   # the durable marker still makes the next open() start empty
+            log.exception("store %s: cleanup after a failed restore failed", self._path)
+
+    # ---- helpers ---------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._db.closed:
+            raise StoreError(f"store {self._path} is closed")
+        if self._restoring:
+            raise StoreError(f"store {self._path} is restoring a snapshot")
+
+
+class _ApplyBatch:
+    """One apply() call: its pending write batch and the state as the batch will leave it."""
+
+    def __init__(self, db: plyvel.DB, index: int, term: int, config: ClusterConfig | None) -> None:
+        self._db = db
+        self._writes = db.write_batch()
+        # Later commands must see earlier ones' effects, which a write batch cannot show.
+        self._pending: dict[bytes, tuple[str, int] | None] = {}
+        self._config_changed = False
+        self.index, self.term, self.config = index, term, config
+
+    def apply_entry(self, entry: Entry) -> list[Result]:
+        if entry.index <= self.index:
+            return []
+        if entry.index != self.index + 1:
+            raise StoreError(f"entry {entry.index} does not follow applied index {self.index}")
+        results: list[Result] = []
+        if entry.kind == EntryKind.NORMAL:
+            results = self._apply_normal(entry)
+        elif entry.kind == EntryKind.CONFIG:
+            self._apply_config(entry)
+        elif entry.kind != EntryKind.NOOP:
+            log.error("entry %d has unknown kind %r; skipped", entry.index, entry.kind)
+        self.index, self.term = entry.index, entry.term
+        return results
+
+    def write(self) -> None:
+        self._writes.put(_APPLIED_KEY, _pack([self.index, self.term]))
+        if self._config_changed:
+            self._writes.put(_CONFIG_KEY, _pack(encode_config(self.config)))
+        self._writes.write()
+
+    def _apply_normal(self, entry: Entry) -> list[Result]:
+        if not entry.data:
+            return []
+        try:
+            commands = decode_commands(entry.data)
+        except CommandError as exc:
+            log.error("entry %d holds undecodable commands (%s); skipped", entry.index, exc)
+            return []
+        return [self._apply_command(command, entry.index) for command in commands]
+
+    def _apply_command(self, command: Any, index: int) -> Result:
+        key = _data_key(command.key)
+        current = self._current(key) if reads_current(command) else None
+        result = evaluate(command, current, index)
+        if not result.ok:
+            return result
+        if isinstance(command, Delete):
+            self._pending[key] = None
+            self._writes.delete(key)
+        else:
+            self._pending[key] = (command.value, index)
+            self._writes.put(key, _pack([index, command.value]))
+        return result
+
+    def _current(self, key: bytes) -> tuple[str, int] | None:
+        if key in self._pending:
+            return self._pending[key]
+        with _leveldb_errors("apply"):
+            raw = self._db.get(key)
+        return None if raw is None else _decode_stored(raw)
+
+    def _apply_config(self, entry: Entry) -> None:
+        try:
+            config = decode_config(msgpack.unpackb(entry.data, raw=False))
+        except Exception as exc:   # decode_config trusts its input's shape
+            log.error("entry %d holds an undecodable config (%s); skipped", entry.index, exc)
+            return
+        self.config = config
+        self._config_changed = True
+
+
+class SnapshotStream(Iterator[bytes]):
+    """Chunks of a snapshot stream, read lazily from a LevelDB snapshot it owns.
+
+    The LevelDB snapshot is released when the stream is exhausted or closed.
+    """
+
+    def __init__(self, snapshot: Any, header: dict, chunk_size: int) -> None:
+        self._snapshot = snapshot
+        self._chunks: Iterator[bytes] | None = _snapshot_chunks(snapshot, header, chunk_size)
+
+    def __iter__(self) -> SnapshotStream:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._chunks is None:
+            raise StopIteration
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self.close()
+            raise
+        except RuntimeError as exc:   # plyvel's error once the database was closed under us
+            self.close()
+            raise StoreError(f"snapshot stream interrupted: {exc}") from exc
+
+    def close(self) -> None:
+        if self._chunks is not None:
+            chunks, self._chunks = self._chunks, None
+            # Either may raise once the database itself was closed, which released them anyway.
+            with contextlib.suppress(RuntimeError):
+                chunks.close()
+            with contextlib.suppress(RuntimeError):
+                self._snapshot.close()
+
+    def __enter__(self) -> SnapshotStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _snapshot_chunks(snapshot: Any, header: dict, chunk_size: int) -> Iterator[bytes]:
+    packer = msgpack.Packer(use_bin_type=True)
+    buffer = bytearray(packer.pack(header))
+    crc = zlib.crc32(buffer)
+    count = 0
+    records = snapshot.iterator(prefix=_DATA)
+    try:
+        for raw_key, raw_value in records:
+            value, revision = _decode_stored(raw_value)
+            record = packer.pack([_user_key(raw_key), value, revision])
+            crc = zlib.crc32(record, crc)
+            count += 1
+            buffer += record
+            while len(buffer) >= chunk_size:
+                yield bytes(buffer[:chunk_size])
+                del buffer[:chunk_size]
+    finally:
+        records.close()
+    buffer += packer.pack({"end": True, "count": count, "crc": crc})
+    while buffer:
+        yield bytes(buffer[:chunk_size])
+        del buffer[:chunk_size]
+
+
+class _StreamReader:
+    """msgpack objects out of a chunk iterable, fed in bounded slices."""
+
+    _END = object()
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending = memoryview(b"")
+        self._fed = 0
+        self._unpacker = msgpack.Unpacker(raw=False, use_list=True, strict_map_key=True,
+                                          max_buffer_size=_MAX_FRAME + _FEED_SLICE)
+
+    def next_object(self) -> Any:
+        """The next object; StoreError when the stream ends first."""
+        obj = self._next_or_end()
+        if obj is self._END:
+            raise StoreError("snapshot stream is truncated")
+        return obj
+
+    def expect_end(self) -> None:
+        if self._next_or_end() is not self._END or self._unpacker.tell() != self._fed:
+            raise StoreError("snapshot stream has data after its trailer")
+
+    def _next_or_end(self) -> Any:
+        while True:
+            try:
+                return next(self._unpacker)
+            except StopIteration:
+                pass
+            except Exception as exc:   # msgpack's FormatError, StackError, UnicodeDecodeError, BufferFull...
+                raise StoreError(f"snapshot stream is corrupt: {exc}") from exc
+            if not self._feed():
+                return self._END
+
+    def _feed(self) -> bool:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return False
+            if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                raise StoreError(f"snapshot chunk must be bytes, not {type(chunk).__name__}")
+            self._pending = memoryview(chunk).cast("B")
+        piece, self._pending = self._pending[:_FEED_SLICE], self._pending[_FEED_SLICE:]
+        self._unpacker.feed(piece)
+        self._fed += len(piece)
+        return True
+
+
+def _validate_header(header: Any, meta: SnapshotMeta) -> tuple[int, int, ClusterConfig | None]:
+    if not isinstance(header, dict) or header.get("format") != _SNAPSHOT_FORMAT:
+        raise StoreError("snapshot stream has no Axon snapshot header")
+    if header.get("version") != _SNAPSHOT_VERSION:
+        raise StoreError(f"snapshot stream version {header.get('version')!r} is not supported")
+    index, term = header.get("index"), header.get("term")
+    if (index, term) != (meta.index, meta.term) or type(index) is not int or type(term) is not int:
+        raise StoreError(f"snapshot stream is at index {index!r} term {term!r}, "
+                         f"but its meta says index {meta.index} term {meta.term}")
+    config = _decode_header_config(header.get("config"))
+    if encode_config(config or ClusterConfig()) != encode_config(meta.config):
+        raise StoreError("snapshot stream's config does not match its meta")
+    return index, term, config
+
+
+def _decode_header_config(raw: Any) -> ClusterConfig | None:
+    if raw is None:
+        return None
+    try:
+        return decode_config(raw)
+    except Exception as exc:   # decode_config trusts its input's shape
+        raise StoreError(f"snapshot stream has a malformed config: {exc}") from exc
+
+
+def _write_records(db: plyvel.DB, reader: _StreamReader, crc: int) -> None:
+    """Write the stream's records in bounded batches; check the trailer and the stream's end."""
+    count, previous_key = 0, b""
+    writes, batch_bytes, batch_records = db.write_batch(), 0, 0
+    while True:
+        obj = reader.next_object()
+        if isinstance(obj, dict):
+            break
+        key, value, revision = _validate_record(obj, count)
+        raw_key = _data_key(key)
+        if raw_key <= previous_key:
+            raise StoreError(f"snapshot record {count} is out of key order")
+        stored = _pack([revision, value])
+        writes.put(raw_key, stored)
+        crc = zlib.crc32(_pack(obj), crc)
+        count, previous_key = count + 1, raw_key
+        batch_bytes, batch_records = batch_bytes + len(raw_key) + len(stored), batch_records + 1
+        if batch_bytes >= _BATCH_BYTES or batch_records >= _BATCH_RECORDS:
+            writes.write()
+            writes, batch_bytes, batch_records = db.write_batch(), 0, 0
+    _check_trailer(obj, count, crc)
+    reader.expect_end()
+    writes.write()
+
+
+def _validate_record(obj: Any, position: int) -> tuple[str, str, int]:
+    if (not isinstance(obj, list) or len(obj) != 3 or not isinstance(obj[0], str)
+            or not isinstance(obj[1], str) or type(obj[2]) is not int or obj[2] < 0):
+        raise StoreError(f"snapshot record {position} is malformed")
+    return obj[0], obj[1], obj[2]
+
+
+def _check_trailer(trailer: dict, count: int, crc: int) -> None:
+    if trailer.get("end") is not True:
+        raise StoreError("snapshot stream has a malformed trailer")
+    if trailer.get("count") != count:
+        raise StoreError(f"snapshot stream holds {count} records, its trailer says {trailer.get('count')!r}")
+    if trailer.get("crc") != crc:
+        raise StoreError("snapshot stream checksum mismatch")
+
+
+def _finish_restore(db: plyvel.DB, index: int, term: int, config: ClusterConfig | None) -> None:
+    with db.write_batch(sync=True) as writes:
+        writes.put(_APPLIED_KEY, _pack([index, term]))
+        if config is None:
+            writes.delete(_CONFIG_KEY)
+        else:
+            writes.put(_CONFIG_KEY, _pack(encode_config(config)))
+        writes.delete(_RESTORING_KEY)
+
+
+def _reset_to_empty(db: plyvel.DB) -> None:
+    """Empty data set at applied index 0; clears a restore marker last."""
+    _delete_data(db)
+    with db.write_batch(sync=True) as writes:
+        writes.delete(_APPLIED_KEY)
+        writes.delete(_CONFIG_KEY)
+        writes.delete(_RESTORING_KEY)
+
+
+def _delete_data(db: plyvel.DB) -> None:
+    """Delete every data key, in bounded batches."""
+    writes, pending = db.write_batch(), 0
+    with db.iterator(prefix=_DATA, include_value=False) as keys:
+        for raw_key in keys:
+            writes.delete(raw_key)
+            pending += 1
+            if pending >= _BATCH_RECORDS:
+                writes.write()
+                writes, pending = db.write_batch(), 0
+    writes.write()
+
+
+# ---- opening -------------------------------------------------------------
+
+def _check_store_dir(path: str) -> None:
+    if not os.path.exists(path):
+        return
+    if not os.path.isdir(path):
+        raise StoreError(f"data dir {path} is not a directory")
+    entries = os.listdir(path)
+    if entries and "CURRENT" not in entries:
+        raise StoreError(f"data dir {path} is not an Axon store (not empty, no LevelDB database in it)")
+
+
+def _open_leveldb(path: str) -> plyvel.DB:
+    try:
+        return plyvel.DB(path, create_if_missing=True, **_DB_OPTIONS)
+    except plyvel.IOError as exc:
+        if "lock" in str(exc).lower():
+            raise StoreError(f"data dir {path} is in use: its LevelDB lock is held "
+                             f"(another process, or this one, has it open)") from exc
+        raise StoreError(f"cannot open data dir {path}: {exc}") from exc
+    except plyvel.Error as exc:
+        raise StoreError(f"cannot open data dir {path}: {exc}") from exc
+
+
+def _check_or_stamp_format(db: plyvel.DB, path: str) -> None:
+    stamp = db.get(_FORMAT_KEY)
+    if stamp == _FORMAT:
+        return
+    if stamp is not None:
+        raise StoreError(f"data dir {path} has unsupported store format {stamp!r}")
+    with db.iterator(include_value=False) as keys:
+        if next(keys, None) is not None:
+            raise StoreError(f"data dir {path} is not an Axon store (a LevelDB database without its marker)")
+    db.put(_FORMAT_KEY, _FORMAT, sync=True)
+
+
+def _read_applied(source: Any) -> tuple[int, int]:
+    raw = source.get(_APPLIED_KEY)
+    if raw is None:
+        return 0, 0
+    try:
+        index, term = msgpack.unpackb(raw)
+    except Exception as exc:
+        raise StoreError(f"store meta is corrupt (applied index): {exc}") from exc
+    return index, term
+
+
+def _read_config(source: Any) -> ClusterConfig | None:
+    raw = source.get(_CONFIG_KEY)
+    if raw is None:
+        return None
+    try:
+        return decode_config(msgpack.unpackb(raw, raw=False))
+    except Exception as exc:
+        raise StoreError(f"store meta is corrupt (config): {exc}") from exc
+
+
+# ---- encoding helpers ----------------------------------------------------
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _data_key(key: str) -> bytes:
+    if not isinstance(key, str):
+        raise StoreError(f"key must be a string, not {type(key).__name__}")
+    try:
+        return _DATA + key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise StoreError(f"key is not valid unicode: {exc}") from exc
+
+
+def _user_key(raw_key: bytes) -> str:
+    return raw_key[len(_DATA):].decode("utf-8")
+
+
+def _decode_stored(raw: bytes) -> tuple[str, int]:
+    """Stored [revision, value] -> (value, revision)."""
+    try:
+        revision, value = msgpack.unpackb(raw, raw=False)
+    except Exception as exc:
+        raise StoreError(f"stored record is corrupt: {exc}") from exc
+    return value, revision
+
+
+@contextlib.contextmanager
+def _leveldb_errors(action: str) -> Iterator[None]:
+    """LevelDB failures (I/O, corruption, closed database) -> StoreError."""
+    try:
+        yield
+    except plyvel.Error as exc:
+        raise StoreError(f"{action} failed: {exc}") from exc
+    except RuntimeError as exc:   # plyvel raises RuntimeError on a closed database
+        raise StoreError(f"{action} failed: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Test support: simulation, history recording and linearizability checking."""

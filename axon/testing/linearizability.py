@@ -1,0 +1,491 @@
+"""Per-key linearizability checking of a recorded ``History`` (Wing & Gong / Lowe search).
+
+Model: each key is a register whose state is ``(value, revision, exact)``.
+
+* ``value`` is the current value, None when absent.
+* ``revision`` is the Raft index of the last change.  When ``exact`` is False
+  it is only a lower bound: an operation whose revision we never learnt (an
+  ``unknown`` write, an ok write without a reported revision) moved the
+  register to *some* revision >= the previous one.  A later read that reports
+  the revision pins it (``exact`` becomes True).  Revisions only grow, but two
+  writes may share one (Axon batches many commands into one Raft entry), so
+  every check is ``>=``, never ``>``.
+* The revision a client sees for an absent key is 0, so a CAS with expected
+  revision 0 means "only if absent"; ``revision`` keeps the floor for the
+  monotonicity checks.
+
+Operation semantics (see ``axon.testing.history`` for how results are encoded):
+
+* read ok ``(v, r)``: needs ``value == v`` and, when present and ``r`` known,
+  ``r`` compatible with ``revision`` (equal if exact, >= otherwise).
+* write ok ``r``: needs ``r >= revision``; state becomes ``(value', r)``.
+* cas/conditional delete: applies iff the visible revision equals ``expected``.
+  ok -> as write / delete; ``fail`` -> the condition must be false at the
+  linearization point (only decidable when the revision is exact; an inexact
+  revision could differ, so it is accepted); a reported current
+  ``(value, revision)`` is checked like a read.
+* delete ok ``r``: needs the key present; ``NOT_FOUND``: needs it absent.
+* ``fail`` of read / write / unconditional delete: removed (no effect).
+* ``unknown`` / ``pending``: optional.  They have no return event (complete =
+  +infinity): they may be linearized anywhere after their invoke, with effect,
+  or never (equivalent to "did not happen" or "CAS condition was false").
+
+Soundness over precision: a legal history is never rejected; a few illegal
+ones that hinge on revisions we never learnt are accepted.
+
+Search: the ops' call/return events form a doubly linked list sorted by time
+(calls first on equal times, so touching ops count as concurrent).  Walking
+from the head, any call before the first remaining return may be linearized
+next if the model allows it; it is then lifted out of the list.  Reaching a
+return means backtracking.  A cache of (linearized-set bitset, model state)
+prunes states already explored.  Unknown writes whose value nobody ever saw
+are dropped beforehand when that cannot change the verdict (they would only
+multiply the states to explore).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Iterable
+
+from axon.testing.history import NOT_FOUND, History, Op
+
+_CHECK_EVERY = 2048   # search iterations between deadline checks
+_EXPLAIN_LAST = 6     # linearized ops shown in a failure explanation
+
+
+class CheckError(ValueError):
+    """The ops given to the checker are malformed (e.g. several keys to check_register)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    ok: bool
+    key: str | None
+    explanation: str
+    timed_out: bool = False   # ok is False then, but the history may be linearizable
+
+
+# State: (value, revision, exact).  A tuple so it is hashable for the cache.
+State = tuple
+INITIAL: State = (None, 0, True)
+
+
+def _rev_compatible(state: State, revision: int) -> bool:
+    _, rev, exact = state
+    return rev == revision if exact else revision >= rev
+
+
+def _observe(state: State, seen: tuple) -> State | None:
+    """State after observing a reported (value, revision), or None if impossible."""
+    value, revision = seen
+    if value != state[0]:
+        return None
+    if value is None or revision is None:
+        return state
+    if not _rev_compatible(state, revision):
+        return None
+    return (value, revision, True)
+
+
+def _condition_holds(state: State, expected: int) -> State | None:
+    """State (possibly pinned) if the visible revision can equal ``expected``, else None."""
+    if expected == 0:
+        return state if state[0] is None else None
+    if state[0] is None or not _rev_compatible(state, expected):
+        return None
+    return (state[0], expected, True)
+
+
+def _condition_can_fail(state: State, expected: int) -> bool:
+    if expected == 0:
+        return state[0] is not None
+    return state[0] is None or not (state[2] and state[1] == expected)
+
+
+def _set(state: State, value: str | None, revision: int | None) -> State | None:
+    """Change the value; ``revision`` None means unknown (some revision >= current)."""
+    if revision is None:
+        return (value, state[1], False)
+    if revision < state[1]:
+        return None
+    return (value, revision, True)
+
+
+def _step_mutation(state: State, op: Op, revision: int | None) -> State | None:
+    """Apply a write / cas / delete that took effect with ``revision`` (None = unknown)."""
+    if op.expected is not None:
+        state = _condition_holds(state, op.expected)
+        if state is None:
+            return None
+    if op.kind == "delete":
+        if state[0] is None:
+            return None   # a delete of an absent key changes nothing; it reports NOT_FOUND
+        return _set(state, None, revision)
+    return _set(state, op.value, revision)
+
+
+def step(state: State, op: Op) -> State | None:
+    """The register state after linearizing ``op`` in ``state``, or None if not allowed."""
+    if op.kind == "read" and op.status != "ok":
+        return state   # a read without a result neither changes nor reveals anything
+    if op.status in ("unknown", "pending"):
+        return _step_mutation(state, op, None)
+    if op.status == "fail":   # only conditional ops reach here: a conflict
+        if op.result is not None:
+            state = _observe(state, op.result)
+            if state is None:
+                return None
+        return state if _condition_can_fail(state, op.expected) else None
+    if op.kind == "read":
+        return _observe(state, op.result)
+    if op.kind == "delete" and op.result == NOT_FOUND:
+        return state if state[0] is None else None
+    return _step_mutation(state, op, op.result)
+
+
+def _is_optional(op: Op) -> bool:
+    return op.status in ("unknown", "pending")
+
+
+def _is_relevant(op: Op) -> bool:
+    """False for ops that certainly had no effect and carry no information."""
+    if op.kind == "read":
+        return op.status == "ok"
+    if op.status != "fail":
+        return True
+    return op.kind in ("cas", "delete") and op.expected is not None
+
+
+def _require_observed(ops: list[Op]) -> tuple[list[Op], dict[int, Op]]:
+    """Make optional writes whose (unique) value was seen required, due by the first sighting.
+
+    If a value only one op wrote was observed, that op took effect, and did so
+    before the observer returned.  Returns the new ops and, for the rewritten
+    ones, the original op by ``id()`` of the copy (for explanations).
+    """
+    writers: dict[str, list[Op]] = {}
+    for op in ops:
+        if op.kind in ("write", "cas"):
+            writers.setdefault(op.value, []).append(op)
+    first_seen: dict[str, float] = {}
+    for op in ops:
+        if isinstance(op.result, tuple) and op.result[0] is not None and op.complete is not None:
+            value = op.result[0]
+            first_seen[value] = min(first_seen.get(value, op.complete), op.complete)
+    out, originals = [], {}
+    for op in ops:
+        if (_is_optional(op) and op.kind in ("write", "cas") and op.value in first_seen
+                and len(writers[op.value]) == 1):
+            due = max(op.invoke, first_seen[op.value])
+            copy = replace(op, status="ok", complete=due, result=None)
+            originals[id(copy)] = op
+            op = copy
+        out.append(op)
+    return out, originals
+
+
+def _prune_unobserved(ops: list[Op]) -> list[Op]:
+    """Drop optional writes/cas whose value was never observed, when that is verdict-neutral.
+
+    Such an op could only matter by changing the key's revision or presence
+    unseen; that is observable only through an ok delete, a conflict, or a cas
+    expecting a revision no result ever reported.  Without any of those on the
+    key, any linearization using the op stays valid without it.
+    """
+    seen_values: set[str] = set()
+    known_revisions: set[int] = {0}
+    risky = False
+    for op in ops:
+        if isinstance(op.result, tuple):
+            seen_values.add(op.result[0])
+            if op.result[1] is not None:
+                known_revisions.add(op.result[1])
+        elif isinstance(op.result, int):
+            known_revisions.add(op.result)
+        if op.kind == "delete" and op.status == "ok" and op.result != NOT_FOUND:
+            risky = True
+        if op.status == "fail":
+            risky = True
+    for op in ops:
+        if op.expected is not None and op.expected not in known_revisions:
+            risky = True
+    if risky:
+        return ops
+    return [op for op in ops
+            if not (_is_optional(op) and op.kind in ("write", "cas") and op.value not in seen_values)]
+
+
+class _Node:
+    __slots__ = ("index", "op", "is_call", "match", "prev", "next")
+
+    def __init__(self, index: int, op: Op | None, is_call: bool) -> None:
+        self.index = index
+        self.op = op
+        self.is_call = is_call
+        self.match: _Node | None = None
+        self.prev: _Node | None = None
+        self.next: _Node | None = None
+
+
+def _build_list(ops: list[Op], required: list[int]) -> _Node:
+    """The time-sorted call/return list of the required ops; returns its head sentinel."""
+    events = []
+    for i in required:
+        call, ret = _Node(i, ops[i], True), _Node(i, ops[i], False)
+        call.match = ret
+        events.append((ops[i].invoke, 0, i, call))
+        events.append((ops[i].complete, 1, i, ret))
+    events.sort(key=lambda e: e[:3])
+    head = _Node(-1, None, False)
+    prev = head
+    for *_, node in events:
+        prev.next = node
+        node.prev = prev
+        prev = node
+    return head
+
+
+def _lift(call: _Node) -> None:
+    for node in (call, call.match):
+        node.prev.next = node.next
+        if node.next is not None:
+            node.next.prev = node.prev
+
+
+def _unlift(call: _Node) -> None:
+    for node in (call.match, call):
+        node.prev.next = node
+        if node.next is not None:
+            node.next.prev = node
+
+
+class _Failure(Exception):
+    def __init__(self, explanation: str, timed_out: bool = False) -> None:
+        super().__init__(explanation)
+        self.explanation = explanation
+        self.timed_out = timed_out
+
+
+class _Cache:
+    """Explored (required set, state) pairs, each with the optional sets used to reach them.
+
+    Reaching a pair again with a superset of optional ops linearized is
+    pointless: fewer optional ops used leaves strictly more choices.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[int, State], list[int]] = {}
+
+    def add_if_new(self, required_bits: int, optional_bits: int, state: State) -> bool:
+        masks = self._seen.setdefault((required_bits, state), [])
+        if any(m & optional_bits == m for m in masks):
+            return False
+        masks.append(optional_bits)
+        return True
+
+
+class _Search:
+    """Depth-first search for a linearization of one key's ops.
+
+    Candidates at each level, in order: calls of required ops before the
+    first remaining return, then optional ops invoked before that return.
+    Trying optional ops last lets the cache discard most of their placements.
+    """
+
+    def __init__(self, ops: list[Op], deadline: float, originals: dict[int, Op]) -> None:
+        self.ops = ops
+        self.originals = originals
+        self.deadline = deadline
+        required = [i for i, op in enumerate(ops) if not _is_optional(op)]
+        self.head = _build_list(ops, required)
+        self.remaining = len(required)
+        self.optional = sorted((i for i, op in enumerate(ops) if _is_optional(op)),
+                               key=lambda i: ops[i].invoke)
+        self.cache = _Cache()
+        self.state: State = INITIAL
+        self.required_bits = 0
+        self.optional_bits = 0
+        # (node or optional slot, state before, first return time) per linearized op
+        self.stack: list[tuple[_Node | int, State, float]] = []
+        # The deepest point reached, captured (lazily: copying is O(depth)) on leaving it.
+        self.best_depth = 0
+        self.best: tuple[list[Op], State, Op | None] = ([], INITIAL, None)
+
+    def run(self) -> None:
+        node: _Node | None = self.head.next
+        slot, limit = -1, 0.0   # slot >= 0: scanning optional ops from there
+        iterations = 0
+        while self.remaining:
+            iterations += 1
+            if iterations % _CHECK_EVERY == 0 and time.monotonic() > self.deadline:
+                if len(self.stack) >= len(self.best[0]):
+                    self._capture(None)
+                raise _Failure(self._explain(timed_out=True), timed_out=True)
+            if slot < 0:
+                if node.is_call:
+                    if self._try_required(node):
+                        node = self.head.next
+                    else:
+                        node = node.next
+                    continue
+                slot, limit = 0, node.op.complete
+                self._note_blocker(node.op)
+            slot = self._next_optional(slot, limit)
+            if slot is not None:
+                if self._try_optional(slot, limit):
+                    node, slot = self.head.next, -1
+                else:
+                    slot += 1
+                continue
+            node, slot, limit = self._backtrack()
+
+    def _push(self, entry: _Node | int, new_state: State, limit: float) -> None:
+        self.stack.append((entry, self.state, limit))
+        self.state = new_state
+        self.best_depth = max(self.best_depth, len(self.stack))
+
+    def _op_of(self, entry: _Node | int) -> Op:
+        return entry.op if isinstance(entry, _Node) else self.ops[self.optional[entry]]
+
+    def _try_required(self, call: _Node) -> bool:
+        new_state = step(self.state, call.op)
+        if new_state is None:
+            return False
+        new_bits = self.required_bits | (1 << call.index)
+        if not self.cache.add_if_new(new_bits, self.optional_bits, new_state):
+            return False
+        self.required_bits = new_bits
+        _lift(call)
+        self.remaining -= 1
+        self._push(call, new_state, 0.0)
+        return True
+
+    def _next_optional(self, slot: int, limit: float) -> int | None:
+        while slot < len(self.optional):
+            if self.ops[self.optional[slot]].invoke > limit:
+                return None
+            if not self.optional_bits >> slot & 1:
+                return slot
+            slot += 1
+        return None
+
+    def _try_optional(self, slot: int, limit: float) -> bool:
+        new_state = step(self.state, self.ops[self.optional[slot]])
+        if new_state is None:
+            return False
+        new_bits = self.optional_bits | (1 << slot)
+        if not self.cache.add_if_new(self.required_bits, new_bits, new_state):
+            return False
+        self.optional_bits = new_bits
+        self._push(slot, new_state, limit)
+        return True
+
+    def _explain(self, timed_out: bool = False) -> str:
+        def shown(op: Op | None) -> Op | None:
+            return self.originals.get(id(op), op)
+        prefix, state, blocker = self.best
+        return _explain([shown(op) for op in self.ops], [shown(op) for op in prefix], state,
+                        shown(blocker), timed_out)
+
+    def _note_blocker(self, op: Op) -> None:
+        if len(self.stack) == self.best_depth and len(self.best[0]) < self.best_depth:
+            self._capture(op)
+
+    def _capture(self, blocker: Op | None) -> None:
+        self.best = ([self._op_of(e) for e, _, _ in self.stack], self.state, blocker)
+
+    def _backtrack(self) -> tuple[_Node | None, int, float]:
+        """Undo the last linearized op; return where to resume the candidate scan."""
+        if not self.stack:
+            raise _Failure(self._explain())
+        entry, self.state, limit = self.stack.pop()
+        if isinstance(entry, _Node):
+            self.required_bits &= ~(1 << entry.index)
+            _unlift(entry)
+            self.remaining += 1
+            return entry.next, -1, 0.0
+        self.optional_bits &= ~(1 << entry)
+        return None, entry + 1, limit
+
+
+def _search(ops: list[Op], deadline: float, originals: dict[int, Op]) -> None:
+    """Raise _Failure unless ``ops`` (one key) have a linearization."""
+    _Search(ops, deadline, originals).run()
+
+
+def _explain(ops: list[Op], prefix: list[Op], state: State, blocker: Op | None,
+             timed_out: bool = False) -> str:
+    origin = min(op.invoke for op in ops)
+    required = sum(1 for op in ops if not _is_optional(op))
+    head = ("search timed out (verdict unknown); " if timed_out else "not linearizable; ")
+    value, revision, exact = state
+    lines = [head + f"longest linearizable prefix: {len(prefix)} ops "
+             f"({required} must be linearized, {len(ops)} considered)",
+             f"register after it: value={value!r} revision{'=' if exact else '>='}{revision}"]
+    if prefix:
+        lines.append("last linearized:")
+        lines += ["  " + op.describe(origin) for op in prefix[-_EXPLAIN_LAST:]]
+    if blocker is not None:
+        lines.append("cannot be linearized before it returns:")
+        lines.append("  " + blocker.describe(origin))
+        done = {id(op) for op in prefix}
+        rivals = [op for op in ops if id(op) not in done and op is not blocker
+                  and op.invoke <= (blocker.complete or 0.0)
+                  and (op.complete is None or _is_optional(op) or op.complete >= blocker.invoke)]
+        if rivals:
+            lines.append("concurrent ops not yet linearized:")
+            lines += ["  " + op.describe(origin) for op in rivals[:_EXPLAIN_LAST]]
+    return "\n".join(lines)
+
+
+def _one_key(ops: Iterable[Op]) -> tuple[str | None, list[Op]]:
+    ops = list(ops)
+    for op in ops:
+        if not isinstance(op, Op):
+            raise CheckError(f"not an Op: {op!r}")
+    keys = {op.key for op in ops}
+    if len(keys) > 1:
+        raise CheckError(f"check_register takes ops of one key, got {sorted(keys)[:5]}")
+    return (keys.pop() if keys else None), ops
+
+
+def _phantom_read(ops: list[Op]) -> Op | None:
+    """An op reporting a value no op could have written (fails fast, clear message)."""
+    written = {op.value for op in ops
+               if op.kind in ("write", "cas") and op.status in ("ok", "unknown", "pending")}
+    for op in ops:
+        if isinstance(op.result, tuple) and op.result[0] is not None and op.result[0] not in written:
+            return op
+    return None
+
+
+def check_register(ops: list[Op], *, timeout: float = 30.0) -> CheckResult:
+    """Check that the ops of one key are linearizable as a register."""
+    key, ops = _one_key(ops)
+    ops = [op for op in ops if _is_relevant(op)]
+    phantom = _phantom_read(ops)
+    if phantom is not None:
+        origin = min(op.invoke for op in ops)
+        return CheckResult(False, key, f"key {key!r}: not linearizable; this op saw a value "
+                           f"never written:\n  {phantom.describe(origin)}")
+    ops, originals = _require_observed(_prune_unobserved(ops))
+    if not any(not _is_optional(op) for op in ops):
+        return CheckResult(True, key, f"{len(ops)} ops, nothing to check")
+    try:
+        _search(ops, time.monotonic() + timeout, originals)
+    except _Failure as failure:
+        return CheckResult(False, key, f"key {key!r}: {failure.explanation}", failure.timed_out)
+    return CheckResult(True, key, f"{len(ops)} ops linearizable")
+
+
+def check_history(history: History, *, timeout_per_key: float = 30.0) -> CheckResult:
+    """Check every key of ``history``; the first failure (in key order) wins."""
+    per_key = history.by_key()
+    total = 0
+    for key in sorted(per_key):
+        result = check_register(per_key[key], timeout=timeout_per_key)
+        if not result.ok:
+            return result
+        total += len(per_key[key])
+    return CheckResult(True, None, f"{len(per_key)} keys, {total} ops linearizable")
