@@ -71,7 +71,9 @@ def pip_install(target: str, reqs: list[str], wheels: str | None, constraint: st
         cmd += ["--no-index", "--find-links", wheels]
     if constraint:
         cmd += ["--constraint", constraint]
-    result = subprocess.run(cmd + reqs, stdin=subprocess.DEVNULL)
+    # installing into a private staging dir as root is fine: silence pip's warning about it
+    env = {**os.environ, "PIP_ROOT_USER_ACTION": "ignore"}
+    result = subprocess.run(cmd + reqs, stdin=subprocess.DEVNULL, env=env)
     if result.returncode != 0:
         raise BuildError(f"pip install failed (exit {result.returncode}); is pip available for "
                          f"{sys.executable}?")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import threading
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -40,6 +41,9 @@ class Response:
 
 _RETRYABLE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
               http.client.BadStatusLine)
+# Only these may be sent twice: a PUT/DELETE/POST the server received before the connection
+# broke may have been applied, and repeating it (a CAS above all) would change its outcome.
+_SAFE_TO_RESEND = ("GET", "HEAD")
 
 
 class HttpPool:
@@ -63,7 +67,7 @@ class HttpPool:
                 data = resp.read()
             except _RETRYABLE as exc:
                 conn.close()
-                if reused and attempt == 0:
+                if reused and attempt == 0 and method in _SAFE_TO_RESEND:
                     continue   # the server closed an idle keep-alive connection; try a fresh one
                 raise ClientError(f"{addr}: connection lost ({exc.__class__.__name__})") from None
             except (OSError, http.client.HTTPException) as exc:
@@ -74,9 +78,14 @@ class HttpPool:
         raise AssertionError("unreachable")
 
     def _get(self, addr: str, timeout: float | None) -> tuple[http.client.HTTPConnection, bool]:
-        with self._lock:
-            idle = self._idle.get(addr)
-            conn = idle.pop() if idle else None
+        conn = None
+        while True:
+            with self._lock:
+                idle = self._idle.get(addr)
+                conn = idle.pop() if idle else None
+            if conn is None or not _dropped(conn):
+                break
+            conn.close()   # closed by the server while idle (e.g. it restarted): never reuse it
         if conn is not None:
             conn.timeout = timeout or self.timeout
             if conn.sock is not None:
@@ -105,6 +114,17 @@ class HttpPool:
             self._idle.clear()
         for conn in conns:
             conn.close()
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """Whether an idle connection is unusable: readable means EOF (or stray bytes) from the server."""
+    if conn.sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([conn.sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _describe(exc: Exception) -> str:

@@ -186,8 +186,12 @@ class Supervisor:
 
     # lifecycle --------------------------------------------------------
     def start_all(self) -> None:
+        """Start every node of the layout; one that cannot start is reported, not fatal."""
         for spec in list(self.layout.nodes):
-            self.start(spec.node_id)
+            try:
+                self.start(spec.node_id)
+            except ApiError as exc:
+                self.say(f"  {exc.message}")
 
     def start(self, node_id: str) -> dict:
         with self.lock:
@@ -200,7 +204,10 @@ class Supervisor:
             self._spawn(child, args)
             if bootstrap:
                 self.layout.bootstrapped = True
-                save_layout(self.directory, self.layout)
+                try:
+                    save_layout(self.directory, self.layout)
+                except LayoutError as exc:
+                    raise ApiError(409, f"{node_id} started, but {exc}") from None
             return self.describe(child)
 
     def _spawn(self, child: Child, args: list[str]) -> None:

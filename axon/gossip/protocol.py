@@ -130,6 +130,7 @@ class Gossip:
         self._probe: _Probe | None = None
         self._probe_order: list[str] = []
         self._probe_index = 0
+        self._suspects_to_probe: list[str] = []
         self._relays: dict[int, _Relay] = {}
         self._health = 0
         self._leaving = False
@@ -429,6 +430,7 @@ class Gossip:
         self._schedule(m.suspicion.deadline, self._on_suspicion_timeout, m.name, m.suspicion)
         self._broadcast(m.name, msg)
         if was_alive:
+            self._suspects_to_probe.append(m.name)
             self._emit("suspect", m)
 
     def _on_suspicion_timeout(self, now: float, name: str, suspicion: Suspicion) -> None:
@@ -482,6 +484,12 @@ class Gossip:
     # ------------------------------------------------------------ timers
 
     def _next_probe_target(self) -> _Member | None:
+        # a fresh suspect is probed out of turn: our ping carries the suspicion, so the member
+        # can refute to us directly, and a real failure gets an independent confirmation sooner
+        while self._suspects_to_probe:
+            m = self._members.get(self._suspects_to_probe.pop(0))
+            if m is not None and m.status == SUSPECT:
+                return m
         for _ in range(2):
             while self._probe_index < len(self._probe_order):
                 m = self._members.get(self._probe_order[self._probe_index])

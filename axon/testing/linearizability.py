@@ -185,6 +185,34 @@ def _require_observed(ops: list[Op]) -> tuple[list[Op], dict[int, Op]]:
     return out, originals
 
 
+class _Unseen:
+    """Stands for every written value no result ever showed."""
+
+    def __repr__(self) -> str:
+        return "<a value never read>"
+
+
+UNSEEN = _Unseen()
+
+
+def _forget_unseen_values(ops: list[Op], originals: dict[int, Op]) -> list[Op]:
+    """Replace values nobody observed by UNSEEN, so the states they lead to merge.
+
+    Such a value is only ever compared with observed ones, and differs from all
+    of them, so which one it is cannot matter; merged states let the cache cut
+    the many placements of unknown writes.
+    """
+    seen = {op.result[0] for op in ops if isinstance(op.result, tuple)}
+    out = []
+    for op in ops:
+        if op.kind in ("write", "cas") and op.value not in seen:
+            copy = replace(op, value=UNSEEN)
+            originals[id(copy)] = originals.get(id(op), op)
+            op = copy
+        out.append(op)
+    return out
+
+
 def _prune_unobserved(ops: list[Op]) -> list[Op]:
     """Drop optional writes/cas whose value was never observed, when that is verdict-neutral.
 
@@ -302,6 +330,14 @@ class _Search:
         self.remaining = len(required)
         self.optional = sorted((i for i, op in enumerate(ops) if _is_optional(op)),
                                key=lambda i: ops[i].invoke)
+        # Optional ops with the same effect are interchangeable once invoked, so only
+        # the earliest unused one of each class is a candidate (a symmetry cut).
+        classes: dict[tuple, int] = {}
+        self.class_of = [classes.setdefault(_effect(ops[i]), len(classes)) for i in self.optional]
+        self.class_slots: list[list[int]] = [[] for _ in classes]
+        for slot, c in enumerate(self.class_of):
+            self.class_slots[c].append(slot)
+        self.class_used = [0] * len(classes)
         self.cache = _Cache()
         self.state: State = INITIAL
         self.required_bits = 0
@@ -365,7 +401,9 @@ class _Search:
         while slot < len(self.optional):
             if self.ops[self.optional[slot]].invoke > limit:
                 return None
-            if not self.optional_bits >> slot & 1:
+            c = self.class_of[slot]
+            if self.class_used[c] < len(self.class_slots[c]) and \
+                    self.class_slots[c][self.class_used[c]] == slot:
                 return slot
             slot += 1
         return None
@@ -378,6 +416,7 @@ class _Search:
         if not self.cache.add_if_new(self.required_bits, new_bits, new_state):
             return False
         self.optional_bits = new_bits
+        self.class_used[self.class_of[slot]] += 1
         self._push(slot, new_state, limit)
         return True
 
@@ -406,7 +445,13 @@ class _Search:
             self.remaining += 1
             return entry.next, -1, 0.0
         self.optional_bits &= ~(1 << entry)
+        self.class_used[self.class_of[entry]] -= 1
         return None, entry + 1, limit
+
+
+def _effect(op: Op) -> tuple:
+    """What an optional op does when linearized; equal tuples mean interchangeable ops."""
+    return (op.kind, op.value, op.expected)
 
 
 def _search(ops: list[Op], deadline: float, originals: dict[int, Op]) -> None:
@@ -470,6 +515,7 @@ def check_register(ops: list[Op], *, timeout: float = 30.0) -> CheckResult:
         return CheckResult(False, key, f"key {key!r}: not linearizable; this op saw a value "
                            f"never written:\n  {phantom.describe(origin)}")
     ops, originals = _require_observed(_prune_unobserved(ops))
+    ops = _forget_unseen_values(ops, originals)
     if not any(not _is_optional(op) for op in ops):
         return CheckResult(True, key, f"{len(ops)} ops, nothing to check")
     try:

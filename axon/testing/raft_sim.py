@@ -522,6 +522,9 @@ class Simulation:
         node.disk.install(DiskSnapshot(meta, data), keep_log=False)
         node.sm = sm
         node.apply_queue.clear()
+        for index in [i for i in node.writes if i <= meta.index]:
+            # skipped over by the snapshot: this node can't tell whether its entry made it
+            self.history.unknown(node.writes.pop(index).op)
         node.core.snapshot_installed(meta, msg.src)
         self.stats["snapshots_installed"] += 1
         self.log(f"{node.id} installs snapshot {meta.index} (term {meta.term}) from {msg.src}")
