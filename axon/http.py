@@ -9,6 +9,7 @@ from typing import Callable
 
 import bottle
 from gevent.pywsgi import WSGIServer
+from gevent.server import _tcp_listener
 
 from .config import parse_addr
 from .errors import AxonError, MethodNotAllowed, NotFound, PayloadTooLarge, Unavailable
@@ -103,6 +104,11 @@ def build_app(service: KVService) -> bottle.Bottle:
     def cluster_status() -> Reply:
         return service.status()
 
+    @app.route("/cluster/overview", method="GET")
+    @_handler
+    def cluster_overview() -> Reply:
+        return service.overview()
+
     @app.route("/cluster/members", method="GET")
     @_handler
     def cluster_members() -> Reply:
@@ -181,8 +187,14 @@ class NoDelayWSGIServer(WSGIServer):
         super().handle(sock, address)
 
 
-def serve(app: bottle.Bottle, listen: str) -> NoDelayWSGIServer:
+def bind(listen: str) -> socket.socket:
+    """Bind the listening socket now, so a taken port fails before anything else happens."""
     host, port = parse_addr(listen)
-    server = NoDelayWSGIServer((host, port), app, log=None, error_log=logging.getLogger("axon.wsgi"))
+    return _tcp_listener((host, port), reuse_addr=True, backlog=1024)
+
+
+def serve(app: bottle.Bottle, listen: str | socket.socket) -> NoDelayWSGIServer:
+    listener = bind(listen) if isinstance(listen, str) else listen
+    server = NoDelayWSGIServer(listener, app, log=None, error_log=logging.getLogger("axon.wsgi"))
     server.start()
     return server

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -22,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
+from urllib.parse import quote
 
 import bottle
 import gevent
@@ -37,6 +39,9 @@ log = logging.getLogger("axon.launcher")
 LOCK_FILE = "launcher.lock"
 PR_SET_PDEATHSIG = 1
 STATUS_TIMEOUT = 1.5
+PROXY_TIMEOUT = 12.0      # above a node's request timeout: a write may wait for a commit
+PROXY_HEADERS = ("If-Match", "If-None-Match", "Content-Type")
+MAX_PROXY_BODY = 8 << 20
 # Variables that would change what a child node does behind the launcher's back.
 _KEEP_ENV = {"AXON_CACHE_DIR", "AXON_PYZ"}
 
@@ -141,6 +146,7 @@ class Supervisor:
         self.pool = HttpPool(timeout=STATUS_TIMEOUT)
         self.children: dict[str, Child] = {}
         self._lock_fd: int | None = None
+        self._proxy_target: str | None = None   # the node that answered the last proxied request
         self._open_dir()
         layout = load_layout(self.directory)
         if layout is None:
@@ -348,6 +354,25 @@ class Supervisor:
         child = self._child(node_id)
         return self.describe(child, self._status(child))
 
+    def proxy(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, bytes, dict]:
+        """Forward a dashboard request (/cluster/*, /kv*) to a running node: (status, body, headers)."""
+        running = [c for c in self.children.values() if c.state == "running"]
+        running.sort(key=lambda c: c.spec.node_id != self._proxy_target)
+        last = "no node is running"
+        for child in running:
+            try:
+                resp = self.pool.request(method, child.spec.http, path, body, headers, timeout=PROXY_TIMEOUT)
+            except ClientError as exc:
+                last = f"{child.spec.node_id}: {exc}"
+                # a write that may have reached the node must not be sent twice to another one
+                if method not in ("GET", "HEAD") and not str(exc).endswith("connection refused"):
+                    break
+                continue
+            self._proxy_target = child.spec.node_id
+            keep = {k: v for k, v in resp.headers.items() if k in ("retry-after", "location")}
+            return resp.status, resp.body, keep
+        return 503, json.dumps({"error": f"no running node answered ({last})"}).encode(), {}
+
     def _status(self, child: Child) -> dict | None:
         if child.state != "running":
             return None
@@ -413,6 +438,19 @@ def build_api(sup: Supervisor) -> bottle.Bottle:
         return actions[verb](node_id)
     app.route("/api/nodes/<node_id>/<verb>", "POST", _api(action))
 
+    def forward(**_kwargs: str) -> bytes | str:
+        try:
+            status, body, headers = sup.proxy(*_proxied_request())
+        except ApiError as exc:
+            return _json(exc.status, {"error": exc.message})
+        bottle.response.status = status
+        bottle.response.content_type = "application/json"
+        for name, value in headers.items():
+            bottle.response.set_header(name, value)
+        return body
+    for rule in ("/cluster/<rest:path>", "/kv", "/kv/<rest:path>", "/kv/"):
+        app.route(rule, ["GET", "PUT", "POST", "DELETE"], forward)
+
     @app.route("/", method="GET")
     def index() -> object:
         return _static("index.html")
@@ -434,6 +472,20 @@ def build_api(sup: Supervisor) -> bottle.Bottle:
         return _json(500, {"error": "internal error"})
 
     return app
+
+
+def _proxied_request() -> tuple[str, str, bytes | None, dict[str, str]]:
+    """This request as (method, raw path + query, body, headers) for Supervisor.proxy."""
+    req = bottle.request
+    # PATH_INFO is decoded (latin-1 per WSGI); quote its bytes again so keys survive the hop
+    path = quote(req.environ.get("PATH_INFO", "/").encode("latin-1"), safe="/")
+    if req.query_string:
+        path += "?" + req.query_string
+    if req.content_length > MAX_PROXY_BODY:
+        raise ApiError(413, f"request body is larger than {MAX_PROXY_BODY} bytes")
+    body = req.body.read(MAX_PROXY_BODY) if req.method in ("PUT", "POST") else None
+    headers = {h: req.get_header(h) for h in PROXY_HEADERS if req.get_header(h) is not None}
+    return req.method, path, body, headers
 
 
 def _static(path: str) -> object:

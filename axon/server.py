@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 
 import gevent
@@ -12,9 +13,9 @@ from gevent.event import Event
 
 from . import commands
 from .client import HttpPool
-from .config import NodeConfig
+from .config import NodeConfig, parse_addr
 from .errors import AxonError, ConfigError
-from .http import build_app, serve
+from .http import bind, build_app, serve
 try:   # TEMPORARY while axon/gossip/agent.py is being written
     from .gossip.agent import GossipAgent
     from .gossip.config import GossipConfig
@@ -77,12 +78,31 @@ class _NoGossip:   # TEMPORARY
     def members(self): return []
 
 
+def _check_port_free(listen: str, what: str) -> None:
+    host, port = parse_addr(listen)
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"cannot use {what} address {listen}: {exc.strerror}") from None
+    finally:
+        probe.close()
+
+
 class NodeProcess:
     """Everything one node runs, wired together."""
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         claim_data_dir(config.data_dir, config.node_id)
+        # Take the ports before touching cluster state: a taken port must not leave a
+        # half-started node (e.g. a bootstrapped log) behind.
+        try:
+            self._http_listener = bind(config.http)
+        except OSError as exc:
+            raise ConfigError(f"cannot use http address {config.http}: {exc.strerror}") from None
+        _check_port_free(config.raft, "raft")
         try:
             self.store = Store.open(os.path.join(config.data_dir, "store"))
         except StoreError as exc:
@@ -114,7 +134,7 @@ class NodeProcess:
         self.gossip.start()
         if self.config.seed:
             self.gossip.join_in_background(list(self.config.seed))
-        self.http = serve(build_app(self.service), self.config.http)
+        self.http = serve(build_app(self.service), self._http_listener)
         log.info("node %s serving http on %s, raft on %s, gossip on %s (data in %s)",
                  self.config.node_id, self.config.http, self.config.raft, self.config.gossip,
                  self.config.data_dir)

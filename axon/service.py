@@ -17,6 +17,7 @@ from .commands import Delete, Put, Result
 from .config import NodeConfig
 from .errors import (BadRequest, Conflict, NotFound, NotLeaderError, PreconditionFailed,
                      Unavailable)
+from .overview import StatusFetcher, collect_overview
 from .raft.core import ConfChange
 from .raft.node import RaftNode
 from .raft.types import Member
@@ -47,6 +48,7 @@ class KVService:
         self.store = store
         self.pool = pool
         self.members_view = members_view
+        self.status_fetcher = StatusFetcher(pool)
 
     # ------------------------------------------------------------------ KV
     def put(self, raw_key: str, body: bytes, if_match: str | None, if_none_match: str | None,
@@ -113,7 +115,8 @@ class KVService:
                  headers: dict[str, str], forwarded: int) -> Reply:
         if exc.leader_http is None or forwarded >= 1:
             raise Unavailable("no leader available; retry later", leader=exc.leader_id)
-        headers = dict(headers, **{FORWARD_HEADER: str(forwarded + 1), ORIGIN_HEADER: self.config.node_id})
+        headers = dict(headers, **{FORWARD_HEADER: str(forwarded + 1),
+                                   ORIGIN_HEADER: self.config.node_id})
         try:
             resp = self.pool.request(method, exc.leader_http, path, body, headers,
                                      timeout=self.config.request_timeout + 1)
@@ -145,6 +148,11 @@ class KVService:
                         "voter": nid in st["voters"], "online": online.get(nid)}
                        for nid, m in sorted(members.items())]
         return ok(st)
+
+    def overview(self) -> Reply:
+        """The whole cluster as this node sees it, each member's status asked concurrently."""
+        gossip = self.members_view() if self.members_view is not None else None
+        return ok(collect_overview(self.status_fetcher, self.status().body, gossip))
 
     def _online(self) -> dict[str, bool | None]:
         if self.members_view is None:

@@ -238,9 +238,10 @@ def test_check_register_rejects_mixed_keys():
 
 
 def test_timeout_gives_up_with_clear_result():
-    # 18 concurrent writes followed by two contradicting reads: refuting it needs
-    # exploring every subset of the writes, far more than the timeout allows.
+    # 18 concurrent writes (each seen by a concurrent read) followed by two
+    # contradicting reads: refuting it means exploring every subset of the writes.
     ops = [mk("write", 0, 1, value=f"w{i}", result=None, client=i) for i in range(18)]
+    ops += [mk("read", 0, 1, result=(f"w{i}", None), client=100 + i) for i in range(18)]
     ops += [mk("read", 2, 3, result=("w0", None)), mk("read", 4, 5, result=("w1", None))]
     start = time.monotonic()
     result = check(*ops, timeout=0.3)

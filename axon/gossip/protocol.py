@@ -35,6 +35,9 @@ from axon.gossip.errors import CodecError, GossipError
 from axon.gossip.suspicion import Suspicion, suspicion_timeout
 
 
+NACK_TIMEOUT_FRACTION = 0.8
+
+
 @dataclass(frozen=True, slots=True)
 class SendPacket:
     """Send ``data`` as one UDP datagram to ``addr``."""
@@ -335,7 +338,10 @@ class Gossip:
         seq = self._next_seq()
         self._relays[seq] = _Relay(src, msg.seq, msg.nack)
         self._send(msg.target_addr, Ping(seq, msg.target))
-        self._schedule(now + self.config.probe_timeout, self._on_relay_timeout, seq)
+        # The prober sends ping-req after probe_timeout and gives up probe_interval after the
+        # ping; answering a bit sooner than probe_timeout lets a healthy helper's nack arrive
+        # in time, so only a slow prober misses nacks (the Lifeguard health signal).
+        self._schedule(now + self.config.probe_timeout * NACK_TIMEOUT_FRACTION, self._on_relay_timeout, seq)
 
     def _on_relay_timeout(self, now: float, seq: int) -> None:
         relay = self._relays.pop(seq, None)

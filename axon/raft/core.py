@@ -825,6 +825,7 @@ class RaftCore:
     def _maybe_promote(self, pid: str, pr: Progress) -> None:
         if (self.opts.auto_promote and pid in self.config.learners and self.transferee is None
                 and self.pending_conf_index <= self.commit
+                and pr.match >= self.pending_conf_index   # it has acknowledged being added
                 and pr.match + self.opts.promote_lag >= self.last_index()
                 and self.term_at(self.commit) == self.term):
             self.propose_conf_change(ConfChange("promote", pid))

@@ -38,9 +38,16 @@ Search: the ops' call/return events form a doubly linked list sorted by time
 from the head, any call before the first remaining return may be linearized
 next if the model allows it; it is then lifted out of the list.  Reaching a
 return means backtracking.  A cache of (linearized-set bitset, model state)
-prunes states already explored.  Unknown writes whose value nobody ever saw
-are dropped beforehand when that cannot change the verdict (they would only
-multiply the states to explore).
+prunes states already explored.  Three reductions keep unknown ops and
+concurrency affordable (each is argued where it is implemented):
+
+* an unknown write whose unique value was observed is required, due by the
+  first observer's return (``_require_observed``);
+* values nobody observed are all replaced by one placeholder, and optional ops
+  with the same effect are interchangeable (``_forget_unseen_values``,
+  ``_Search``);
+* a required op that leaves the state unchanged is taken without branching
+  (``_Search``).
 """
 from __future__ import annotations
 
@@ -213,37 +220,6 @@ def _forget_unseen_values(ops: list[Op], originals: dict[int, Op]) -> list[Op]:
     return out
 
 
-def _prune_unobserved(ops: list[Op]) -> list[Op]:
-    """Drop optional writes/cas whose value was never observed, when that is verdict-neutral.
-
-    Such an op could only matter by changing the key's revision or presence
-    unseen; that is observable only through an ok delete, a conflict, or a cas
-    expecting a revision no result ever reported.  Without any of those on the
-    key, any linearization using the op stays valid without it.
-    """
-    seen_values: set[str] = set()
-    known_revisions: set[int] = {0}
-    risky = False
-    for op in ops:
-        if isinstance(op.result, tuple):
-            seen_values.add(op.result[0])
-            if op.result[1] is not None:
-                known_revisions.add(op.result[1])
-        elif isinstance(op.result, int):
-            known_revisions.add(op.result)
-        if op.kind == "delete" and op.status == "ok" and op.result != NOT_FOUND:
-            risky = True
-        if op.status == "fail":
-            risky = True
-    for op in ops:
-        if op.expected is not None and op.expected not in known_revisions:
-            risky = True
-    if risky:
-        return ops
-    return [op for op in ops
-            if not (_is_optional(op) and op.kind in ("write", "cas") and op.value not in seen_values)]
-
-
 class _Node:
     __slots__ = ("index", "op", "is_call", "match", "prev", "next")
 
@@ -316,15 +292,20 @@ class _Cache:
 class _Search:
     """Depth-first search for a linearization of one key's ops.
 
-    Candidates at each level, in order: calls of required ops before the
-    first remaining return, then optional ops invoked before that return.
-    Trying optional ops last lets the cache discard most of their placements.
+    Candidates at each level: calls of required ops before the first remaining
+    return, then optional ops invoked before that return.  Optional ops go
+    last so that the cache discards most of their placements.
+
+    A required candidate that leaves the state unchanged (a read, a conflict)
+    is a forced move: taking it now is never worse than later, since it changes
+    nothing and every op that must precede it is already linearized.  So its
+    level has no alternatives to try when backtracking.
     """
 
     def __init__(self, ops: list[Op], deadline: float, originals: dict[int, Op]) -> None:
         self.ops = ops
-        self.originals = originals
         self.deadline = deadline
+        self.originals = originals
         required = [i for i, op in enumerate(ops) if not _is_optional(op)]
         self.head = _build_list(ops, required)
         self.remaining = len(required)
@@ -342,8 +323,8 @@ class _Search:
         self.state: State = INITIAL
         self.required_bits = 0
         self.optional_bits = 0
-        # (node or optional slot, state before, first return time) per linearized op
-        self.stack: list[tuple[_Node | int, State, float]] = []
+        # Per linearized op: (node or optional slot, state before, first return time, forced).
+        self.stack: list[tuple[_Node | int, State, float, bool]] = []
         # The deepest point reached, captured (lazily: copying is O(depth)) on leaving it.
         self.best_depth = 0
         self.best: tuple[list[Op], State, Op | None] = ([], INITIAL, None)
@@ -351,6 +332,7 @@ class _Search:
     def run(self) -> None:
         node: _Node | None = self.head.next
         slot, limit = -1, 0.0   # slot >= 0: scanning optional ops from there
+        new_level = True
         iterations = 0
         while self.remaining:
             iterations += 1
@@ -358,10 +340,19 @@ class _Search:
                 if len(self.stack) >= len(self.best[0]):
                     self._capture(None)
                 raise _Failure(self._explain(timed_out=True), timed_out=True)
+            if new_level:
+                new_level = False
+                forced = self._forced_move()
+                if forced is not None:
+                    if self._try_required(forced, forced=True):
+                        node, new_level = self.head.next, True
+                    else:
+                        node, slot, limit = self._backtrack()
+                    continue
             if slot < 0:
                 if node.is_call:
                     if self._try_required(node):
-                        node = self.head.next
+                        node, new_level = self.head.next, True
                     else:
                         node = node.next
                     continue
@@ -370,21 +361,29 @@ class _Search:
             slot = self._next_optional(slot, limit)
             if slot is not None:
                 if self._try_optional(slot, limit):
-                    node, slot = self.head.next, -1
+                    node, slot, new_level = self.head.next, -1, True
                 else:
                     slot += 1
                 continue
             node, slot, limit = self._backtrack()
 
-    def _push(self, entry: _Node | int, new_state: State, limit: float) -> None:
-        self.stack.append((entry, self.state, limit))
+    def _forced_move(self) -> _Node | None:
+        node = self.head.next
+        while node is not None and node.is_call:
+            if step(self.state, node.op) == self.state:
+                return node
+            node = node.next
+        return None
+
+    def _push(self, entry: _Node | int, new_state: State, limit: float, forced: bool) -> None:
+        self.stack.append((entry, self.state, limit, forced))
         self.state = new_state
         self.best_depth = max(self.best_depth, len(self.stack))
 
     def _op_of(self, entry: _Node | int) -> Op:
         return entry.op if isinstance(entry, _Node) else self.ops[self.optional[entry]]
 
-    def _try_required(self, call: _Node) -> bool:
+    def _try_required(self, call: _Node, forced: bool = False) -> bool:
         new_state = step(self.state, call.op)
         if new_state is None:
             return False
@@ -394,7 +393,7 @@ class _Search:
         self.required_bits = new_bits
         _lift(call)
         self.remaining -= 1
-        self._push(call, new_state, 0.0)
+        self._push(call, new_state, 0.0, forced)
         return True
 
     def _next_optional(self, slot: int, limit: float) -> int | None:
@@ -417,7 +416,7 @@ class _Search:
             return False
         self.optional_bits = new_bits
         self.class_used[self.class_of[slot]] += 1
-        self._push(slot, new_state, limit)
+        self._push(slot, new_state, limit, False)
         return True
 
     def _explain(self, timed_out: bool = False) -> str:
@@ -432,21 +431,25 @@ class _Search:
             self._capture(op)
 
     def _capture(self, blocker: Op | None) -> None:
-        self.best = ([self._op_of(e) for e, _, _ in self.stack], self.state, blocker)
+        self.best = ([self._op_of(e) for e, _, _, _ in self.stack], self.state, blocker)
 
     def _backtrack(self) -> tuple[_Node | None, int, float]:
-        """Undo the last linearized op; return where to resume the candidate scan."""
-        if not self.stack:
-            raise _Failure(self._explain())
-        entry, self.state, limit = self.stack.pop()
-        if isinstance(entry, _Node):
-            self.required_bits &= ~(1 << entry.index)
-            _unlift(entry)
-            self.remaining += 1
-            return entry.next, -1, 0.0
-        self.optional_bits &= ~(1 << entry)
-        self.class_used[self.class_of[entry]] -= 1
-        return None, entry + 1, limit
+        """Undo linearized ops up to the last real choice; return where to resume scanning."""
+        while True:
+            if not self.stack:
+                raise _Failure(self._explain())
+            entry, self.state, limit, forced = self.stack.pop()
+            if isinstance(entry, _Node):
+                self.required_bits &= ~(1 << entry.index)
+                _unlift(entry)
+                self.remaining += 1
+                resume = (entry.next, -1, 0.0)
+            else:
+                self.optional_bits &= ~(1 << entry)
+                self.class_used[self.class_of[entry]] -= 1
+                resume = (None, entry + 1, limit)
+            if not forced:
+                return resume
 
 
 def _effect(op: Op) -> tuple:
@@ -514,7 +517,7 @@ def check_register(ops: list[Op], *, timeout: float = 30.0) -> CheckResult:
         origin = min(op.invoke for op in ops)
         return CheckResult(False, key, f"key {key!r}: not linearizable; this op saw a value "
                            f"never written:\n  {phantom.describe(origin)}")
-    ops, originals = _require_observed(_prune_unobserved(ops))
+    ops, originals = _require_observed(ops)
     ops = _forget_unseen_values(ops, originals)
     if not any(not _is_optional(op) for op in ops):
         return CheckResult(True, key, f"{len(ops)} ops, nothing to check")

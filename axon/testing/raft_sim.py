@@ -810,20 +810,22 @@ class Simulation:
             self.net.set_node_delay(nid, 0.0)
             self.restart(nid)
         self.log("settle: healed, all nodes up")
-        marker: list[Op] = []
+        marker: list[tuple[Op, str, int]] = []   # (write, leader it went to, its term)
 
         def progressed() -> bool:
             lead = self.leader()
             if lead is None or lead.id not in self.committed_config.voters:
                 return False
-            if not marker or marker[-1].status not in ("pending", "ok"):
-                op = self.write(lead.id, "settle", "done")
-                if op is not None:
-                    marker.append(op)
+            if marker and marker[-1][0].status == "ok":
+                target = marker[-1][0].result
+            else:
+                # like a client: retry at the current leader when the last attempt is lost
+                if not marker or marker[-1][1:] != (lead.id, lead.core.term) or \
+                        marker[-1][0].status != "pending":
+                    op = self.write(lead.id, "settle", "done")
+                    if op is not None:
+                        marker.append((op, lead.id, lead.core.term))
                 return False
-            if marker[-1].status != "ok":
-                return False
-            target = marker[-1].result
             return all(self.nodes[nid].sm.applied >= target for nid in self.members()
                        if nid in self.nodes)
         if not self.wait_for(progressed, self.cfg.settle_ticks, workload=False):
