@@ -477,8 +477,8 @@ def build_api(sup: Supervisor) -> bottle.Bottle:
 def _proxied_request() -> tuple[str, str, bytes | None, dict[str, str]]:
     """This request as (method, raw path + query, body, headers) for Supervisor.proxy."""
     req = bottle.request
-    # PATH_INFO is decoded (latin-1 per WSGI); quote its bytes again so keys survive the hop
-    path = quote(req.environ.get("PATH_INFO", "/").encode("latin-1"), safe="/")
+    # bottle has already decoded PATH_INFO as UTF-8; quote it again so keys survive the hop
+    path = quote(req.environ.get("PATH_INFO", "/").encode("utf-8", "surrogateescape"), safe="/")
     if req.query_string:
         path += "?" + req.query_string
     if req.content_length > MAX_PROXY_BODY:

@@ -36,20 +36,35 @@ def run(cmd: list[str], cwd: str, timeout: float) -> None:
         pytest.fail(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
 
-def test_ui_sources_are_complete() -> None:
+def assets(suffix: str) -> list[str]:
+    return sorted(f for f in tree(STATIC_DIR) if f.startswith("assets/") and f.endswith(suffix))
+
+
+def test_ui_sources_and_bundle_are_complete() -> None:
     for name in ("package.json", "package-lock.json", "vite.config.js", "index.html", "src/App.svelte"):
         assert os.path.isfile(os.path.join(UI_DIR, name)), f"ui/{name} is missing"
-    assert {"index.html", "assets/app.js", "assets/index.css"} <= tree(STATIC_DIR)
+    assert "index.html" in tree(STATIC_DIR)
+    assert len(assets(".js")) == 1 and len(assets(".css")) == 1
 
 
-def test_static_bundle_serves_only_relative_same_origin_urls() -> None:
+def test_sources_never_render_raw_html() -> None:
+    """Keys and values are untrusted: text interpolation only, never {@html} or innerHTML."""
+    for rel in tree(os.path.join(UI_DIR, "src")):
+        with open(os.path.join(UI_DIR, "src", rel), encoding="utf-8") as f:
+            text = f.read()
+        assert "{@html" not in text and "innerHTML" not in text, f"ui/src/{rel} renders raw HTML"
+
+
+def test_bundle_is_small_and_uses_same_origin_urls_only() -> None:
     with open(os.path.join(STATIC_DIR, "index.html"), encoding="utf-8") as f:
         html = f.read()
-    assert 'src="/static/assets/app.js"' in html and 'href="/static/assets/index.css"' in html
-    with open(os.path.join(STATIC_DIR, "assets", "app.js"), encoding="utf-8") as f:
-        js = f.read()
-    assert "http://127.0.0.1" not in js and "localhost:" not in js
-    assert os.path.getsize(os.path.join(STATIC_DIR, "assets", "app.js")) < 200_000
+    [js], [css] = assets(".js"), assets(".css")
+    assert f'src="/static/{js}"' in html and f'href="/static/{css}"' in html
+    with open(os.path.join(STATIC_DIR, js), encoding="utf-8") as f:
+        code = f.read()
+    assert "http://127.0.0.1" not in code and "localhost:" not in code
+    total = sum(os.path.getsize(os.path.join(STATIC_DIR, f)) for f in tree(STATIC_DIR))
+    assert total < 250_000, f"the dashboard bundle grew to {total} bytes"
 
 
 @pytest.mark.slow

@@ -461,8 +461,9 @@ def inject_stale_read(recorded, overwritten, rng):
             before, _ = max(candidates, key=lambda c: c[1].complete)
             if before != read.result[0]:
                 writer = next(op for op in recorded if op.value == before)
-                read.result = (before, writer.result if isinstance(writer.result, int) else None)
-                return read
+                if writer.status == "ok":   # an unknown one might legally apply late
+                    read.result = (before, writer.result)
+                    return read
     raise AssertionError("no read to corrupt")
 
 

@@ -1,16 +1,20 @@
-"""GET /cluster/overview: the pure merge, the concurrent status fetch, and the launcher's proxy."""
+"""GET /cluster/overview: the pure merge and the concurrent status fetch; the launcher's proxy with no node."""
 from __future__ import annotations
 
+import io
 import json
+import random
 import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
+from wsgiref.util import setup_testing_defaults
 
 import pytest
 
 from axon.client import HttpPool
+from axon.launcher import Supervisor, build_api
 from axon.overview import (OverviewError, StatusFetcher, collect_overview, merge_overview,
                            quorum_summary)
 
@@ -109,8 +113,6 @@ def test_merge_rejects_a_malformed_self_status(bad) -> None:
 
 # ---------------------------------------------------------------------- fetch (real sockets)
 class _Handler(BaseHTTPRequestHandler):
-    answers: dict = {}
-
     def do_GET(self) -> None:   # noqa: N802 (the stdlib's name)
         body = json.dumps(self.server.answer).encode()   # type: ignore[attr-defined]
         self.send_response(200)
@@ -183,3 +185,40 @@ def test_collect_overview_end_to_end(fake_node) -> None:
     assert rows["a"]["online"] and rows["b"]["online"] and not rows["c"]["online"]
     assert rows["b"]["last_contact"] is not None and rows["c"]["last_contact"] is None
     assert ov["quorum"]["has_quorum"] and ov["quorum"]["failures_tolerated"] == 0
+
+
+# ---------------------------------------------------------------------- the launcher's proxy, no node running
+def wsgi_call(app, method: str, path: str, query: str = "", body: bytes = b"") -> tuple[int, dict]:
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
+               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+    setup_testing_defaults(environ)
+    seen = {}
+
+    def start_response(status, headers, exc_info=None):
+        seen["status"] = int(status.split()[0])
+    data = b"".join(app(environ, start_response))
+    return seen["status"], json.loads(data)
+
+
+@pytest.fixture
+def idle_launcher_app(tmp_path):
+    sup = Supervisor(str(tmp_path / "c"), "127.0.0.1", random.randrange(20000, 30000, 10), nodes=2,
+                     stop_timeout=2, say=lambda s: None)
+    try:
+        yield build_api(sup)
+    finally:
+        sup.shutdown()
+
+
+@pytest.mark.parametrize("method,path,query", [("GET", "/cluster/overview", ""), ("GET", "/kv", "prefix=a"),
+                                               ("PUT", "/kv/a/b", ""), ("DELETE", "/cluster/nodes/x", "")])
+def test_launcher_proxy_answers_503_json_when_no_node_runs(idle_launcher_app, method, path, query) -> None:
+    status, body = wsgi_call(idle_launcher_app, method, path, query, b'{"value": "x"}' if method == "PUT" else b"")
+    assert status == 503 and "no running node answered" in body["error"]
+
+
+def test_launcher_still_serves_its_own_api_and_json_404s(idle_launcher_app) -> None:
+    status, body = wsgi_call(idle_launcher_app, "GET", "/api/nodes")
+    assert status == 200 and [n["state"] for n in body["nodes"]] == ["stopped", "stopped"]
+    status, body = wsgi_call(idle_launcher_app, "GET", "/nothing-here")
+    assert status == 404 and "error" in body

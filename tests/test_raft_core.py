@@ -650,7 +650,7 @@ def test_snapshot_older_than_commit_is_not_installed():
 
 def test_restart_from_durable_state():
     h = Harness()
-    a = h.elect("a")
+    h.elect("a")
     h.leader_propose("a", b"x", b"y")
     h.tick("a", h.opts.heartbeat_ticks)
     h.run()

@@ -206,6 +206,9 @@ class Gossip:
             return None, self._drain()
         self._merge(now, state)
         self.stats["push_pull_served"] += 1
+        if state.join:
+            # announce the newcomer now instead of at the next gossip tick
+            self._gossip_round(now)
         return self._push_pull_frame(join=False), self._drain()
 
     def handle_push_pull_reply(self, now: float, src: str, data: bytes) -> tuple[bool, list[Output]]:

@@ -292,14 +292,18 @@ class _Cache:
 class _Search:
     """Depth-first search for a linearization of one key's ops.
 
-    Candidates at each level: calls of required ops before the first remaining
-    return, then optional ops invoked before that return.  Optional ops go
-    last so that the cache discards most of their placements.
+    Each level's candidates are the calls of required ops before the first
+    remaining return, most likely first (by the revision they report), then
+    optional ops invoked before that return.  Optional ops go last so that the
+    cache discards most of their placements; optional ops with the same effect
+    are interchangeable once invoked, so only the earliest unused one of each
+    class is a candidate.
 
     A required candidate that leaves the state unchanged (a read, a conflict)
     is a forced move: taking it now is never worse than later, since it changes
-    nothing and every op that must precede it is already linearized.  So its
-    level has no alternatives to try when backtracking.
+    nothing and every op that must precede it is already linearized (a later
+    state it would have pinned is only less permissive without it).  Its level
+    then has no alternatives to try when backtracking.
     """
 
     def __init__(self, ops: list[Op], deadline: float, originals: dict[int, Op]) -> None:
@@ -309,10 +313,9 @@ class _Search:
         required = [i for i, op in enumerate(ops) if not _is_optional(op)]
         self.head = _build_list(ops, required)
         self.remaining = len(required)
+        self.hints = _revision_hints(ops)
         self.optional = sorted((i for i, op in enumerate(ops) if _is_optional(op)),
                                key=lambda i: ops[i].invoke)
-        # Optional ops with the same effect are interchangeable once invoked, so only
-        # the earliest unused one of each class is a candidate (a symmetry cut).
         classes: dict[tuple, int] = {}
         self.class_of = [classes.setdefault(_effect(ops[i]), len(classes)) for i in self.optional]
         self.class_slots: list[list[int]] = [[] for _ in classes]
@@ -323,16 +326,16 @@ class _Search:
         self.state: State = INITIAL
         self.required_bits = 0
         self.optional_bits = 0
-        # Per linearized op: (node or optional slot, state before, first return time, forced).
-        self.stack: list[tuple[_Node | int, State, float, bool]] = []
+        # Per linearized op: (node or optional slot, state before, its level, index in
+        # the level's candidates, forced).  A level is (candidates, blocker op).
+        self.stack: list[tuple[_Node | int, State, tuple, int, bool]] = []
         # The deepest point reached, captured (lazily: copying is O(depth)) on leaving it.
         self.best_depth = 0
         self.best: tuple[list[Op], State, Op | None] = ([], INITIAL, None)
 
     def run(self) -> None:
-        node: _Node | None = self.head.next
-        slot, limit = -1, 0.0   # slot >= 0: scanning optional ops from there
-        new_level = True
+        level: tuple | None = None
+        pos = 0
         iterations = 0
         while self.remaining:
             iterations += 1
@@ -340,84 +343,92 @@ class _Search:
                 if len(self.stack) >= len(self.best[0]):
                     self._capture(None)
                 raise _Failure(self._explain(timed_out=True), timed_out=True)
-            if new_level:
-                new_level = False
-                forced = self._forced_move()
+            if level is None:
+                level, forced = self._level()
+                pos = 0
                 if forced is not None:
-                    if self._try_required(forced, forced=True):
-                        node, new_level = self.head.next, True
+                    if self._apply(forced, level, 0, forced=True):
+                        level = None
                     else:
-                        node, slot, limit = self._backtrack()
+                        level, pos = self._backtrack(level)
                     continue
-            if slot < 0:
-                if node.is_call:
-                    if self._try_required(node):
-                        node, new_level = self.head.next, True
-                    else:
-                        node = node.next
-                    continue
-                slot, limit = 0, node.op.complete
-                self._note_blocker(node.op)
-            slot = self._next_optional(slot, limit)
-            if slot is not None:
-                if self._try_optional(slot, limit):
-                    node, slot, new_level = self.head.next, -1, True
-                else:
-                    slot += 1
-                continue
-            node, slot, limit = self._backtrack()
+            if pos >= len(level[0]):
+                level, pos = self._backtrack(level)
+            elif self._apply(level[0][pos], level, pos, forced=False):
+                level = None
+            else:
+                pos += 1
 
-    def _forced_move(self) -> _Node | None:
+    def _level(self) -> tuple[tuple, _Node | None]:
+        """This level's candidates (and blocker), or a forced move."""
+        state = self.state
+        scored = []
         node = self.head.next
-        while node is not None and node.is_call:
-            if step(self.state, node.op) == self.state:
-                return node
+        while node.is_call:   # the list always ends with a return while any remain
+            new_state = step(state, node.op)
+            if new_state == state:
+                return ((), node.match.op), node
+            if new_state is not None:
+                hint = self.hints.get(node.index) or (state[1], 0)
+                scored.append((hint, node.op.invoke, node.index, node))
             node = node.next
-        return None
+        blocker = node.op
+        scored.sort(key=lambda s: s[:3])
+        candidates: list[_Node | int] = [s[3] for s in scored]
+        for slot, i in enumerate(self.optional):
+            if self.ops[i].invoke > blocker.complete:
+                break
+            c = self.class_of[slot]
+            if self.class_used[c] < len(self.class_slots[c]) and \
+                    self.class_slots[c][self.class_used[c]] == slot:
+                candidates.append(slot)
+        return (candidates, blocker), None
 
-    def _push(self, entry: _Node | int, new_state: State, limit: float, forced: bool) -> None:
-        self.stack.append((entry, self.state, limit, forced))
+    def _apply(self, entry: _Node | int, level: tuple, pos: int, forced: bool) -> bool:
+        """Linearize ``entry`` next if the model and the cache allow it."""
+        new_state = step(self.state, self._op_of(entry))
+        if new_state is None:
+            return False
+        if isinstance(entry, _Node):
+            required_bits, optional_bits = self.required_bits | (1 << entry.index), self.optional_bits
+        else:
+            required_bits, optional_bits = self.required_bits, self.optional_bits | (1 << entry)
+        if not self.cache.add_if_new(required_bits, optional_bits, new_state):
+            return False
+        self.required_bits, self.optional_bits = required_bits, optional_bits
+        if isinstance(entry, _Node):
+            _lift(entry)
+            self.remaining -= 1
+        else:
+            self.class_used[self.class_of[entry]] += 1
+        self.stack.append((entry, self.state, level, pos, forced))
         self.state = new_state
         self.best_depth = max(self.best_depth, len(self.stack))
+        return True
+
+    def _backtrack(self, failed_level: tuple) -> tuple[tuple, int]:
+        """Undo linearized ops up to the last real choice; return its level and next index."""
+        if len(self.stack) == self.best_depth and len(self.best[0]) < self.best_depth:
+            self._capture(failed_level[1])
+        while True:
+            if not self.stack:
+                raise _Failure(self._explain())
+            entry, self.state, level, pos, forced = self.stack.pop()
+            if isinstance(entry, _Node):
+                self.required_bits &= ~(1 << entry.index)
+                _unlift(entry)
+                self.remaining += 1
+            else:
+                self.optional_bits &= ~(1 << entry)
+                self.class_used[self.class_of[entry]] -= 1
+            if not forced:
+                return level, pos + 1
 
     def _op_of(self, entry: _Node | int) -> Op:
         return entry.op if isinstance(entry, _Node) else self.ops[self.optional[entry]]
 
-    def _try_required(self, call: _Node, forced: bool = False) -> bool:
-        new_state = step(self.state, call.op)
-        if new_state is None:
-            return False
-        new_bits = self.required_bits | (1 << call.index)
-        if not self.cache.add_if_new(new_bits, self.optional_bits, new_state):
-            return False
-        self.required_bits = new_bits
-        _lift(call)
-        self.remaining -= 1
-        self._push(call, new_state, 0.0, forced)
-        return True
-
-    def _next_optional(self, slot: int, limit: float) -> int | None:
-        while slot < len(self.optional):
-            if self.ops[self.optional[slot]].invoke > limit:
-                return None
-            c = self.class_of[slot]
-            if self.class_used[c] < len(self.class_slots[c]) and \
-                    self.class_slots[c][self.class_used[c]] == slot:
-                return slot
-            slot += 1
-        return None
-
-    def _try_optional(self, slot: int, limit: float) -> bool:
-        new_state = step(self.state, self.ops[self.optional[slot]])
-        if new_state is None:
-            return False
-        new_bits = self.optional_bits | (1 << slot)
-        if not self.cache.add_if_new(self.required_bits, new_bits, new_state):
-            return False
-        self.optional_bits = new_bits
-        self.class_used[self.class_of[slot]] += 1
-        self._push(slot, new_state, limit, False)
-        return True
+    def _capture(self, blocker: Op | None) -> None:
+        self.best = ([self._op_of(e[0]) for e in self.stack], self.state, blocker)
 
     def _explain(self, timed_out: bool = False) -> str:
         def shown(op: Op | None) -> Op | None:
@@ -426,30 +437,28 @@ class _Search:
         return _explain([shown(op) for op in self.ops], [shown(op) for op in prefix], state,
                         shown(blocker), timed_out)
 
-    def _note_blocker(self, op: Op) -> None:
-        if len(self.stack) == self.best_depth and len(self.best[0]) < self.best_depth:
-            self._capture(op)
 
-    def _capture(self, blocker: Op | None) -> None:
-        self.best = ([self._op_of(e) for e, _, _, _ in self.stack], self.state, blocker)
+def _revision_hints(ops: list[Op]) -> dict[int, tuple[int, int]]:
+    """Per op index, (revision, 0 for changes / 1 for reads): the order to try candidates in.
 
-    def _backtrack(self) -> tuple[_Node | None, int, float]:
-        """Undo linearized ops up to the last real choice; return where to resume scanning."""
-        while True:
-            if not self.stack:
-                raise _Failure(self._explain())
-            entry, self.state, limit, forced = self.stack.pop()
-            if isinstance(entry, _Node):
-                self.required_bits &= ~(1 << entry.index)
-                _unlift(entry)
-                self.remaining += 1
-                resume = (entry.next, -1, 0.0)
-            else:
-                self.optional_bits &= ~(1 << entry)
-                self.class_used[self.class_of[entry]] -= 1
-                resume = (None, entry + 1, limit)
-            if not forced:
-                return resume
+    Only a heuristic: the true order of a legal history follows revisions, so
+    trying them in that order avoids most backtracking.
+    """
+    first_seen: dict[str, int] = {}
+    for op in ops:
+        if isinstance(op.result, tuple) and op.result[0] is not None and op.result[1] is not None:
+            value, revision = op.result
+            first_seen[value] = min(first_seen.get(value, revision), revision)
+    hints = {}
+    for i, op in enumerate(ops):
+        if isinstance(op.result, tuple):
+            if op.result[0] is not None and op.result[1] is not None:
+                hints[i] = (op.result[1], 1)
+        elif isinstance(op.result, int):
+            hints[i] = (op.result, 0)
+        elif op.kind in ("write", "cas") and op.value in first_seen:
+            hints[i] = (first_seen[op.value], 0)
+    return hints
 
 
 def _effect(op: Op) -> tuple:

@@ -20,13 +20,14 @@ import argparse
 import random
 import sys
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
 import msgpack
 
-from axon.raft.core import (ConfChange, ConfChangeError, NotLeader, RaftCore, RaftError,
+from axon.raft.core import (ConfChange, NotLeader, RaftCore, RaftError,
                             RaftOptions, Role, decode_config_bytes, encode_config_bytes)
 from axon.raft.types import (ClusterConfig, Entry, EntryKind, HardState, Member, Message, MsgType,
                              SnapshotMeta)
@@ -841,7 +842,6 @@ class Simulation:
         except SimFailure:
             raise
         except Exception as e:   # a crash of the core is a failure of the seed too
-            import traceback
             self.fail(f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
         return self
 

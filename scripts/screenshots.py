@@ -1,0 +1,114 @@
+"""Screenshots of the dashboard for README.md, taken from a real `axon launch` cluster.
+
+    python scripts/screenshots.py [--out docs/screenshots] [--chromium /usr/bin/chromium]
+
+Needs the playwright Python package and a Chromium binary (Debian's: apt-get install chromium);
+it never downloads browsers.  Everything runs on 127.0.0.1 in a temporary directory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from axon.client import AxonClient  # noqa: E402  (after the path fix above)
+from axon.testing.cluster import free_ports, wait_for  # noqa: E402
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+SAMPLE = {
+    "config/service/api": json.dumps({"replicas": 3, "image": "api:1.4.2", "env": {"LOG_LEVEL": "info"}}),
+    "config/service/worker": json.dumps({"replicas": 5, "queue": "jobs", "batch": 50}),
+    "feature/dark-mode": "on",
+    "feature/new-checkout": "off",
+    "users/1001": json.dumps({"name": "Ada", "roles": ["admin"]}),
+    "users/1002": json.dumps({"name": "Grace", "roles": ["dev", "ops"]}),
+}
+
+
+def launch(directory: str) -> tuple[subprocess.Popen, AxonClient, str]:
+    """`axon launch` in the background; its output goes to <directory>.log."""
+    [port] = free_ports(1)
+    cmd = [sys.executable, "-m", "axon", "launch", "--dir", directory, "--port", str(port),
+           "--base-port", str(random.randrange(40000, 50000, 10))]
+    with open(directory + ".log", "ab") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return proc, AxonClient(f"127.0.0.1:{port}", timeout=15), f"http://127.0.0.1:{port}/"
+
+
+def wait_ready(api: AxonClient) -> dict[str, dict]:
+    def ready() -> dict | None:
+        nodes = {n["node_id"]: n for n in api.call("GET", "/api/nodes")["nodes"]}
+        roles = sorted(n["role"] for n in nodes.values())
+        return nodes if roles == ["follower", "follower", "leader"] else None
+    return wait_for(ready, 60, interval=0.2, message="a 3-node cluster with a leader")
+
+
+def shoot(url: str, api: AxonClient, out: str, chromium: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.goto(url)
+        expect(page.locator("[data-role=leader]")).to_have_count(1, timeout=15000)
+        page.screenshot(path=os.path.join(out, "cluster.png"))
+
+        nodes = api.call("GET", "/api/nodes")["nodes"]
+        victim = next(n["node_id"] for n in nodes if n["role"] == "follower")
+        page.get_by_role("button", name=f"Stop {victim}").click()
+        expect(page.locator(f"[data-node='{victim}'][data-online=false]")).to_have_count(1, timeout=10000)
+        expect(page.get_by_test_id("action-results")).to_contain_text("stopped", timeout=20000)
+        page.screenshot(path=os.path.join(out, "cluster-degraded.png"))
+        api.call("POST", f"/api/nodes/{victim}/start")
+
+        page.get_by_role("tab", name="Data").click()
+        page.get_by_role("button", name="View key config/service/api").click()
+        expect(page.get_by_test_id("detail-value")).to_contain_text('"replicas": 3')
+        page.screenshot(path=os.path.join(out, "data.png"))
+
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.get_by_role("tab", name="Cluster").click()
+        expect(page.locator(f"[data-node='{victim}'][data-online=true]")).to_have_count(1, timeout=20000)
+        page.screenshot(path=os.path.join(out, "phone.png"), full_page=True)
+        browser.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "screenshots"))
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="axon-shots-") as tmp:
+        proc, api, url = launch(os.path.join(tmp, "cluster"))
+        try:
+            try:
+                wait_ready(api)
+            except AssertionError:
+                with open(os.path.join(tmp, "cluster.log"), encoding="utf-8", errors="replace") as f:
+                    print(f.read()[-3000:], file=sys.stderr)
+                raise
+            for key, value in SAMPLE.items():
+                wait_for(lambda: api.put(key, value), 20, message=f"writing {key}")
+            shoot(url, api, args.out, args.chromium)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    print(f"screenshots in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
