@@ -16,11 +16,8 @@ from .client import HttpPool
 from .config import NodeConfig, parse_addr
 from .errors import AxonError, ConfigError
 from .http import bind, build_app, serve
-try:   # TEMPORARY while axon/gossip/agent.py is being written
-    from .gossip.agent import GossipAgent
-    from .gossip.config import GossipConfig
-except ImportError:
-    GossipAgent = None
+from .gossip.agent import GossipAgent
+from .gossip.config import GossipConfig
 from .joiner import join_until_voter
 from .reaper import pick_reap
 from .raft.core import ConfChange, RaftOptions
@@ -69,15 +66,6 @@ def claim_data_dir(data_dir: str, node_id: str) -> None:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
 
 
-class _NoGossip:   # TEMPORARY
-    def start(self): pass
-    def stop(self): pass
-    def leave(self, timeout): pass
-    def update_meta(self, meta): pass
-    def join_in_background(self, seeds): pass
-    def members(self): return []
-
-
 def _check_port_free(listen: str, what: str) -> None:
     host, port = parse_addr(listen)
     probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -103,6 +91,7 @@ class NodeProcess:
         except OSError as exc:
             raise ConfigError(f"cannot use http address {config.http}: {exc.strerror}") from None
         _check_port_free(config.raft, "raft")
+        _check_port_free(config.gossip, "gossip")
         try:
             self.store = Store.open(os.path.join(config.data_dir, "store"))
         except StoreError as exc:
@@ -120,10 +109,9 @@ class NodeProcess:
                              tick_interval=config.tick_interval,
                              snapshot_entries=config.snapshot_entries)
         self.node.fatal = self._fatal
-        self.gossip = (GossipAgent(GossipConfig(), config.node_id, config.gossip, self._meta(),
-                                   key=config.gossip_key) if GossipAgent else _NoGossip())
-        self.service = KVService(config, self.node, self.store, self.pool,
-                                 self.members_view if GossipAgent else None)
+        self.gossip = GossipAgent(GossipConfig(), config.node_id, config.gossip, self._meta(),
+                                  key=config.gossip_key)
+        self.service = KVService(config, self.node, self.store, self.pool, self.members_view)
         self.http = None
         self._dead_since: dict[str, float] = {}
         self.stopped = Event()

@@ -34,6 +34,7 @@ class SimNode:
                             key=key, now=cluster.clock.now)
         self.events: list[tuple[float, str, str]] = []
         self.joined = False
+        self.crashed = False
         self._timer = None
         self._timer_when = math.inf
         self._requests = 0
@@ -54,7 +55,7 @@ class SimNode:
 
     def _reschedule(self) -> None:
         when = self.proto.next_deadline()
-        if when < self._timer_when:
+        if not self.crashed and when < self._timer_when:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_when = when
@@ -87,15 +88,12 @@ class SimNode:
         self.cluster.net.send(self.addr, seed_addr, ("pp", -1, self.proto.join_request()))
         self.cluster.clock.call_later(retry, lambda: self.join(seed_addr, retry))
 
-    @property
-    def crashed(self) -> bool:
-        return self._timer_when == -1
-
     def crash(self) -> None:
+        self.crashed = True
         self.cluster.net.unregister(self.addr)
         if self._timer is not None:
             self._timer.cancel()
-        self._timer, self._timer_when = None, -1
+        self._timer = None
 
     def leave(self) -> None:
         self._dispatch(self.proto.leave(self.cluster.clock.now))
@@ -210,7 +208,6 @@ def test_slow_node_raises_its_own_health_score():
     assert cluster.clock.run_until(lambda: slow.proto.health == 0, timeout=120, step=0.5)
 
 
-@pytest.mark.slow
 def test_partition_heals_and_views_merge():
     cluster = start_cluster(6, 16)
     left = [f"n{i}" for i in range(8)]
@@ -480,3 +477,5 @@ def test_bad_arguments_raise_gossip_error():
         node.update_meta(0.0, {"big": "x" * 600})
     with pytest.raises(GossipError):
         node.update_meta(0.0, {"nested": {"no": 1}})
+    with pytest.raises(GossipError):
+        node.update_meta(0.0, {"weight": float("nan")})

@@ -186,7 +186,7 @@ class GossipAgent:
             except OSError:
                 # e.g. ICMP port-unreachable surfaced by Linux as ECONNREFUSED
                 self._io_stats["receive_errors"] += 1
-                gevent.sleep(0)
+                gevent.sleep(0.001)
                 continue
             self._dispatch(self._proto.handle_packet(time.monotonic(), format_addr(src[0], src[1]), data))
 

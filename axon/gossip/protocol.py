@@ -105,6 +105,9 @@ def check_meta(meta: dict, max_size: int) -> dict:
     for k, v in meta.items():
         if not isinstance(k, str) or not (v is None or isinstance(v, (str, int, float, bool))):
             raise GossipError("meta must map strings to str/int/float/bool/None")
+        if isinstance(v, float) and not math.isfinite(v):
+            # NaN != NaN would make our own echoed announcement look foreign and trigger refutations
+            raise GossipError("meta floats must be finite")
     if len(msgpack.packb(meta, use_bin_type=True)) > max_size:
         raise GossipError(f"meta larger than {max_size} bytes once encoded")
     return dict(meta)
