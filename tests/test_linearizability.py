@@ -500,7 +500,7 @@ def test_simulated_multi_key_history():
 
 # ---------------------------------------------------------------- brute-force cross-check
 
-def brute_force_linearizable(ops):
+def brute_force_linearizable(ops, horizon=None):
     """Try every subset of optional ops and every real-time-respecting order."""
     ops = [op for op in ops if op.status != "fail"
            or (op.kind in ("cas", "delete") and op.expected is not None)]
@@ -508,7 +508,9 @@ def brute_force_linearizable(ops):
     optional = [op for op in ops if op.status in ("unknown", "pending")]
 
     def precedes(a, b):
-        return a.status in ("ok", "fail") and a.complete < b.invoke
+        if a.status in ("unknown", "pending"):
+            return horizon is not None and a.invoke + horizon < b.invoke
+        return a.complete < b.invoke
 
     for r in range(len(optional) + 1):
         for chosen in itertools.combinations(optional, r):
@@ -554,11 +556,11 @@ def small_op(draw):
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(small_op(), max_size=6))
-def test_search_agrees_with_brute_force(ops):
+@given(st.lists(small_op(), max_size=6), st.none() | st.integers(0, 4))
+def test_search_agrees_with_brute_force(ops, horizon):
     history = History.from_ops(ops)
-    expected = brute_force_linearizable(history.ops())
-    result = check_register(history.ops(), timeout=10)
+    expected = brute_force_linearizable(history.ops(), horizon)
+    result = check_register(history.ops(), timeout=10, unknown_horizon=horizon)
     assert result.ok == expected, result.explanation
 
 

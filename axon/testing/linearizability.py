@@ -306,9 +306,12 @@ class _Search:
     then has no alternatives to try when backtracking.
     """
 
-    def __init__(self, ops: list[Op], deadline: float, originals: dict[int, Op]) -> None:
+    def __init__(self, ops: list[Op], deadline: float, originals: dict[int, Op],
+                 horizon: float | None = None) -> None:
         self.ops = ops
         self.deadline = deadline
+        self.horizon = horizon
+        self.latest_invoke = float("-inf")   # of the ops linearized so far
         self.originals = originals
         required = [i for i, op in enumerate(ops) if not _is_optional(op)]
         self.head = _build_list(ops, required)
@@ -316,19 +319,18 @@ class _Search:
         self.hints = _revision_hints(ops)
         self.optional = sorted((i for i, op in enumerate(ops) if _is_optional(op)),
                                key=lambda i: ops[i].invoke)
-        classes: dict[tuple, int] = {}
-        self.class_of = [classes.setdefault(_effect(ops[i]), len(classes)) for i in self.optional]
-        self.class_slots: list[list[int]] = [[] for _ in classes]
-        for slot, c in enumerate(self.class_of):
-            self.class_slots[c].append(slot)
-        self.class_used = [0] * len(classes)
+        classes: dict[tuple, list[int]] = {}
+        for slot, i in enumerate(self.optional):
+            classes.setdefault(_effect(ops[i]), []).append(slot)
+        self.class_slots = list(classes.values())
         self.cache = _Cache()
         self.state: State = INITIAL
         self.required_bits = 0
         self.optional_bits = 0
         # Per linearized op: (node or optional slot, state before, its level, index in
-        # the level's candidates, forced).  A level is (candidates, blocker op).
-        self.stack: list[tuple[_Node | int, State, tuple, int, bool]] = []
+        # the level's candidates, forced, latest_invoke before).  A level is
+        # (candidates, blocker op).
+        self.stack: list[tuple[_Node | int, State, tuple, int, bool, float]] = []
         # The deepest point reached, captured (lazily: copying is O(depth)) on leaving it.
         self.best_depth = 0
         self.best: tuple[list[Op], State, Op | None] = ([], INITIAL, None)
@@ -362,27 +364,63 @@ class _Search:
     def _level(self) -> tuple[tuple, _Node | None]:
         """This level's candidates (and blocker), or a forced move."""
         state = self.state
+        before = self._before_optional()
         scored = []
         node = self.head.next
         while node.is_call:   # the list always ends with a return while any remain
             new_state = step(state, node.op)
             if new_state == state:
                 return ((), node.match.op), node
-            if new_state is not None:
+            if new_state is not None and not self._dominated(before, node.op, new_state):
                 hint = self.hints.get(node.index) or (state[1], 0)
                 scored.append((hint, node.op.invoke, node.index, node))
             node = node.next
         blocker = node.op
         scored.sort(key=lambda s: s[:3])
         candidates: list[_Node | int] = [s[3] for s in scored]
-        for slot, i in enumerate(self.optional):
-            if self.ops[i].invoke > blocker.complete:
-                break
-            c = self.class_of[slot]
-            if self.class_used[c] < len(self.class_slots[c]) and \
-                    self.class_slots[c][self.class_used[c]] == slot:
+        for slot in self._optional_candidates(blocker.complete):
+            op = self.ops[self.optional[slot]]
+            new_state = step(state, op)
+            if new_state is not None and not self._dominated(before, op, new_state):
                 candidates.append(slot)
         return (candidates, blocker), None
+
+    def _optional_candidates(self, limit: float) -> list[int]:
+        """Per class, the earliest unused, unexpired optional op invoked by ``limit``.
+
+        Using the earliest one first is never worse: the others stay available
+        at least as long (with a horizon, they expire later).
+        """
+        out = []
+        for slots in self.class_slots:
+            for slot in slots:
+                op = self.ops[self.optional[slot]]
+                if op.invoke > limit:
+                    break
+                if self.optional_bits >> slot & 1:
+                    continue
+                if self.horizon is not None and op.invoke + self.horizon < self.latest_invoke:
+                    continue   # expired: an op invoked after its horizon is already linearized
+                out.append(slot)
+                break
+        out.sort()
+        return out
+
+    def _before_optional(self) -> State | None:
+        """The state before the last op, if that op was an optional one."""
+        if self.stack and not isinstance(self.stack[-1][0], _Node):
+            return self.stack[-1][1]
+        return None
+
+    @staticmethod
+    def _dominated(before: State | None, op: Op, new_state: State) -> bool:
+        """Whether ``op`` right after the last (optional) op is pointless.
+
+        If ``op`` yields the same state without it, the sequence "optional,
+        op" is dominated by "op" alone at the previous level (same candidates
+        there, as an optional op lifts nothing), which uses one optional op less.
+        """
+        return before is not None and step(before, op) == new_state
 
     def _apply(self, entry: _Node | int, level: tuple, pos: int, forced: bool) -> bool:
         """Linearize ``entry`` next if the model and the cache allow it."""
@@ -399,10 +437,9 @@ class _Search:
         if isinstance(entry, _Node):
             _lift(entry)
             self.remaining -= 1
-        else:
-            self.class_used[self.class_of[entry]] += 1
-        self.stack.append((entry, self.state, level, pos, forced))
+        self.stack.append((entry, self.state, level, pos, forced, self.latest_invoke))
         self.state = new_state
+        self.latest_invoke = max(self.latest_invoke, self._op_of(entry).invoke)
         self.best_depth = max(self.best_depth, len(self.stack))
         return True
 
@@ -413,14 +450,13 @@ class _Search:
         while True:
             if not self.stack:
                 raise _Failure(self._explain())
-            entry, self.state, level, pos, forced = self.stack.pop()
+            entry, self.state, level, pos, forced, self.latest_invoke = self.stack.pop()
             if isinstance(entry, _Node):
                 self.required_bits &= ~(1 << entry.index)
                 _unlift(entry)
                 self.remaining += 1
             else:
                 self.optional_bits &= ~(1 << entry)
-                self.class_used[self.class_of[entry]] -= 1
             if not forced:
                 return level, pos + 1
 
@@ -466,9 +502,10 @@ def _effect(op: Op) -> tuple:
     return (op.kind, op.value, op.expected)
 
 
-def _search(ops: list[Op], deadline: float, originals: dict[int, Op]) -> None:
+def _search(ops: list[Op], deadline: float, originals: dict[int, Op],
+            horizon: float | None) -> None:
     """Raise _Failure unless ``ops`` (one key) have a linearization."""
-    _Search(ops, deadline, originals).run()
+    _Search(ops, deadline, originals, horizon).run()
 
 
 def _explain(ops: list[Op], prefix: list[Op], state: State, blocker: Op | None,
@@ -517,8 +554,15 @@ def _phantom_read(ops: list[Op]) -> Op | None:
     return None
 
 
-def check_register(ops: list[Op], *, timeout: float = 30.0) -> CheckResult:
-    """Check that the ops of one key are linearizable as a register."""
+def check_register(ops: list[Op], *, timeout: float = 30.0,
+                   unknown_horizon: float | None = None) -> CheckResult:
+    """Check that the ops of one key are linearizable as a register.
+
+    ``unknown_horizon``: if set, an unknown op may only take effect within that
+    many seconds of its invoke (or never).  None (the default) is always sound;
+    a horizon makes refuting histories with many unknown ops much cheaper, but
+    is only right if the system really cannot apply a request later than that.
+    """
     key, ops = _one_key(ops)
     ops = [op for op in ops if _is_relevant(op)]
     phantom = _phantom_read(ops)
@@ -531,18 +575,20 @@ def check_register(ops: list[Op], *, timeout: float = 30.0) -> CheckResult:
     if not any(not _is_optional(op) for op in ops):
         return CheckResult(True, key, f"{len(ops)} ops, nothing to check")
     try:
-        _search(ops, time.monotonic() + timeout, originals)
+        _search(ops, time.monotonic() + timeout, originals, unknown_horizon)
     except _Failure as failure:
         return CheckResult(False, key, f"key {key!r}: {failure.explanation}", failure.timed_out)
     return CheckResult(True, key, f"{len(ops)} ops linearizable")
 
 
-def check_history(history: History, *, timeout_per_key: float = 30.0) -> CheckResult:
+def check_history(history: History, *, timeout_per_key: float = 30.0,
+                  unknown_horizon: float | None = None) -> CheckResult:
     """Check every key of ``history``; the first failure (in key order) wins."""
     per_key = history.by_key()
     total = 0
     for key in sorted(per_key):
-        result = check_register(per_key[key], timeout=timeout_per_key)
+        result = check_register(per_key[key], timeout=timeout_per_key,
+                                unknown_horizon=unknown_horizon)
         if not result.ok:
             return result
         total += len(per_key[key])
