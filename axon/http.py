@@ -7,8 +7,11 @@ import os
 import socket
 from typing import Callable
 
+import http.client
+import re
+
 import bottle
-from gevent.pywsgi import WSGIServer
+from gevent.pywsgi import WSGIHandler, WSGIServer
 from gevent.server import _tcp_listener
 
 from .config import parse_addr
@@ -65,8 +68,8 @@ def _forwarded(service: KVService) -> int:
     return hops
 
 
-def build_app(service: KVService) -> bottle.Bottle:
-    """The node's WSGI application."""
+def build_app(service: KVService) -> "FastKVApp":
+    """The node's WSGI application (bottle behind the key fast path)."""
     app = bottle.Bottle(autojson=False, catchall=True)
     req = bottle.request
     body_limit = service.config.max_value_bytes * 6 + 4096
@@ -164,7 +167,7 @@ def build_app(service: KVService) -> bottle.Bottle:
     def internal(_err: bottle.HTTPError) -> str:
         return _json_reply(Reply(500, {"error": "internal error"}))
 
-    return app
+    return FastKVApp(service, app)
 
 
 def _static(path: str) -> object:
@@ -176,8 +179,99 @@ def _static(path: str) -> object:
     return resp
 
 
+_SIMPLE_QUERY = re.compile(r"(?:stale=[A-Za-z0-9]*)?")
+_FAST_METHODS = ("GET", "PUT", "DELETE")
+
+
+class FastKVApp:
+    """The node's WSGI entry point: single-key GET/PUT/DELETE straight to the service, all else to bottle.
+
+    The key routes are nearly all of the traffic; bottle's request/response objects and
+    router cost more than the rest of the HTTP path.  Anything unusual (chunked bodies,
+    other query parameters, the empty key) takes the bottle route, whose answers are the same.
+    """
+
+    def __init__(self, service: KVService, app: bottle.Bottle) -> None:
+        self.service = service
+        self.app = app
+        self.body_limit = service.config.max_value_bytes * 6 + 4096
+
+    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "")
+        if (method not in _FAST_METHODS or not path.startswith("/kv/") or len(path) == 4
+                or not _SIMPLE_QUERY.fullmatch(environ.get("QUERY_STRING", ""))
+                or environ.get("HTTP_TRANSFER_ENCODING")):
+            return self.app(environ, start_response)
+        try:
+            reply = self._dispatch(environ, method, path)
+        except AxonError as err:
+            headers = {"Retry-After": str(err.retry_after)} if isinstance(err, Unavailable) else {}
+            reply = Reply(err.status, err.body(), headers)
+        except Exception:   # a bug: log it, answer JSON, keep serving
+            log.exception("unhandled error in %s %s", method, path)
+            reply = Reply(500, {"error": "internal error"})
+        body = json.dumps(reply.body).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        headers += [(k, str(v)) for k, v in reply.headers.items()]
+        start_response(f"{reply.status} {http.client.responses.get(reply.status, 'Unknown')}", headers)
+        return [body]
+
+    def _dispatch(self, environ: dict, method: str, path: str) -> Reply:
+        # PEP 3333 hands the path over as latin-1; bottle decodes it the same way.
+        key = path[4:].encode("latin1").decode("utf8", "ignore")
+        forwarded = self._forwarded(environ)
+        if method == "GET":
+            query = environ.get("QUERY_STRING", "")
+            stale = query[6:] if query else None
+            return self.service.get(key, stale, forwarded)
+        if method == "DELETE":
+            return self.service.delete(key, environ.get("HTTP_IF_MATCH"), forwarded)
+        return self.service.put(key, self._body(environ), environ.get("HTTP_IF_MATCH"),
+                                environ.get("HTTP_IF_NONE_MATCH"), forwarded)
+
+    def _body(self, environ: dict) -> bytes:
+        raw = environ.get("CONTENT_LENGTH") or "0"
+        length = int(raw) if raw.isdigit() else 0
+        if length > self.body_limit:
+            raise PayloadTooLarge(f"request body is larger than {self.body_limit} bytes")
+        return environ["wsgi.input"].read(length) if length else b""
+
+    def _forwarded(self, environ: dict) -> int:
+        raw = environ.get("HTTP_X_AXON_FORWARDED", "0")
+        hops = int(raw) if raw.isdigit() else 0
+        if hops:
+            self.service.check_forwarder(environ.get("HTTP_X_AXON_ORIGIN"))
+        return hops
+
+
+class _OneSendHandler(WSGIHandler):
+    """pywsgi's handler, but status line, headers and a fixed-length body leave in one send.
+
+    pywsgi sends headers and body separately: with TCP_NODELAY that is two packets and two
+    wake-ups of the client for every small answer.
+    """
+
+    def _write_with_headers(self, data: bytes) -> None:
+        if self.response_use_chunked or not data:
+            super()._write_with_headers(data)
+            return
+        self.headers_sent = True
+        self.finalize_headers()
+        towrite = bytearray(b"HTTP/1.1 ")
+        towrite += self.status
+        towrite += b"\r\n"
+        for header, value in self.response_headers:
+            towrite += header + b": " + value + b"\r\n"
+        towrite += b"\r\n"
+        towrite += data
+        self._sendall(towrite)
+
+
 class NoDelayWSGIServer(WSGIServer):
     """gevent's WSGI server with TCP_NODELAY, so small answers don't wait on delayed ACKs."""
+
+    handler_class = _OneSendHandler
 
     def handle(self, sock: socket.socket, address: tuple) -> None:
         try:
@@ -193,7 +287,7 @@ def bind(listen: str) -> socket.socket:
     return _tcp_listener((host, port), reuse_addr=True, backlog=1024)
 
 
-def serve(app: bottle.Bottle, listen: str | socket.socket) -> NoDelayWSGIServer:
+def serve(app: Callable, listen: str | socket.socket) -> NoDelayWSGIServer:
     listener = bind(listen) if isinstance(listen, str) else listen
     server = NoDelayWSGIServer(listener, app, log=None, error_log=logging.getLogger("axon.wsgi"))
     server.start()

@@ -187,6 +187,20 @@ def test_ten_percent_loss_for_ten_minutes_kills_nobody():
     assert cluster.clock.run_until(cluster.converged, timeout=60, step=0.5)
 
 
+def test_joins_spread_fast_while_recent_deaths_are_still_gossiped_to():
+    cluster = start_cluster(2, 5)
+    for k in range(5, 15):
+        cluster.clock.advance(1)
+        live = cluster.live()
+        victim = live[1 + k % (len(live) - 1)]
+        victim.crash()
+        assert cluster.clock.run_until(lambda: cluster.all_see(victim.name, "dead"), timeout=60, step=0.05)
+        t0 = cluster.clock.now
+        cluster.add(f"n{k}", join=live[0].name)
+        assert cluster.clock.run_until(lambda: cluster.all_see(f"n{k}", "alive"), timeout=60, step=0.01)
+        assert cluster.clock.now - t0 < 3.0, f"join of n{k} took {cluster.clock.now - t0:.1f}s"
+
+
 def test_slow_node_is_not_declared_dead():
     cluster = start_cluster(4, 12)
     slow = cluster.nodes["n5"]

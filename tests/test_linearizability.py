@@ -458,10 +458,12 @@ def inject_stale_read(recorded, overwritten, rng):
                       if before is not None and w.status == "ok" and w.complete < read.invoke
                       and w.kind in ("write", "cas")]
         if candidates:
-            before, _ = max(candidates, key=lambda c: c[1].complete)
+            before, overwriter = max(candidates, key=lambda c: c[1].complete)
             if before != read.result[0]:
                 writer = next(op for op in recorded if op.value == before)
-                if writer.status == "ok":   # an unknown one might legally apply late
+                # An unknown writer might legally apply late, and one sharing the
+                # overwriter's revision (same batch) might legally come after it.
+                if writer.status == "ok" and writer.result < overwriter.result:
                     read.result = (before, writer.result)
                     return read
     raise AssertionError("no read to corrupt")
@@ -570,3 +572,63 @@ def test_small_simulated_histories_agree_with_brute_force(seed):
     recorded, _ = simulate(seed, clients=3, ops=6, unknown_rate=0.3)
     assert brute_force_linearizable(recorded)
     assert check_register(recorded).ok
+
+
+def corrupt(ops, rng):
+    """Change one op's result, status or timing at random (may or may not stay legal)."""
+    op = rng.choice(ops)
+    if op.status == "ok" and isinstance(op.result, tuple):
+        values = [o.value for o in ops if o.value] + [None]
+        op.result = (rng.choice(values), rng.choice([op.result[1], None, rng.randrange(0, 6)]))
+    elif op.status == "ok" and isinstance(op.result, int):
+        op.result = rng.choice([None, op.result + rng.choice([-1, 1])])
+    elif rng.random() < 0.5:
+        op.status, op.result = rng.choice(["unknown", "ok", "fail"]), None
+    else:
+        op.invoke, op.complete = op.invoke + 1.0, op.complete + 1.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 10**9), st.integers(2, 7), st.integers(1, 4), st.integers(0, 2),
+       st.booleans(), st.sampled_from([None, 0.5, 1.0, 3.0]))
+def test_corrupted_simulated_histories_agree_with_brute_force(seed, n, clients, corruptions,
+                                                              duplicate, horizon):
+    rng = random.Random(seed)
+    ops, _ = simulate(seed, clients=clients, ops=n, unknown_rate=0.3)
+    for op in ops:   # coarse times make ties and touching intervals common
+        op.invoke, op.complete = round(op.invoke, 1), max(round(op.complete, 1), round(op.invoke, 1))
+    writes = [op for op in ops if op.value]
+    if duplicate and len(writes) > 1:
+        rng.choice(writes).value = rng.choice(writes).value
+    for _ in range(corruptions):
+        corrupt(ops, rng)
+    try:
+        history = History.from_ops(ops)
+    except HistoryError:
+        return   # the corruption made an op malformed (e.g. an ok read without a result)
+    expected = brute_force_linearizable(history.ops(), horizon)
+    result = check_register(history.ops(), timeout=10, unknown_horizon=horizon)
+    assert result.ok == expected, result.explanation
+
+
+def test_unknown_horizon_limits_late_effects():
+    ops = (mk("write", 0, 1, value="a", result=1),
+           mk("write", 2, 3, value="b", status="unknown"),
+           mk("write", 20, 21, value="c", result=5),
+           mk("read", 50, 51, result=("b", 7)))
+    legal(*ops)   # b may have been applied after c
+    history = History.from_ops(ops)
+    assert not check_register(history.ops(), unknown_horizon=10.0).ok
+    assert check_register(history.ops(), unknown_horizon=100.0).ok
+
+
+@pytest.mark.slow
+def test_twenty_clients_with_horizon():
+    recorded, overwritten = simulate(7, clients=20, ops=3000, unknown_rate=0.02)
+    history = History.from_ops(recorded)
+    start = time.monotonic()
+    assert check_register(history.ops(), timeout=60, unknown_horizon=30.0).ok
+    assert time.monotonic() - start < 10
+    inject_stale_read(recorded, overwritten, random.Random(7))
+    result = check_register(History.from_ops(recorded).ops(), timeout=60, unknown_horizon=30.0)
+    assert not result.ok and not result.timed_out, result.explanation

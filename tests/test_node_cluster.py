@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -12,8 +11,8 @@ import time
 import pytest
 
 from axon.client import AxonClient, ClientError, HttpPool, Response
+from axon.testing.chaos import Workload
 from axon.testing.cluster import REPO_ROOT, Cluster, NodeHandle, free_ports, wait_for
-from axon.testing.history import NOT_FOUND, History
 from axon.testing.linearizability import check_history
 
 REQUEST_TIMEOUT = 2.0
@@ -558,106 +557,11 @@ def test_harness_wait_for_reports_message_and_logs(tmp_path) -> None:
 
 # ---------------------------------------------------------------------- linearizability under leader kills
 
-# 503 answers that say the write was never proposed or certainly not applied (service / raft node texts).
-NOT_APPLIED = ("no leader available", "it was not applied", "is not a member of the cluster")
-ERROR_BACKOFF = 0.2
-
-
-class HistoryClients:
-    """Threads doing reads / writes / CAS / deletes on a few keys through random nodes, recording a History."""
-
-    def __init__(self, nodes: list[NodeHandle], keys: list[str], clients: int = 6, seed: int = 7) -> None:
-        self.nodes = nodes
-        self.keys = keys
-        self.history = History()
-        self.problems: list[str] = []
-        self.stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(c, random.Random(seed + c)), daemon=True)
-                         for c in range(clients)]
-
-    def __enter__(self) -> "HistoryClients":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(30)
-
-    def _run(self, client: int, rng: random.Random) -> None:
-        pool = HttpPool(timeout=REQUEST_TIMEOUT + 4)
-        seen: dict[str, int] = {}   # the last revision this client saw per key: its CAS guess
-        n = 0
-        while not self.stop.is_set():
-            node = rng.choice(self.nodes)
-            api = AxonClient(node.http, timeout=REQUEST_TIMEOUT + 4, pool=pool)
-            key = rng.choice(self.keys)
-            roll = rng.random()
-            n += 1
-            value = f"c{client}-{n}"
-            if roll < 0.4:
-                self._read(api, client, key, seen)
-            elif roll < 0.7:
-                self._mutate(api, self.history.invoke(client, key, "write", value),
-                             lambda: api.put(key, value), seen)
-            elif roll < 0.9:
-                expected = seen.get(key, 0)
-                self._mutate(api, self.history.invoke(client, key, "cas", value, expected),
-                             lambda: api.put(key, value, if_revision=expected), seen)
-            else:
-                self._mutate(api, self.history.invoke(client, key, "delete"), lambda: api.delete(key), seen)
-        pool.close()
-
-    def _read(self, api: AxonClient, client: int, key: str, seen: dict[str, int]) -> None:
-        op = self.history.invoke(client, key, "read")
-        try:
-            answer = api.get(key)
-        except ClientError as exc:
-            if exc.status == 404:
-                self.history.ok(op, None)
-                seen[key] = 0
-            else:
-                self._unexpected(op, exc, (0, 503))
-                self.history.fail(op)   # a failed read has no effect
-                self.stop.wait(ERROR_BACKOFF)
-            return
-        self.history.ok(op, (answer["value"], answer["revision"]))
-        seen[key] = answer["revision"]
-
-    def _mutate(self, api: AxonClient, op, call, seen: dict[str, int]) -> None:
-        try:
-            answer = call()
-        except ClientError as exc:
-            if exc.status == 412 and op.kind == "cas":
-                current = exc.body.get("revision") if isinstance(exc.body, dict) else None
-                self.history.fail(op, (None, 0) if current == 0 else None)
-                if isinstance(current, int):
-                    seen[op.key] = current
-            elif exc.status == 404 and op.kind == "delete":
-                self.history.ok(op, NOT_FOUND)
-            elif exc.status == 0 and "connection refused" in str(exc):
-                self.history.discard(op)   # never reached a node
-            elif exc.status == 503 and any(text in str(exc) for text in NOT_APPLIED):
-                self.history.discard(op)
-            else:
-                self._unexpected(op, exc, (0, 503))
-                self.history.unknown(op)   # timed out, lost or 503: it may have been applied
-            self.stop.wait(ERROR_BACKOFF)   # as a real client honouring Retry-After would, a little
-            return
-        self.history.ok(op, answer["revision"])
-        seen[op.key] = answer["revision"]
-
-    def _unexpected(self, op, exc: ClientError, allowed: tuple[int, ...]) -> None:
-        if exc.status not in allowed:
-            self.problems.append(f"{op.kind} {op.key}: HTTP {exc.status} {exc.body}")
-
-
 @pytest.mark.slow
 def test_concurrent_history_is_linearizable_under_leader_kills(cluster: Cluster, tmp_path) -> None:
     keys = ["h0", "h1", "h2", "h3"]
     kills = 0
-    with HistoryClients(cluster.nodes, keys) as clients:
+    with Workload(cluster.nodes, keys, clients=6, seed=7, timeout=REQUEST_TIMEOUT + 4) as clients:
         deadline = time.monotonic() + 22
         time.sleep(2)
         while time.monotonic() < deadline:

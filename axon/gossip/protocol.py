@@ -554,11 +554,15 @@ class Gossip:
         self._on_probe_timer(now)
 
     def _gossip_targets(self, now: float) -> list[_Member]:
-        def keep(m: _Member) -> bool:
-            if m.status in (ALIVE, SUSPECT):
-                return True
-            return m.status == DEAD and now - m.changed_at < self.config.gossip_to_the_dead_time
-        return self._random_members(self.config.gossip_nodes, keep)
+        """``gossip_nodes`` live members, plus one recently dead member so a wrongly declared one can refute.
+
+        The dead get a slot of their own: drawn from one pool, recent deaths would crowd out
+        live members and updates could run out of retransmissions before reaching them all.
+        """
+        live = self._random_members(self.config.gossip_nodes, lambda m: m.status in (ALIVE, SUSPECT))
+        dead = self._random_members(1, lambda m: m.status == DEAD
+                                    and now - m.changed_at < self.config.gossip_to_the_dead_time)
+        return live + dead
 
     def _gossip_round(self, now: float) -> None:
         limit = self._retransmit_limit()

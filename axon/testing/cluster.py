@@ -95,15 +95,18 @@ class NodeHandle:
 
     def __init__(self, base_dir: str, node_id: str, *, extra_args: Sequence[str] = (),
                  request_timeout: float = 2.0, client_timeout: float = 10.0,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, host: str = HOST,
+                 ports: Sequence[int] | None = None, command_prefix: Sequence[str] = ()) -> None:
+        """``host``/``ports``/``command_prefix`` let a node run elsewhere, e.g. in a network namespace."""
         self.node_id = node_id
         self.base_dir = str(base_dir)
         self.data_dir = os.path.join(self.base_dir, node_id)
         self.log_path = os.path.join(self.base_dir, f"{node_id}.log")
-        http_port, raft_port, gossip_port = free_ports(3)
-        self.http = f"{HOST}:{http_port}"
-        self.raft = f"{HOST}:{raft_port}"
-        self.gossip = f"{HOST}:{gossip_port}"
+        http_port, raft_port, gossip_port = ports if ports is not None else free_ports(3)
+        self.http = f"{host}:{http_port}"
+        self.raft = f"{host}:{raft_port}"
+        self.gossip = f"{host}:{gossip_port}"
+        self.command_prefix = list(command_prefix)
         self.extra_args = list(extra_args)
         self.request_timeout = request_timeout
         self.env = dict(env or {})
@@ -115,7 +118,7 @@ class NodeHandle:
     # ------------------------------------------------------------------ processes
     def command(self, bootstrap: bool = False, join: Sequence[str] = (),
                 extra_args: Sequence[str] = ()) -> list[str]:
-        args = [sys.executable, "-m", "axon", "serve", "--node-id", self.node_id,
+        args = self.command_prefix + [sys.executable, "-m", "axon", "serve", "--node-id", self.node_id,
                 "--data-dir", self.data_dir, "--http", self.http, "--raft", self.raft,
                 "--gossip", self.gossip, "--request-timeout", f"{self.request_timeout:g}"]
         if bootstrap:
@@ -133,7 +136,8 @@ class NodeHandle:
         env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.update(self.env)
         with open(self.log_path, "ab") as log:
-            log.write(f"==== start {' '.join(self.command(bootstrap, join, extra_args)[2:])}\n".encode())
+            shown = self.command(bootstrap, join, extra_args)[len(self.command_prefix) + 2:]
+            log.write(f"==== start {' '.join(shown)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(self.command(bootstrap, join, extra_args), cwd=REPO_ROOT,
                                          env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -240,8 +244,11 @@ class Cluster:
     """n nodes: node 1 bootstraps, the others join through it with --join."""
 
     def __init__(self, base_dir: Any, n: int = 3, extra_args: Sequence[str] = (),
-                 request_timeout: float = 2.0, start: bool = True, prefix: str = "n") -> None:
+                 request_timeout: float = 2.0, start: bool = True, prefix: str = "n",
+                 node_options: Callable[[str], dict] | None = None) -> None:
+        """``node_options(node_id)`` gives extra NodeHandle keyword arguments (host, ports, command_prefix)."""
         self.base_dir = str(base_dir)
+        self.node_options = node_options
         self.extra_args = list(extra_args)
         self.request_timeout = request_timeout
         self.prefix = prefix
@@ -257,7 +264,9 @@ class Cluster:
         """A handle (not started) owned by this cluster, so ``close()`` will stop it."""
         node_id = node_id or f"{self.prefix}{len(self.nodes) + 1}"
         args = self.extra_args if extra_args is None else extra_args
-        node = NodeHandle(self.base_dir, node_id, extra_args=args, request_timeout=self.request_timeout)
+        options = self.node_options(node_id) if self.node_options is not None else {}
+        node = NodeHandle(self.base_dir, node_id, extra_args=args, request_timeout=self.request_timeout,
+                          **options)
         self.nodes.append(node)
         return node
 

@@ -38,16 +38,22 @@ Search: the ops' call/return events form a doubly linked list sorted by time
 from the head, any call before the first remaining return may be linearized
 next if the model allows it; it is then lifted out of the list.  Reaching a
 return means backtracking.  A cache of (linearized-set bitset, model state)
-prunes states already explored.  Three reductions keep unknown ops and
-concurrency affordable (each is argued where it is implemented):
+prunes states already explored; candidates are tried in revision order (a
+pure heuristic).  These reductions keep unknown ops and concurrency
+affordable (each is argued where it is implemented):
 
 * an unknown write whose unique value was observed is required, due by the
   first observer's return (``_require_observed``);
 * values nobody observed are all replaced by one placeholder, and optional ops
   with the same effect are interchangeable (``_forget_unseen_values``,
   ``_Search``);
-* a required op that leaves the state unchanged is taken without branching
-  (``_Search``).
+* a required op that leaves the state unchanged is taken without branching,
+  and an op right after an optional one that it would overwrite anyway is
+  skipped (``_Search``).
+
+Optionally (``unknown_horizon``) unknown ops must take effect within a bound
+after their invoke; that is faster to refute but only sound if the system
+really guarantees such a bound.
 """
 from __future__ import annotations
 
@@ -164,12 +170,14 @@ def _is_relevant(op: Op) -> bool:
     return op.kind in ("cas", "delete") and op.expected is not None
 
 
-def _require_observed(ops: list[Op]) -> tuple[list[Op], dict[int, Op]]:
+def _require_observed(ops: list[Op], horizon: float | None
+                      ) -> tuple[list[Op], dict[int, Op]]:
     """Make optional writes whose (unique) value was seen required, due by the first sighting.
 
     If a value only one op wrote was observed, that op took effect, and did so
-    before the observer returned.  Returns the new ops and, for the rewritten
-    ones, the original op by ``id()`` of the copy (for explanations).
+    before the observer returned (and within the horizon, if any).  Returns the
+    new ops and, for the rewritten ones, the original op by ``id()`` of the copy
+    (for explanations).
     """
     writers: dict[str, list[Op]] = {}
     for op in ops:
@@ -184,7 +192,10 @@ def _require_observed(ops: list[Op]) -> tuple[list[Op], dict[int, Op]]:
     for op in ops:
         if (_is_optional(op) and op.kind in ("write", "cas") and op.value in first_seen
                 and len(writers[op.value]) == 1):
-            due = max(op.invoke, first_seen[op.value])
+            due = first_seen[op.value]
+            if horizon is not None:
+                due = min(due, op.invoke + horizon)
+            due = max(op.invoke, due)
             copy = replace(op, status="ok", complete=due, result=None)
             originals[id(copy)] = op
             op = copy
@@ -369,7 +380,7 @@ class _Search:
         node = self.head.next
         while node.is_call:   # the list always ends with a return while any remain
             new_state = step(state, node.op)
-            if new_state == state:
+            if new_state == state and not self._expires_optional(node.op):
                 return ((), node.match.op), node
             if new_state is not None and not self._dominated(before, node.op, new_state):
                 hint = self.hints.get(node.index) or (state[1], 0)
@@ -405,6 +416,20 @@ class _Search:
                 break
         out.sort()
         return out
+
+    def _expires_optional(self, op: Op) -> bool:
+        """Whether linearizing ``op`` now would expire an unused optional op.
+
+        A forced move must not: taking it early could then rule out orders
+        where that optional op comes first.
+        """
+        if self.horizon is None or op.invoke <= self.latest_invoke:
+            return False
+        for slot, i in enumerate(self.optional):
+            expiry = self.ops[i].invoke + self.horizon
+            if self.latest_invoke <= expiry < op.invoke and not self.optional_bits >> slot & 1:
+                return True
+        return False
 
     def _before_optional(self) -> State | None:
         """The state before the last op, if that op was an optional one."""
@@ -570,7 +595,7 @@ def check_register(ops: list[Op], *, timeout: float = 30.0,
         origin = min(op.invoke for op in ops)
         return CheckResult(False, key, f"key {key!r}: not linearizable; this op saw a value "
                            f"never written:\n  {phantom.describe(origin)}")
-    ops, originals = _require_observed(ops)
+    ops, originals = _require_observed(ops, unknown_horizon)
     ops = _forget_unseen_values(ops, originals)
     if not any(not _is_optional(op) for op in ops):
         return CheckResult(True, key, f"{len(ops)} ops, nothing to check")
