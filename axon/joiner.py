@@ -13,8 +13,12 @@ log = logging.getLogger("axon.join")
 
 
 def join_until_voter(node: RaftNode, targets: Callable[[], list[str]], pool: HttpPool, *,
-                     raft: str, http: str, gossip: str = "", max_backoff: float = 5.0) -> None:
-    """Run in a greenlet; returns once this node is a voter (or was already)."""
+                     raft: str, http: str, gossip: str = "", max_backoff: float = 5.0,
+                     on_members: Callable[[dict], None] | None = None) -> None:
+    """Run in a greenlet; returns once this node is a voter (or was already).
+
+    ``on_members`` gets the member map of every join answer (the node uses it to join gossip).
+    """
     backoff = 0.2
     attempt = 0
     while not node.stopped:
@@ -31,6 +35,8 @@ def join_until_voter(node: RaftNode, targets: Callable[[], list[str]], pool: Htt
             members = answer.get("members") or {}
             node.add_peer_hints({nid: m["raft"] for nid, m in members.items()
                                  if isinstance(m, dict) and isinstance(m.get("raft"), str)})
+            if on_members is not None and isinstance(members, dict):
+                on_members(members)
             if answer.get("status") == "voter":
                 log.info("joined the cluster as a voter via %s", addr)
                 return

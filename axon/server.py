@@ -114,6 +114,7 @@ class NodeProcess:
         self.service = KVService(config, self.node, self.store, self.pool, self.members_view)
         self.http = None
         self._dead_since: dict[str, float] = {}
+        self._gossip_joined = bool(config.seed)
         self.stopped = Event()
         self._greenlets: list[gevent.Greenlet] = []
 
@@ -133,7 +134,8 @@ class NodeProcess:
         if wants_join and self.config.node_id not in self.node.config.voters:
             self._greenlets.append(gevent.spawn(
                 join_until_voter, self.node, self._join_targets, self.pool,
-                raft=self.config.raft, http=self.config.http, gossip=self.config.gossip))
+                raft=self.config.raft, http=self.config.http, gossip=self.config.gossip,
+                on_members=self._gossip_with))
         elif not self.node.config.voters:
             log.info("no cluster state and no --bootstrap: waiting to be added to a cluster")
 
@@ -160,6 +162,16 @@ class NodeProcess:
         others.sort(key=lambda m: m["role"] != "leader")
         targets += [m["http"] for m in others if m["http"] not in targets]
         return targets
+
+    def _gossip_with(self, members: dict) -> None:
+        """Join gossip through members a join answer named (nodes joined with --join, not --seed)."""
+        if self._gossip_joined:
+            return
+        seeds = [m.get("gossip") for nid, m in members.items()
+                 if nid != self.config.node_id and isinstance(m, dict) and m.get("gossip")]
+        if seeds:
+            self._gossip_joined = True
+            self.gossip.join_in_background([s for s in seeds if isinstance(s, str)])
 
     def _publish_role(self) -> None:
         """Keep our gossip metadata's role current (the dashboard and joiners read it)."""

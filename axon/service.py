@@ -199,7 +199,9 @@ class KVService:
         return ok(self._join_answer("learner"), status=202)
 
     def _join_answer(self, role: str) -> dict:
-        members = {nid: {"raft": m.raft, "http": m.http} for nid, m in self.node.config.members().items()}
+        gossip = {m["node_id"]: m["gossip"] for m in self.members_view()} if self.members_view else {}
+        members = {nid: {"raft": m.raft, "http": m.http, "gossip": gossip.get(nid, "")}
+                   for nid, m in self.node.config.members().items()}
         return {"status": role, "leader": self.node.core.leader, "members": members}
 
     def remove(self, node_id: str, forwarded: int = 0) -> Reply:

@@ -2,8 +2,7 @@
 
     python bench/scale.py [--keys 1000000] [--value-size 100] [--json FILE]
 
-Steps: load --keys keys of --value-size bytes over HTTP (loader processes with keep-alive
-connections); measure steady-state writes/s with wrk; report each node's RSS; add a fourth
+Steps: load --keys keys of --value-size bytes over HTTP (wrk, bench/axon_load.lua); measure steady-state writes/s with wrk; report each node's RSS; add a fourth
 node while wrk writes (the new node catches up by snapshot, since the log is compacted every
 20,000 entries) and report the catch-up time and the writes/s meanwhile; restart a follower
 and report the time until it is ready.  Needs `wrk` on PATH.
@@ -12,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,43 +22,24 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from axon.client import AxonClient, HttpPool, kv_path   # noqa: E402
+from axon.client import AxonClient   # noqa: E402
 from axon.testing.cluster import Cluster, wait_for   # noqa: E402
 
 from compare_etcd import run_wrk   # noqa: E402
 
 
-def _load_range(args: tuple[str, int, int, int, int]) -> int:
-    """One loader process: keys [lo, hi) over `conns` keep-alive connections (gevent)."""
-    addr, lo, hi, value_size, conns = args
-    from gevent import monkey
-    monkey.patch_all()
-    import gevent
-    body = json.dumps({"value": "v" * value_size}).encode()
-    failures = [0]
-
-    def worker(first: int) -> None:
-        pool = HttpPool(timeout=30, max_idle=1)
-        for i in range(first, hi, conns):
-            for _attempt in range(5):
-                if pool.request("PUT", addr, kv_path(f"key-{i:08d}"), body).status == 200:
-                    break
-            else:
-                failures[0] += 1
-        pool.close()
-    gevent.joinall([gevent.spawn(worker, lo + k) for k in range(conns)])
-    return failures[0]
-
-
-def load(addr: str, keys: int, value_size: int, procs: int = 2, conns: int = 48) -> float:
-    """Write keys 0..keys-1 once; returns the seconds it took."""
+def load(url: str, keys: int, value_size: int, connections: int = 128) -> float:
+    """Write keys 0..keys-1 once with wrk (bench/axon_load.lua); returns the seconds it took."""
     started = time.monotonic()
-    step = (keys + procs - 1) // procs
-    parts = [(addr, p * step, min(keys, (p + 1) * step), value_size, conns) for p in range(procs)]
-    with multiprocessing.get_context("spawn").Pool(procs) as pool:
-        failures = sum(pool.map(_load_range, parts))
-    if failures:
-        raise SystemExit(f"{failures} writes failed while loading")
+    env = dict(os.environ, BENCH_KEYS=str(keys), BENCH_VALUE_SIZE=str(value_size), BENCH_THREADS="2")
+    proc = subprocess.run(["wrk", "-t2", f"-c{connections}", "-d3600s", "--timeout", "30s",
+                           "-s", os.path.join(HERE, "axon_load.lua"), url],
+                          capture_output=True, text=True, env=env)
+    failures = re.search(r"load-failures: (\d+)", proc.stdout)
+    if proc.returncode != 0 or failures is None:
+        raise SystemExit(f"loading failed: {proc.stdout} {proc.stderr}")
+    if int(failures.group(1)):
+        raise SystemExit(f"{failures.group(1)} writes failed while loading")
     return time.monotonic() - started
 
 
@@ -91,7 +71,7 @@ def main() -> int:
     try:
         leader = cluster.leader()
         print(f"loading {args.keys} keys of {args.value_size} B through {leader.http} ...", flush=True)
-        secs = load(leader.http, args.keys, args.value_size)
+        secs = load("http://" + leader.http, args.keys, args.value_size)
         out["load_s"] = round(secs, 1)
         out["load_writes_per_s"] = round(args.keys / secs, 1)
         print(f"  loaded in {secs:.1f} s ({args.keys / secs:.0f} writes/s)", flush=True)

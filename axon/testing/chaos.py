@@ -224,7 +224,8 @@ def check_linearizable(history: History, timeout_per_key: float = 60.0) -> Check
 class FaultEvent:
     nemesis: str
     detail: str
-    injected: float
+    injected: float                 # when injecting began
+    active: float | None = None     # when the fault was fully in effect (unavailability counts from here)
     healed: float | None = None
 
 
@@ -543,10 +544,10 @@ def first_write_after(history: History, moment: float) -> float | None:
 
 
 def measure_unavailability(history: History, faults: Sequence[FaultEvent]) -> dict[str, list[float]]:
-    """Per fault: time to the first acknowledged write invoked after the fault, and after its heal."""
+    """Per fault: time to the first acknowledged write invoked after the fault took effect, and after its heal."""
     after_fault, after_heal = [], []
     for fault in faults:
-        gap = first_write_after(history, fault.injected)
+        gap = first_write_after(history, fault.active if fault.active is not None else fault.injected)
         if gap is not None:
             after_fault.append(gap)
         if fault.healed is not None:
@@ -623,6 +624,7 @@ class ChaosRun:
                 fault = FaultEvent(self.nemesis.name, "", time.monotonic())
                 self.faults.append(fault)
                 fault.detail = self.nemesis.inject(ctx)
+                fault.active = time.monotonic()
                 time.sleep(self.rng.uniform(*self.nemesis.hold))
                 self.nemesis.heal(ctx)
                 fault.healed = time.monotonic()

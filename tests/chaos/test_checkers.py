@@ -143,6 +143,6 @@ def test_unavailability_is_time_from_fault_and_heal_to_the_first_acknowledged_wr
                 op("read", 10.5, 10.6, "ok", result=("early", 1)),
                 op("write", 11, 12.5, "ok", value="first", result=2),
                 op("write", 12, 12.2, "ok", value="after-heal", result=3))
-    gaps = measure_unavailability(h, [FaultEvent("kill-one", "kill -9 n1", 10.0, 11.5)])
+    gaps = measure_unavailability(h, [FaultEvent("kill-one", "kill -9 n1", injected=9.9, active=10.0, healed=11.5)])
     assert gaps["fault to first write"] == [pytest.approx(2.2)]
     assert gaps["heal to first write"] == [pytest.approx(0.7)]   # invoked later, finished first
