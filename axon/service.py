@@ -6,7 +6,6 @@ forwarded to the leader over the pooled client, and the caller gets one answer.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -59,8 +58,8 @@ class KVService:
         absent = validate.if_none_match(if_none_match)
         cmd = Put(key, value, if_revision=revision, if_absent=absent)
         headers = _cond_headers(if_match, if_none_match)
-        return self._write(cmd, "PUT", kv_path(key), json.dumps({"value": value}).encode(),
-                           headers, forwarded)
+        # A follower forwards the client's body as it came (validated already): no re-encoding.
+        return self._write(cmd, "PUT", kv_path(key), body, headers, forwarded)
 
     def delete(self, raw_key: str, if_match: str | None, forwarded: int = 0) -> Reply:
         key = validate.key(raw_key, self.config.max_key_bytes)

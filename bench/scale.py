@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,16 +29,30 @@ from axon.testing.cluster import Cluster, wait_for   # noqa: E402
 from compare_etcd import run_wrk   # noqa: E402
 
 
-def load(url: str, keys: int, value_size: int, connections: int = 128) -> float:
+def load(addr: str, keys: int, value_size: int, connections: int = 128) -> float:
     """Write keys 0..keys-1 once with wrk (bench/axon_load.lua); returns the seconds it took."""
     started = time.monotonic()
     env = dict(os.environ, BENCH_KEYS=str(keys), BENCH_VALUE_SIZE=str(value_size), BENCH_THREADS="2")
-    proc = subprocess.run(["wrk", "-t2", f"-c{connections}", "-d3600s", "--timeout", "30s",
-                           "-s", os.path.join(HERE, "axon_load.lua"), url],
-                          capture_output=True, text=True, env=env)
-    failures = re.search(r"load-failures: (\d+)", proc.stdout)
-    if proc.returncode != 0 or failures is None:
-        raise SystemExit(f"loading failed: {proc.stdout} {proc.stderr}")
+    proc = subprocess.Popen(["wrk", "-t2", f"-c{connections}", "-d3600s", "--timeout", "30s",
+                             "-s", os.path.join(HERE, "axon_load.lua"), "http://" + addr],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # wrk runs for its whole duration even when every thread has stopped: watch for the last
+    # key of each thread's share, then interrupt it (it still prints its summary).
+    client = AxonClient(addr, timeout=5)
+    share = (keys + 1) // 2
+    last_keys = [f"key-{share - 1:08d}", f"key-{keys - 1:08d}"]
+
+    def written() -> bool:
+        return all(client.get(k, stale=True) for k in last_keys)
+    try:
+        wait_for(written, 3600, interval=1.0, message="the load to finish")
+        time.sleep(2)   # the requests still in flight
+    finally:
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    failures = re.search(r"load-failures: (\d+)", stdout)
+    if failures is None:
+        raise SystemExit(f"loading failed: {stdout} {stderr}")
     if int(failures.group(1)):
         raise SystemExit(f"{failures.group(1)} writes failed while loading")
     return time.monotonic() - started
@@ -65,13 +80,14 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("error: wrk is not on PATH (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))   # still stop the cluster
     base = tempfile.mkdtemp(prefix="axon-scale-")
     out: dict = {"keys": args.keys, "value_size": args.value_size}
     cluster = Cluster(base, 3)
     try:
         leader = cluster.leader()
         print(f"loading {args.keys} keys of {args.value_size} B through {leader.http} ...", flush=True)
-        secs = load("http://" + leader.http, args.keys, args.value_size)
+        secs = load(leader.http, args.keys, args.value_size)
         out["load_s"] = round(secs, 1)
         out["load_writes_per_s"] = round(args.keys / secs, 1)
         print(f"  loaded in {secs:.1f} s ({args.keys / secs:.0f} writes/s)", flush=True)

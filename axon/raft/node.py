@@ -451,7 +451,10 @@ class RaftNode:
             meta = self.core.snapshot_meta(meta.index) if meta.config is None else meta
             log.info("sending snapshot at index %d to %s", meta.index, peer)
             offset = 0
-            for chunk in chunks:
+            pool = gevent.get_hub().threadpool
+            # Reading and packing a megabyte of records takes tens of milliseconds; in a worker
+            # thread it shares the CPU with the hub instead of stalling every write meanwhile.
+            while (chunk := pool.apply(next, (chunks, None))) is not None:
                 if not self._still_leader(term):
                     return
                 self._send_chunk(peer, term, meta, offset, chunk, False)
