@@ -217,6 +217,25 @@ def test_conditional_delete():
     legal(write, mk("delete", 2, 3, expected=5, status="fail"), mk("read", 4, 5, result=("a", 1)))
 
 
+def test_rewrite_at_unknown_revision_is_not_a_forced_move():
+    # Found by hypothesis: #1 rewrites the same (never read) value at an unknown
+    # revision, which changes nothing right after #0 but un-pins revision 0 after
+    # #2, so that #3 can see revision 1.  Legal order: #0, #2, #1, #3.  #1 returns
+    # at 1.0 when #2 is invoked: touching ops are concurrent.
+    legal(mk("write", 0, 0, value="a", result=None),
+          mk("write", 0, 1, value="a", result=None),
+          mk("write", 1, 1, value="a", result=0),
+          mk("cas", 0, 1, value="a", expected=1, result=None))
+
+
+def test_rewrite_at_known_revision_is_not_a_forced_move():
+    # #1 leaves the state as #0 made it, but must still go after #2 for the read.
+    legal(mk("write", 0, 1, value="a", result=5),
+          mk("write", 2, 6, value="a", result=5, client=1),
+          mk("write", 2, 6, value="b", result=5, client=2),
+          mk("read", 7, 8, result=("a", 5)))
+
+
 def test_check_history_reports_failing_key():
     history = History.from_ops([
         mk("write", 0, 1, value="a", result=1, key="good"),
@@ -501,6 +520,9 @@ def test_simulated_multi_key_history():
 
 
 # ---------------------------------------------------------------- brute-force cross-check
+# The property tests below are derandomized so that CI always runs the same
+# examples; explore new ones locally by raising max_examples and dropping
+# derandomize.
 
 def brute_force_linearizable(ops, horizon=None):
     """Try every subset of optional ops and every real-time-respecting order."""
@@ -557,7 +579,8 @@ def small_op(draw):
               expected=expected, client=draw(st.integers(0, 3)))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(small_op(), max_size=6), st.none() | st.integers(0, 4))
 def test_search_agrees_with_brute_force(ops, horizon):
     history = History.from_ops(ops)
@@ -566,7 +589,7 @@ def test_search_agrees_with_brute_force(ops, horizon):
     assert result.ok == expected, result.explanation
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50, derandomize=True, deadline=None)
 @given(st.integers(0, 10_000))
 def test_small_simulated_histories_agree_with_brute_force(seed):
     recorded, _ = simulate(seed, clients=3, ops=6, unknown_rate=0.3)
@@ -588,7 +611,7 @@ def corrupt(ops, rng):
         op.invoke, op.complete = op.invoke + 1.0, op.complete + 1.0
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, derandomize=True, deadline=None)
 @given(st.integers(0, 10**9), st.integers(2, 7), st.integers(1, 4), st.integers(0, 2),
        st.booleans(), st.sampled_from([None, 0.5, 1.0, 3.0]))
 def test_corrupted_simulated_histories_agree_with_brute_force(seed, n, clients, corruptions,

@@ -47,9 +47,9 @@ affordable (each is argued where it is implemented):
 * values nobody observed are all replaced by one placeholder, and optional ops
   with the same effect are interchangeable (``_forget_unseen_values``,
   ``_Search``);
-* a required op that leaves the state unchanged is taken without branching,
-  and an op right after an optional one that it would overwrite anyway is
-  skipped (``_Search``).
+* a required op that only observes (no mutation) and leaves the state
+  unchanged is taken without branching, and an op right after an optional
+  one that it would overwrite anyway is skipped (``_Search``).
 
 Optionally (``unknown_horizon``) unknown ops must take effect within a bound
 after their invoke; that is faster to refute but only sound if the system
@@ -159,6 +159,18 @@ def step(state: State, op: Op) -> State | None:
 
 def _is_optional(op: Op) -> bool:
     return op.status in ("unknown", "pending")
+
+
+def _only_observes(op: Op) -> bool:
+    """Whether ``op`` can never change the register: it can only pin or refute a state.
+
+    A mutation that happens to leave this state unchanged (rewriting the value
+    at an unknown or equal revision) may change a later one, e.g. un-pin an
+    exact revision, so where it goes still matters.
+    """
+    if op.kind == "read" or op.status == "fail":
+        return True
+    return op.kind == "delete" and op.result == NOT_FOUND
 
 
 def _is_relevant(op: Op) -> bool:
@@ -310,11 +322,13 @@ class _Search:
     are interchangeable once invoked, so only the earliest unused one of each
     class is a candidate.
 
-    A required candidate that leaves the state unchanged (a read, a conflict)
-    is a forced move: taking it now is never worse than later, since it changes
-    nothing and every op that must precede it is already linearized (a later
-    state it would have pinned is only less permissive without it).  Its level
-    then has no alternatives to try when backtracking.
+    A required candidate that only observes (a read, a conflict, a delete
+    finding nothing) and leaves the state unchanged is a forced move: taking
+    it now is never worse than later, since it changes nothing and every op
+    that must precede it is already linearized (a later state it would have
+    pinned is only less permissive without it).  Its level then has no
+    alternatives to try when backtracking.  A mutation is never forced, even
+    when it changes nothing here: later it could change the state.
     """
 
     def __init__(self, ops: list[Op], deadline: float, originals: dict[int, Op],
@@ -380,7 +394,8 @@ class _Search:
         node = self.head.next
         while node.is_call:   # the list always ends with a return while any remain
             new_state = step(state, node.op)
-            if new_state == state and not self._expires_optional(node.op):
+            if (new_state == state and _only_observes(node.op)
+                    and not self._expires_optional(node.op)):
                 return ((), node.match.op), node
             if new_state is not None and not self._dominated(before, node.op, new_state):
                 hint = self.hints.get(node.index) or (state[1], 0)
