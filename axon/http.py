@@ -15,7 +15,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from gevent.server import _tcp_listener
 
 from .config import parse_addr
-from .errors import AxonError, MethodNotAllowed, NotFound, PayloadTooLarge, Unavailable
+from .errors import AxonError, BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, Unavailable
 from .service import FORWARD_HEADER, ORIGIN_HEADER, KVService, Reply
 
 log = logging.getLogger("axon.http")
@@ -24,7 +24,7 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 bottle.BaseRequest.MEMFILE_MAX = 8 << 20
 
 
-def _json_reply(reply: Reply) -> str:
+def json_reply(reply: Reply) -> str:
     bottle.response.status = reply.status
     bottle.response.content_type = "application/json"
     for name, value in reply.headers.items():
@@ -32,22 +32,23 @@ def _json_reply(reply: Reply) -> str:
     return json.dumps(reply.body)
 
 
-def _error_reply(err: AxonError) -> str:
+def error_reply(err: AxonError) -> str:
     headers = {}
     if isinstance(err, Unavailable):
         headers["Retry-After"] = str(err.retry_after)
-    return _json_reply(Reply(err.status, err.body(), headers))
+    return json_reply(Reply(err.status, err.body(), headers))
 
 
-def _handler(fn: Callable[..., Reply]) -> Callable[..., str]:
+def handler(fn: Callable[..., Reply]) -> Callable[..., str]:
+    """Wrap a route: Reply -> JSON, AxonError -> its JSON error, a bug -> logged 500."""
     def wrapped(**kwargs: str) -> str:
         try:
-            return _json_reply(fn(**kwargs))
+            return json_reply(fn(**kwargs))
         except AxonError as err:
-            return _error_reply(err)
+            return error_reply(err)
         except Exception:   # a bug: log it, answer JSON, keep serving
             log.exception("unhandled error in %s %s", bottle.request.method, bottle.request.path)
-            return _json_reply(Reply(500, {"error": "internal error"}))
+            return json_reply(Reply(500, {"error": "internal error"}))
     wrapped.__name__ = fn.__name__
     return wrapped
 
@@ -75,72 +76,80 @@ def build_app(service: KVService) -> "FastKVApp":
     body_limit = service.config.max_value_bytes * 6 + 4096
 
     @app.route("/kv/<key:path>", method="PUT")
-    @_handler
+    @handler
     def put_key(key: str) -> Reply:
         return service.put(key, _body(body_limit), req.get_header("If-Match"),
                            req.get_header("If-None-Match"), _forwarded(service))
 
     @app.route("/kv/<key:path>", method="GET")
-    @_handler
+    @handler
     def get_key(key: str) -> Reply:
         return service.get(key, req.query.get("stale"), _forwarded(service))
 
     @app.route("/kv/<key:path>", method="DELETE")
-    @_handler
+    @handler
     def delete_key(key: str) -> Reply:
         return service.delete(key, req.get_header("If-Match"), _forwarded(service))
 
     @app.route("/kv/", method=["GET", "PUT", "DELETE"])
-    @_handler
+    @handler
     def empty_key() -> Reply:
         return service.put("", b"", None, None) if req.method == "PUT" else service.get("", None)
 
     @app.route("/kv", method="GET")
-    @_handler
+    @handler
     def list_keys() -> Reply:
         q = req.query
         return service.list(q.get("prefix"), q.get("limit"), q.get("after"), q.get("stale"),
                             req.query_string, _forwarded(service))
 
     @app.route("/cluster/status", method="GET")
-    @_handler
+    @handler
     def cluster_status() -> Reply:
         return service.status()
 
     @app.route("/cluster/overview", method="GET")
-    @_handler
+    @handler
     def cluster_overview() -> Reply:
         return service.overview()
 
     @app.route("/cluster/members", method="GET")
-    @_handler
+    @handler
     def cluster_members() -> Reply:
         return service.members()
 
     @app.route("/cluster/join", method="POST")
-    @_handler
+    @handler
     def cluster_join() -> Reply:
         return service.join(_body(64 * 1024), _forwarded(service))
 
     @app.route("/cluster/leave", method="POST")
-    @_handler
+    @handler
     def cluster_leave() -> Reply:
         return service.leave(_forwarded(service))
 
     @app.route("/cluster/nodes/<node_id>", method="DELETE")
-    @_handler
+    @handler
     def cluster_remove(node_id: str) -> Reply:
         return service.remove(node_id, _forwarded(service))
 
     @app.route("/health", method="GET")
-    @_handler
+    @handler
     def health() -> Reply:
         return service.health()
 
     @app.route("/ready", method="GET")
-    @_handler
+    @handler
     def ready() -> Reply:
         return service.ready()
+
+    add_common_routes(app)
+    return FastKVApp(service, app)
+
+
+def add_common_routes(app: bottle.Bottle) -> None:
+    """The dashboard's static files and JSON answers for bottle's own errors."""
+    req = bottle.request
 
     @app.route("/", method="GET")
     def index() -> object:
@@ -152,30 +161,27 @@ def build_app(service: KVService) -> "FastKVApp":
 
     @app.error(404)
     def not_found(_err: bottle.HTTPError) -> str:
-        return _error_reply(NotFound(f"no route for {req.method} {req.path}"))
+        return error_reply(NotFound(f"no route for {req.method} {req.path}"))
 
     @app.error(405)
     def not_allowed(_err: bottle.HTTPError) -> str:
-        return _error_reply(MethodNotAllowed(f"method {req.method} not allowed on {req.path}"))
+        return error_reply(MethodNotAllowed(f"method {req.method} not allowed on {req.path}"))
 
     @app.error(400)
     def bad_request(err: bottle.HTTPError) -> str:
-        from .errors import BadRequest
-        return _error_reply(BadRequest(str(err.body) or "bad request"))
+        return error_reply(BadRequest(str(err.body) or "bad request"))
 
     @app.error(500)
     def internal(_err: bottle.HTTPError) -> str:
-        return _json_reply(Reply(500, {"error": "internal error"}))
-
-    return FastKVApp(service, app)
+        return json_reply(Reply(500, {"error": "internal error"}))
 
 
 def _static(path: str) -> object:
     if not os.path.isdir(STATIC_DIR):
-        return _error_reply(NotFound("dashboard not built"))
+        return error_reply(NotFound("dashboard not built"))
     resp = bottle.static_file(path, root=STATIC_DIR)
     if isinstance(resp, bottle.HTTPError):
-        return _error_reply(NotFound(f"no file {path}"))
+        return error_reply(NotFound(f"no file {path}"))
     return resp
 
 

@@ -32,7 +32,9 @@ from gevent.lock import RLock
 
 from .client import AxonClient, ClientError, HttpPool
 from .cluster_layout import Layout, LayoutError, NodeSpec, layout_path, load_layout, save_layout
-from .http import STATIC_DIR, serve
+from .errors import AxonError, Conflict, NotFound, PayloadTooLarge, Unavailable
+from .http import add_common_routes, error_reply, handler, serve
+from .service import Reply
 
 log = logging.getLogger("axon.launcher")
 
@@ -48,15 +50,6 @@ _KEEP_ENV = {"AXON_CACHE_DIR", "AXON_PYZ"}
 
 class LaunchError(Exception):
     """The launcher cannot start (bad dir, layout, port); printed on one line."""
-
-
-class ApiError(Exception):
-    """A supervisor API request that cannot be done; answered as {"error": ...}."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass
@@ -187,7 +180,7 @@ class Supervisor:
     def _child(self, node_id: str) -> Child:
         child = self.children.get(node_id)
         if child is None:
-            raise ApiError(404, f"no node {node_id!r}")
+            raise NotFound(f"no node {node_id!r}")
         return child
 
     # lifecycle --------------------------------------------------------
@@ -196,14 +189,14 @@ class Supervisor:
         for spec in list(self.layout.nodes):
             try:
                 self.start(spec.node_id)
-            except ApiError as exc:
+            except AxonError as exc:
                 self.say(f"  {exc.message}")
 
     def start(self, node_id: str) -> dict:
         with self.lock:
             child = self._child(node_id)
             if child.state == "running":
-                raise ApiError(409, f"node {node_id} is already running")
+                raise Conflict(f"node {node_id} is already running")
             bootstrap = not self.layout.bootstrapped and self.layout.nodes[0].node_id == node_id
             others = [n for n in self.layout.nodes if n.node_id != node_id]
             args = node_args(child.spec, self.data_dir(node_id), others, bootstrap, self.log_level)
@@ -213,7 +206,7 @@ class Supervisor:
                 try:
                     save_layout(self.directory, self.layout)
                 except LayoutError as exc:
-                    raise ApiError(409, f"{node_id} started, but {exc}") from None
+                    raise Conflict(f"{node_id} started, but {exc}") from None
             return self.describe(child)
 
     def _spawn(self, child: Child, args: list[str]) -> None:
@@ -227,7 +220,7 @@ class Supervisor:
                                         start_new_session=True,
                                         preexec_fn=_die_with_parent(os.getpid()))
         except OSError as exc:
-            raise ApiError(409, f"cannot start {node_id}: {exc.strerror or exc}") from None
+            raise Conflict(f"cannot start {node_id}: {exc.strerror or exc}") from None
         child.proc, child.state, child.exit_code = proc, "running", None
         child.started_at, child.stopping = time.time(), False
         gevent.spawn(self._watch, child, proc)
@@ -285,7 +278,7 @@ class Supervisor:
                 spec = self.layout.add_node(lambda ports: ports_free(self.layout.host, ports))
                 save_layout(self.directory, self.layout)
             except LayoutError as exc:
-                raise ApiError(409, str(exc)) from None
+                raise Conflict(str(exc)) from None
             self.children[spec.node_id] = Child(spec)
             return self.start(spec.node_id)
 
@@ -295,14 +288,14 @@ class Supervisor:
             child = self._child(node_id)
             others = [c for c in self.children.values() if c is not child]
             if not others:
-                raise ApiError(409, f"{node_id} is the last node; stop it instead")
+                raise Conflict(f"{node_id} is the last node; stop it instead")
             self._remove_from_raft(node_id, others)
             self._terminate([child])
             self.layout.remove_node(node_id)
             try:
                 save_layout(self.directory, self.layout)
             except LayoutError as exc:
-                raise ApiError(409, str(exc)) from None
+                raise Conflict(str(exc)) from None
             del self.children[node_id]
             shutil.rmtree(self.data_dir(node_id), ignore_errors=True)
             return {"removed": node_id}
@@ -310,7 +303,7 @@ class Supervisor:
     def _remove_from_raft(self, node_id: str, others: list[Child]) -> None:
         running = [c for c in others if c.state == "running"]
         if not running:
-            raise ApiError(409, f"no other node is running to remove {node_id} through")
+            raise Conflict(f"no other node is running to remove {node_id} through")
         last = "no answer"
         for other in running:
             try:
@@ -320,7 +313,7 @@ class Supervisor:
                 if exc.status == 404:   # not a member (it never joined): nothing to remove
                     return
                 last = f"{other.spec.node_id}: {exc}"
-        raise ApiError(503, f"cannot remove {node_id} from the cluster ({last}); retry later")
+        raise Unavailable(f"cannot remove {node_id} from the cluster ({last}); retry later")
 
     def shutdown(self) -> None:
         """Stop every node (in parallel) and release the directory."""
@@ -401,24 +394,8 @@ def _signal(proc: subprocess.Popen, sig: int) -> None:
 
 
 # ---------------------------------------------------------------------- HTTP
-def _json(status: int, body: object) -> str:
-    import json
-    bottle.response.status = status
-    bottle.response.content_type = "application/json"
-    return json.dumps(body)
-
-
 def _api(fn: Callable[..., object], status: int = 200) -> Callable[..., str]:
-    def wrapped(**kwargs: str) -> str:
-        try:
-            return _json(status, fn(**kwargs))
-        except ApiError as exc:
-            return _json(exc.status, {"error": exc.message})
-        except Exception:   # a bug: log it and keep serving
-            log.exception("unhandled error in %s %s", bottle.request.method, bottle.request.path)
-            return _json(500, {"error": "internal error"})
-    wrapped.__name__ = fn.__name__
-    return wrapped
+    return handler(lambda **kwargs: Reply(status, fn(**kwargs)))
 
 
 def build_api(sup: Supervisor) -> bottle.Bottle:
@@ -434,15 +411,15 @@ def build_api(sup: Supervisor) -> bottle.Bottle:
 
     def action(node_id: str, verb: str) -> dict:
         if verb not in actions:
-            raise ApiError(404, f"no action {verb!r}: use start, stop or restart")
+            raise NotFound(f"no action {verb!r}: use start, stop or restart")
         return actions[verb](node_id)
     app.route("/api/nodes/<node_id>/<verb>", "POST", _api(action))
 
     def forward(**_kwargs: str) -> bytes | str:
         try:
             status, body, headers = sup.proxy(*_proxied_request())
-        except ApiError as exc:
-            return _json(exc.status, {"error": exc.message})
+        except AxonError as exc:
+            return error_reply(exc)
         bottle.response.status = status
         bottle.response.content_type = "application/json"
         for name, value in headers.items():
@@ -451,26 +428,7 @@ def build_api(sup: Supervisor) -> bottle.Bottle:
     for rule in ("/cluster/<rest:path>", "/kv", "/kv/<rest:path>", "/kv/"):
         app.route(rule, ["GET", "PUT", "POST", "DELETE"], forward)
 
-    @app.route("/", method="GET")
-    def index() -> object:
-        return _static("index.html")
-
-    @app.route("/static/<path:path>", method="GET")
-    def static(path: str) -> object:
-        return _static(path)
-
-    @app.error(404)
-    def not_found(_err: bottle.HTTPError) -> str:
-        return _json(404, {"error": f"no route for {bottle.request.method} {bottle.request.path}"})
-
-    @app.error(405)
-    def not_allowed(_err: bottle.HTTPError) -> str:
-        return _json(405, {"error": f"method {bottle.request.method} not allowed on {bottle.request.path}"})
-
-    @app.error(500)
-    def internal(_err: bottle.HTTPError) -> str:
-        return _json(500, {"error": "internal error"})
-
+    add_common_routes(app)
     return app
 
 
@@ -482,17 +440,10 @@ def _proxied_request() -> tuple[str, str, bytes | None, dict[str, str]]:
     if req.query_string:
         path += "?" + req.query_string
     if req.content_length > MAX_PROXY_BODY:
-        raise ApiError(413, f"request body is larger than {MAX_PROXY_BODY} bytes")
+        raise PayloadTooLarge(f"request body is larger than {MAX_PROXY_BODY} bytes")
     body = req.body.read(MAX_PROXY_BODY) if req.method in ("PUT", "POST") else None
     headers = {h: req.get_header(h) for h in PROXY_HEADERS if req.get_header(h) is not None}
     return req.method, path, body, headers
-
-
-def _static(path: str) -> object:
-    resp = bottle.static_file(path, root=STATIC_DIR)
-    if isinstance(resp, bottle.HTTPError):
-        return _json(404, {"error": f"no file {path}"})
-    return resp
 
 
 # ---------------------------------------------------------------------- running it
