@@ -109,6 +109,7 @@ def main() -> int:
             stdout=subprocess.PIPE, text=True, env=dict(os.environ, **env))
 
         def caught_up() -> bool:
+            joiner.check_running()   # a crash during the install fails at once
             return joiner.status()["applied_index"] >= commit
         wait_for(caught_up, 600, interval=0.2, message="the new node to catch up")
         out["join_catch_up_s"] = round(time.monotonic() - started, 1)

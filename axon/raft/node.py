@@ -106,6 +106,7 @@ class RaftNode:
         self._applied_waiters: list[tuple[int, int, AsyncResult]] = []
         self._waiter_ids = itertools.count()
         self._staging: dict[str, Any] | None = None
+        self._installing = False
         self._snapshot_senders: dict[str, gevent.Greenlet] = {}
         self._peer_hints: dict[str, str] = {}
         self._greenlets: list[gevent.Greenlet] = []
@@ -481,7 +482,9 @@ class RaftNode:
 
     def _stage_chunk(self, msg: Message) -> None:
         meta = msg.snapshot
-        if meta is None:
+        if meta is None or self._installing:
+            # The applier is reading the staging file: a new stream (the leader re-sends while a
+            # large install runs) must not truncate it.  The leader retries once we answer.
             return
         st = self._staging
         if msg.offset == 0:
@@ -496,6 +499,7 @@ class RaftNode:
             st["file"].close()
             self._staging = None
             if self.core.snapshot_received(meta, msg.src):
+                self._installing = True
                 self._apply_queue.append(meta)
                 self._apply_wake.set()
 
@@ -510,7 +514,10 @@ class RaftNode:
                 while block := f.read(SNAPSHOT_CHUNK):
                     yield block
         log.info("installing snapshot at index %d", meta.index)
-        gevent.get_hub().threadpool.apply(self.sm.restore, (meta, chunks()))
+        try:
+            gevent.get_hub().threadpool.apply(self.sm.restore, (meta, chunks()))
+        finally:
+            self._installing = False
         self.wal.compact(meta.index, meta.term, drop_newer=True)
         self.core.snapshot_installed(meta, self.core.leader)
         self._applied = max(self._applied, meta.index)
