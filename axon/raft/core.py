@@ -13,8 +13,8 @@ from __future__ import annotations
 import enum
 import random
 from collections import deque
-from dataclasses import dataclass, field, replace
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import msgpack
 
@@ -885,11 +885,3 @@ class RaftCore:
     def snapshot_meta(self, index: int) -> SnapshotMeta:
         """Meta for a snapshot of the state machine at an applied index."""
         return SnapshotMeta(index=index, term=self.term_at(index) or 0, config=self._config_at(index))
-
-
-def with_term(entry: Entry, term: int) -> Entry:
-    return replace(entry, term=term)
-
-
-def configs_in(entries: Iterable[Entry]) -> list[tuple[int, ClusterConfig]]:
-    return [(e.index, decode_config_bytes(e.data)) for e in entries if e.kind == EntryKind.CONFIG]
