@@ -1,4 +1,4 @@
-"""HTTP edge: bottle routes -> service, JSON errors, the gevent WSGI server with TCP_NODELAY."""
+"""HTTP edge: routes -> service (a fast path for single keys, bottle for the rest), JSON errors."""
 from __future__ import annotations
 
 import json
@@ -7,15 +7,16 @@ import os
 import socket
 from typing import Callable
 
-import http.client
 import re
+from urllib.parse import unquote_to_bytes
 
 import bottle
-from gevent.pywsgi import WSGIHandler, WSGIServer
 from gevent.server import _tcp_listener
 
 from .config import parse_addr
 from .errors import AxonError, BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, Unavailable
+from .httpserver import Handler, HttpServer, wsgi_handler
+from .httpwire import Request, Response
 from .service import FORWARD_HEADER, ORIGIN_HEADER, KVService, Reply
 
 log = logging.getLogger("axon.http")
@@ -60,6 +61,11 @@ def _body(limit: int) -> bytes:
     return bottle.request.body.read(limit + 1)
 
 
+def request_body_limit(max_value_bytes: int) -> int:
+    """Largest request body worth reading: a value JSON-escaped at worst (6 bytes a byte) plus slack."""
+    return max_value_bytes * 6 + 4096
+
+
 def _forwarded(service: KVService) -> int:
     """Hops of a request another node forwarded here (0: straight from a client); checks the forwarder."""
     raw = bottle.request.get_header(FORWARD_HEADER, "0")
@@ -69,11 +75,11 @@ def _forwarded(service: KVService) -> int:
     return hops
 
 
-def build_app(service: KVService) -> "FastKVApp":
-    """The node's WSGI application (bottle behind the key fast path)."""
+def build_app(service: KVService) -> "FastKVHandler":
+    """The node's request handler (bottle behind the key fast path)."""
     app = bottle.Bottle(autojson=False, catchall=True)
     req = bottle.request
-    body_limit = service.config.max_value_bytes * 6 + 4096
+    body_limit = request_body_limit(service.config.max_value_bytes)
 
     @app.route("/kv/<key:path>", method="PUT")
     @handler
@@ -144,7 +150,7 @@ def build_app(service: KVService) -> "FastKVApp":
         return service.ready()
 
     add_common_routes(app)
-    return FastKVApp(service, app)
+    return FastKVHandler(service, app)
 
 
 def add_common_routes(app: bottle.Bottle) -> None:
@@ -187,104 +193,58 @@ def _static(path: str) -> object:
 
 _SIMPLE_QUERY = re.compile(r"(?:stale=[A-Za-z0-9]*)?")
 _FAST_METHODS = ("GET", "PUT", "DELETE")
+_JSON = ("Content-Type", "application/json")
 
 
-class FastKVApp:
-    """The node's WSGI entry point: single-key GET/PUT/DELETE straight to the service, all else to bottle.
+class FastKVHandler:
+    """The node's request handler: single-key GET/PUT/DELETE straight to the service, all else to bottle.
 
     The key routes are nearly all of the traffic; bottle's request/response objects and
-    router cost more than the rest of the HTTP path.  Anything unusual (chunked bodies,
-    other query parameters, the empty key) takes the bottle route, whose answers are the same.
+    router cost more than the rest of the HTTP path.  Anything unusual (other query
+    parameters, the empty key) takes the bottle route, whose answers are the same.
     """
 
     def __init__(self, service: KVService, app: bottle.Bottle) -> None:
         self.service = service
-        self.app = app
-        self.body_limit = service.config.max_value_bytes * 6 + 4096
+        self.fallback = wsgi_handler(app)
 
-    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
-        path = environ.get("PATH_INFO", "")
-        method = environ.get("REQUEST_METHOD", "")
+    def __call__(self, req: Request) -> Response:
+        path, method = req.path, req.method
         if (method not in _FAST_METHODS or not path.startswith("/kv/") or len(path) == 4
-                or not _SIMPLE_QUERY.fullmatch(environ.get("QUERY_STRING", ""))
-                or environ.get("HTTP_TRANSFER_ENCODING")):
-            return self.app(environ, start_response)
+                or not _SIMPLE_QUERY.fullmatch(req.query)):
+            return self.fallback(req)
         try:
-            reply = self._dispatch(environ, method, path)
+            reply = self._dispatch(req)
         except AxonError as err:
             headers = {"Retry-After": str(err.retry_after)} if isinstance(err, Unavailable) else {}
             reply = Reply(err.status, err.body(), headers)
         except Exception:   # a bug: log it, answer JSON, keep serving
             log.exception("unhandled error in %s %s", method, path)
             reply = Reply(500, {"error": "internal error"})
-        body = json.dumps(reply.body).encode()
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        headers += [(k, str(v)) for k, v in reply.headers.items()]
-        start_response(f"{reply.status} {http.client.responses.get(reply.status, 'Unknown')}", headers)
-        return [body]
+        headers = [_JSON]
+        if reply.headers:
+            headers += [(k, str(v)) for k, v in reply.headers.items()]
+        return Response(reply.status, headers, json.dumps(reply.body).encode())
 
-    def _dispatch(self, environ: dict, method: str, path: str) -> Reply:
-        # PEP 3333 hands the path over as latin-1; bottle decodes it the same way.
-        key = path[4:].encode("latin1").decode("utf8", "ignore")
-        forwarded = self._forwarded(environ)
-        if method == "GET":
-            query = environ.get("QUERY_STRING", "")
-            stale = query[6:] if query else None
-            return self.service.get(key, stale, forwarded)
-        if method == "DELETE":
-            return self.service.delete(key, environ.get("HTTP_IF_MATCH"), forwarded)
-        return self.service.put(key, self._body(environ), environ.get("HTTP_IF_MATCH"),
-                                environ.get("HTTP_IF_NONE_MATCH"), forwarded)
+    def _dispatch(self, req: Request) -> Reply:
+        raw = req.path[4:]
+        # bottle decodes the path the same way: percent-decoding, then UTF-8 ignoring errors.
+        key = (unquote_to_bytes(raw) if "%" in raw else raw.encode("latin-1")).decode("utf8", "ignore")
+        headers = req.headers
+        forwarded = self._forwarded(headers)
+        if req.method == "GET":
+            return self.service.get(key, req.query[6:] if req.query else None, forwarded)
+        if req.method == "DELETE":
+            return self.service.delete(key, headers.get("if-match"), forwarded)
+        return self.service.put(key, req.body, headers.get("if-match"), headers.get("if-none-match"),
+                                forwarded)
 
-    def _body(self, environ: dict) -> bytes:
-        raw = environ.get("CONTENT_LENGTH") or "0"
-        length = int(raw) if raw.isdigit() else 0
-        if length > self.body_limit:
-            raise PayloadTooLarge(f"request body is larger than {self.body_limit} bytes")
-        return environ["wsgi.input"].read(length) if length else b""
-
-    def _forwarded(self, environ: dict) -> int:
-        raw = environ.get("HTTP_X_AXON_FORWARDED", "0")
+    def _forwarded(self, headers: dict[str, str]) -> int:
+        raw = headers.get("x-axon-forwarded", "0")
         hops = int(raw) if raw.isdigit() else 0
         if hops:
-            self.service.check_forwarder(environ.get("HTTP_X_AXON_ORIGIN"))
+            self.service.check_forwarder(headers.get("x-axon-origin"))
         return hops
-
-
-class _OneSendHandler(WSGIHandler):
-    """pywsgi's handler, but status line, headers and a fixed-length body leave in one send.
-
-    pywsgi sends headers and body separately: with TCP_NODELAY that is two packets and two
-    wake-ups of the client for every small answer.
-    """
-
-    def _write_with_headers(self, data: bytes) -> None:
-        if self.response_use_chunked or not data:
-            super()._write_with_headers(data)
-            return
-        self.headers_sent = True
-        self.finalize_headers()
-        towrite = bytearray(b"HTTP/1.1 ")
-        towrite += self.status
-        towrite += b"\r\n"
-        for header, value in self.response_headers:
-            towrite += header + b": " + value + b"\r\n"
-        towrite += b"\r\n"
-        towrite += data
-        self._sendall(towrite)
-
-
-class NoDelayWSGIServer(WSGIServer):
-    """gevent's WSGI server with TCP_NODELAY, so small answers don't wait on delayed ACKs."""
-
-    handler_class = _OneSendHandler
-
-    def handle(self, sock: socket.socket, address: tuple) -> None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        super().handle(sock, address)
 
 
 def bind(listen: str) -> socket.socket:
@@ -293,8 +253,9 @@ def bind(listen: str) -> socket.socket:
     return _tcp_listener((host, port), reuse_addr=True, backlog=1024)
 
 
-def serve(app: Callable, listen: str | socket.socket) -> NoDelayWSGIServer:
+def serve(handler: Handler, listen: str | socket.socket, max_body: int = 1 << 20) -> HttpServer:
+    """Serve ``handler`` (see ``wsgi_handler`` for a bottle app) on ``listen``; returns the started server."""
     listener = bind(listen) if isinstance(listen, str) else listen
-    server = NoDelayWSGIServer(listener, app, log=None, error_log=logging.getLogger("axon.wsgi"))
+    server = HttpServer(listener, handler, max_body)
     server.start()
     return server

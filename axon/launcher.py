@@ -34,6 +34,7 @@ from .client import AxonClient, ClientError, HttpPool
 from .cluster_layout import Layout, LayoutError, NodeSpec, layout_path, load_layout, save_layout
 from .errors import AxonError, Conflict, NotFound, PayloadTooLarge, Unavailable
 from .http import add_common_routes, error_reply, handler, serve
+from .httpserver import wsgi_handler
 from .service import Reply
 
 log = logging.getLogger("axon.launcher")
@@ -478,7 +479,7 @@ def run(directory: str, nodes: int, port: int, host: str, base_port: int, stop_t
     stopping = Event()
     try:
         try:
-            server = serve(build_api(sup), f"{host}:{port}")
+            server = serve(wsgi_handler(build_api(sup)), f"{host}:{port}", max_body=8 << 20)
         except OSError as exc:
             raise LaunchError(f"cannot serve the dashboard on {host}:{port}: {exc.strerror or exc}") from None
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -15,7 +15,7 @@ from . import commands
 from .client import HttpPool
 from .config import NodeConfig, parse_addr
 from .errors import AxonError, ConfigError
-from .http import bind, build_app, serve
+from .http import bind, build_app, request_body_limit, serve
 from .gossip.agent import GossipAgent
 from .gossip.config import GossipConfig
 from .joiner import join_until_voter
@@ -123,7 +123,8 @@ class NodeProcess:
         self.gossip.start()
         if self.config.seed:
             self.gossip.join_in_background(list(self.config.seed))
-        self.http = serve(build_app(self.service), self._http_listener)
+        self.http = serve(build_app(self.service), self._http_listener,
+                          max_body=request_body_limit(self.config.max_value_bytes))
         log.info("node %s serving http on %s, raft on %s, gossip on %s (data in %s)",
                  self.config.node_id, self.config.http, self.config.raft, self.config.gossip,
                  self.config.data_dir)

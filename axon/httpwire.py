@@ -1,0 +1,289 @@
+"""HTTP/1.1 requests in, responses out, as bytes: the server's wire format, with no I/O.
+
+Like h11, the parser is a state machine fed whatever the socket gave; unlike h11 it does
+only what a JSON API server needs (Content-Length and chunked bodies, keep-alive,
+``Expect: 100-continue``, pipelining) and so costs a few microseconds a request.
+Malformed input raises ``HttpError`` with the status to answer; the connection then closes.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Iterable
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 100
+_HEX = frozenset("0123456789abcdefABCDEF")
+_REQUEST_LINE = re.compile(r"([-!#$%&'*+.^_`|~0-9A-Za-z]+) ([^\x00-\x20\x7f]+) (HTTP/1\.[01])")
+_OTHER_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
+_HEADER_BLOCK = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[^\r\n]*\r\n)*")
+_HEADER_FIELD = re.compile(r"([^:]+):[ \t]*(.*?)[ \t]*\r\n")
+
+
+class HttpError(Exception):
+    """The request cannot be read; answer ``status`` with ``message`` and close the connection."""
+
+    def __init__(self, status: int, message: str, discard: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.discard = discard   # body bytes still on the wire that the client will send anyway
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str                 # as sent: still percent-encoded
+    query: str                # after '?', without it; '' when absent
+    version: str              # "HTTP/1.1" or "HTTP/1.0"
+    headers: dict[str, str]   # lower-case names; repeated headers joined with ", "
+    body: bytes
+    keep_alive: bool
+    remote: str = ""          # the client's address, filled in by the server
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass(slots=True)
+class _Head:
+    method: str
+    target: str
+    version: str
+    headers: dict[str, str]
+    length: int | None        # Content-Length; None with a chunked body
+    keep_alive: bool
+
+
+class RequestParser:
+    """Bytes from one connection in (``feed``), complete requests out (``next_request``)."""
+
+    def __init__(self, max_body: int) -> None:
+        self.max_body = max_body
+        self._buf = bytearray()
+        self._head: _Head | None = None
+        self._chunks: _ChunkedBody | None = None
+        self.continue_sent = False
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    @property
+    def expects_continue(self) -> bool:
+        """A parsed head asked for ``100 Continue`` and its body has not arrived yet."""
+        head = self._head
+        return (head is not None and not self.continue_sent
+                and head.headers.get("expect", "").lower() == "100-continue")
+
+    @property
+    def idle(self) -> bool:
+        """No partial request is buffered (a close now loses nothing)."""
+        return self._head is None and not self._buf.strip(b"\r\n")
+
+    def next_request(self) -> Request | None:
+        """The next complete request, or None until more bytes arrive."""
+        if self._head is None:
+            self._head = self._read_head()
+            if self._head is None:
+                return None
+        head = self._head
+        if head.length is not None:
+            if len(self._buf) < head.length:
+                return None
+            body = bytes(self._buf[:head.length])
+            del self._buf[:head.length]
+        else:
+            if self._chunks is None:
+                self._chunks = _ChunkedBody(self.max_body)
+            body = self._chunks.read(self._buf)
+            if body is None:
+                return None
+            self._chunks = None
+        self._head = None
+        self.continue_sent = False
+        path, _, query = head.target.partition("?")
+        return Request(head.method, path, query, head.version, head.headers, body, head.keep_alive)
+
+    def _read_head(self) -> _Head | None:
+        buf = self._buf
+        while buf[:2] == b"\r\n":   # RFC 9112 2.2: ignore empty lines before a request line
+            del buf[:2]
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD_BYTES:
+                raise HttpError(431, f"request head is larger than {MAX_HEAD_BYTES} bytes")
+            return None
+        if end > MAX_HEAD_BYTES:
+            raise HttpError(431, f"request head is larger than {MAX_HEAD_BYTES} bytes")
+        raw = bytes(buf[:end])
+        del buf[:end + 4]
+        try:
+            return parse_head(raw, self.max_body)
+        except HttpError as exc:
+            exc.discard -= min(exc.discard, len(buf))   # what arrived already is discarded with us
+            raise
+
+
+def parse_head(raw: bytes, max_body: int) -> _Head:
+    """Request line and header fields (without the blank line) -> _Head, or HttpError."""
+    line_end = raw.find(b"\r\n")
+    if line_end < 0:
+        line, block = raw, b""
+    else:
+        line, block = raw[:line_end], raw[line_end + 2:] + b"\r\n"
+    method, target, version = _request_line(line)
+    headers: dict[str, str] = {}
+    if block:
+        # One regex pass validates every field line (token name, colon, no bare CR/LF).
+        if not _HEADER_BLOCK.fullmatch(block):
+            raise HttpError(400, "malformed header field")
+        fields = _HEADER_FIELD.findall(block.decode("latin-1"))
+        if len(fields) > MAX_HEADERS:
+            raise HttpError(431, f"more than {MAX_HEADERS} header fields")
+        for name, value in fields:
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    keep_alive = _keep_alive(version, headers.get("connection", ""))
+    length = _body_length(headers, max_body)
+    return _Head(method, target, version, headers, length, keep_alive)
+
+
+def _request_line(line: bytes) -> tuple[str, str, str]:
+    m = _REQUEST_LINE.fullmatch(line.decode("latin-1"))
+    if m is None:
+        version = line.rpartition(b" ")[2]
+        if _OTHER_VERSION.fullmatch(version) and version not in (b"HTTP/1.0", b"HTTP/1.1"):
+            raise HttpError(505, f"{version.decode('latin-1')} is not supported; use HTTP/1.1")
+        raise HttpError(400, "malformed request line")
+    method, target, version = m.groups()
+    if target[0] != "/":
+        if not target.startswith(("http://", "https://")):
+            raise HttpError(400, "malformed request target")
+        slash = target.find("/", target.index("//") + 2)   # absolute form: keep path and query
+        target = target[slash:] if slash >= 0 else "/"
+    return method, target, version
+
+
+def _keep_alive(version: str, connection: str) -> bool:
+    if not connection:
+        return version == "HTTP/1.1"
+    tokens = {t.strip().lower() for t in connection.split(",")} if connection else set()
+    if version == "HTTP/1.1":
+        return "close" not in tokens
+    return "keep-alive" in tokens
+
+
+def _body_length(headers: dict[str, str], max_body: int) -> int | None:
+    coding = headers.get("transfer-encoding")
+    if coding is not None:
+        if coding.lower().replace(" ", "").split(",")[-1] != "chunked" or "content-length" in headers:
+            raise HttpError(400 if "content-length" in headers else 501,
+                            "unsupported Transfer-Encoding (only chunked, without Content-Length)")
+        return None
+    raw = headers.get("content-length", "0")
+    if not raw.isdigit() or not raw.isascii():
+        raise HttpError(400, "malformed Content-Length")
+    length = int(raw)
+    if length > max_body:
+        raise HttpError(413, f"request body is larger than {max_body} bytes", discard=length)
+    return length
+
+
+class _ChunkedBody:
+    """Decodes a chunked body incrementally from the connection's buffer."""
+
+    def __init__(self, max_body: int) -> None:
+        self.max_body = max_body
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.remaining: int | None = None   # bytes of the current chunk still to read (+2 for CRLF)
+        self.in_trailers = False
+
+    def read(self, buf: bytearray) -> bytes | None:
+        while True:
+            if self.in_trailers:
+                return self._read_trailers(buf)
+            if self.remaining is None:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    if len(buf) > 1024:
+                        raise HttpError(400, "malformed chunk size line")
+                    return None
+                size_text = bytes(buf[:end]).split(b";")[0].strip().decode("latin-1")
+                del buf[:end + 2]
+                if not size_text or not _HEX.issuperset(size_text) or len(size_text) > 15:
+                    raise HttpError(400, "malformed chunk size")
+                size = int(size_text, 16)
+                if size == 0:
+                    self.in_trailers = True
+                    continue
+                if self.size + size > self.max_body:
+                    raise HttpError(413, f"request body is larger than {self.max_body} bytes")
+                self.remaining = size
+            if len(buf) < self.remaining + 2:
+                return None
+            if buf[self.remaining:self.remaining + 2] != b"\r\n":
+                raise HttpError(400, "chunk is longer than its size")
+            self.parts.append(bytes(buf[:self.remaining]))
+            self.size += self.remaining
+            del buf[:self.remaining + 2]
+            self.remaining = None
+
+    def _read_trailers(self, buf: bytearray) -> bytes | None:
+        if buf[:2] == b"\r\n":
+            del buf[:2]
+            return b"".join(self.parts)
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD_BYTES:
+                raise HttpError(431, "chunked trailers are too large")
+            return None
+        del buf[:end + 4]   # trailer fields are allowed and ignored
+        return b"".join(self.parts)
+
+
+# ---------------------------------------------------------------- responses
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_date_cache: tuple[int, str] = (0, "")
+
+
+def http_date() -> str:
+    """The Date header's value, formatted at most once a second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
+def format_response(status: int, headers: Iterable[tuple[str, str]], body: bytes,
+                    keep_alive: bool, head_only: bool = False) -> bytes:
+    """Status line, headers and body in one buffer (one send, one packet for small answers).
+
+    Adds Content-Length (unless given) and Date; ``Connection: close`` when not keeping alive.
+    ``head_only`` (a HEAD request) leaves the body out but keeps its length.
+    """
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
+    has_length = False
+    for name, value in headers:
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+            raise ValueError(f"header {name!r} holds a line break")
+        has_length = has_length or name.lower() == "content-length"
+        lines.append(f"{name}: {value}")
+    if not has_length:
+        lines.append(f"Content-Length: {len(body)}")
+    lines.append(f"Date: {http_date()}")
+    if not keep_alive:
+        lines.append("Connection: close")
+    lines.append("\r\n")
+    head = "\r\n".join(lines).encode("latin-1")
+    return head if head_only else head + body
