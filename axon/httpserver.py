@@ -66,22 +66,27 @@ class HttpServer(StreamServer):
                     parser.feed(data)
                     continue
                 req.remote = remote
-                resp = self._respond(req)
-                keep_alive = req.keep_alive and not _says_close(resp)
-                _send(sock, format_response(resp.status, resp.headers, resp.body, keep_alive,
-                                            head_only=req.method == "HEAD"))
+                data, keep_alive = self._answer(req)
+                _send(sock, data)
                 if not keep_alive:
                     return
                 answered = True
         except OSError:
             return   # the client went away or idled out: nothing to answer
 
-    def _respond(self, req: Request) -> Response:
+    def _answer(self, req: Request) -> tuple[bytes, bool]:
+        """The handler's response to ``req`` as bytes, and whether the connection stays open."""
+        head_only = req.method == "HEAD"
         try:
-            return self.handler(req)
-        except Exception:   # a bug: log it, answer JSON, keep serving
+            resp = self.handler(req)
+            keep_alive = req.keep_alive and not _says_close(resp)
+            return format_response(resp.status, resp.headers, resp.body, keep_alive, head_only,
+                                   req.version), keep_alive
+        except Exception:   # a bug, raised or in an answer we cannot send: log it, answer JSON, keep serving
             log.exception("unhandled error in %s %s", req.method, req.path)
-            return json_response(500, {"error": "internal error"})
+            resp = json_response(500, {"error": "internal error"})
+            return format_response(resp.status, resp.headers, resp.body, req.keep_alive, head_only,
+                                   req.version), req.keep_alive
 
     def _refuse(self, sock: socket.socket, exc: HttpError) -> None:
         """Answer a request we cannot read, drop what the client still sends of it, close."""
@@ -142,6 +147,9 @@ def wsgi_handler(app: Callable, server_name: str = "axon") -> Handler:
     return handle
 
 
+_NOT_IN_ENVIRON = frozenset(("content-type", "content-length", "transfer-encoding"))
+
+
 def _environ(req: Request, server_name: str) -> dict:
     environ = {
         "REQUEST_METHOD": req.method,
@@ -163,6 +171,9 @@ def _environ(req: Request, server_name: str) -> dict:
         "wsgi.run_once": False,
     }
     for name, value in req.headers.items():
-        if name not in ("content-type", "content-length"):
+        # Transfer-Encoding is done with: the body is decoded and CONTENT_LENGTH is its length
+        # (bottle would try to de-chunk it again).  A name with '_' would pose as the dashed
+        # one (X_Forwarded vs X-Forwarded both become HTTP_X_FORWARDED): dropped, as pywsgi does.
+        if name not in _NOT_IN_ENVIRON and "_" not in name:
             environ["HTTP_" + name.upper().replace("-", "_")] = value
     return environ

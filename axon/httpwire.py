@@ -19,8 +19,12 @@ MAX_HEADERS = 100
 _HEX = frozenset("0123456789abcdefABCDEF")
 _REQUEST_LINE = re.compile(r"([-!#$%&'*+.^_`|~0-9A-Za-z]+) ([^\x00-\x20\x7f]+) (HTTP/1\.[01])")
 _OTHER_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
-_HEADER_BLOCK = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[^\r\n]*\r\n)*")
+# RFC 9110 5.5: no CR, LF or NUL inside a field value (a bare one could end a line for a
+# proxy or log reader that we did not see end).
+_HEADER_BLOCK = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[^\r\n\x00]*\r\n)*")
 _HEADER_FIELD = re.compile(r"([^:]+):[ \t]*(.*?)[ \t]*\r\n")
+_AUTHORITY_END = re.compile(r"[/?]")
+MAX_CHUNK_LINE = 1024         # a chunk size line, extensions included
 
 
 class HttpError(Exception):
@@ -70,6 +74,7 @@ class RequestParser:
         self._buf = bytearray()
         self._head: _Head | None = None
         self._chunks: _ChunkedBody | None = None
+        self._scanned = 0     # bytes of _buf already searched for the head's end
         self.continue_sent = False
 
     def feed(self, data: bytes) -> None:
@@ -80,7 +85,8 @@ class RequestParser:
         """A parsed head asked for ``100 Continue`` and its body has not arrived yet."""
         head = self._head
         return (head is not None and not self.continue_sent
-                and head.headers.get("expect", "").lower() == "100-continue")
+                and head.headers.get("expect", "").lower() == "100-continue"
+                and head.version == "HTTP/1.1")   # RFC 9110 10.1.1: ignored from HTTP/1.0
 
     @property
     def idle(self) -> bool:
@@ -115,11 +121,16 @@ class RequestParser:
         buf = self._buf
         while buf[:2] == b"\r\n":   # RFC 9112 2.2: ignore empty lines before a request line
             del buf[:2]
-        end = buf.find(b"\r\n\r\n")
+            self._scanned = 0
+        # Search the new bytes only (and the 3 before them, for a split CRLFCRLF): a head
+        # trickling in a byte a recv would otherwise cost quadratic time.
+        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
         if end < 0:
             if len(buf) > MAX_HEAD_BYTES:
                 raise HttpError(431, f"request head is larger than {MAX_HEAD_BYTES} bytes")
+            self._scanned = len(buf)
             return None
+        self._scanned = 0
         if end > MAX_HEAD_BYTES:
             raise HttpError(431, f"request head is larger than {MAX_HEAD_BYTES} bytes")
         raw = bytes(buf[:end])
@@ -152,6 +163,8 @@ def parse_head(raw: bytes, max_body: int) -> _Head:
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
     keep_alive = _keep_alive(version, headers.get("connection", ""))
     length = _body_length(headers, max_body)
+    if length is None and version == "HTTP/1.0":
+        keep_alive = False   # RFC 9112 6.1: chunked from HTTP/1.0 is suspect framing; close after
     return _Head(method, target, version, headers, length, keep_alive)
 
 
@@ -164,10 +177,13 @@ def _request_line(line: bytes) -> tuple[str, str, str]:
         raise HttpError(400, "malformed request line")
     method, target, version = m.groups()
     if target[0] != "/":
-        if not target.startswith(("http://", "https://")):
+        if not target[:8].lower().startswith(("http://", "https://")):
             raise HttpError(400, "malformed request target")
-        slash = target.find("/", target.index("//") + 2)   # absolute form: keep path and query
-        target = target[slash:] if slash >= 0 else "/"
+        # absolute form: keep path and query; the authority ends at the first '/' or '?'
+        end = _AUTHORITY_END.search(target, target.index("//") + 2)
+        target = "/" if end is None else target[end.start():]
+        if target[0] == "?":
+            target = "/" + target
     return method, target, version
 
 
@@ -183,9 +199,11 @@ def _keep_alive(version: str, connection: str) -> bool:
 def _body_length(headers: dict[str, str], max_body: int) -> int | None:
     coding = headers.get("transfer-encoding")
     if coding is not None:
-        if coding.lower().replace(" ", "").split(",")[-1] != "chunked" or "content-length" in headers:
-            raise HttpError(400 if "content-length" in headers else 501,
-                            "unsupported Transfer-Encoding (only chunked, without Content-Length)")
+        if "content-length" in headers:   # RFC 9112 6.1: a smuggling attempt or a broken client
+            raise HttpError(400, "Transfer-Encoding together with Content-Length")
+        if coding.lower() != "chunked":
+            # also "gzip, chunked": its body would reach the handler still gzipped
+            raise HttpError(501, "unsupported Transfer-Encoding (only chunked)")
         return None
     raw = headers.get("content-length", "0")
     if not raw.isdigit() or not raw.isascii():
@@ -205,15 +223,16 @@ class _ChunkedBody:
         self.size = 0
         self.remaining: int | None = None   # bytes of the current chunk still to read (+2 for CRLF)
         self.in_trailers = False
+        self.scanned = 0                    # bytes of trailers already searched for their end
 
     def read(self, buf: bytearray) -> bytes | None:
         while True:
             if self.in_trailers:
                 return self._read_trailers(buf)
             if self.remaining is None:
-                end = buf.find(b"\r\n")
+                end = buf.find(b"\r\n", 0, MAX_CHUNK_LINE + 2)
                 if end < 0:
-                    if len(buf) > 1024:
+                    if len(buf) > MAX_CHUNK_LINE:
                         raise HttpError(400, "malformed chunk size line")
                     return None
                 size_text = bytes(buf[:end]).split(b";")[0].strip().decode("latin-1")
@@ -225,7 +244,9 @@ class _ChunkedBody:
                     self.in_trailers = True
                     continue
                 if self.size + size > self.max_body:
-                    raise HttpError(413, f"request body is larger than {self.max_body} bytes")
+                    # discard: the rest of this chunk, which the client is sending anyway
+                    raise HttpError(413, f"request body is larger than {self.max_body} bytes",
+                                    discard=max(0, size + 2 - len(buf)))
                 self.remaining = size
             if len(buf) < self.remaining + 2:
                 return None
@@ -240,10 +261,11 @@ class _ChunkedBody:
         if buf[:2] == b"\r\n":
             del buf[:2]
             return b"".join(self.parts)
-        end = buf.find(b"\r\n\r\n")
+        end = buf.find(b"\r\n\r\n", max(0, self.scanned - 3))   # new bytes only, as for heads
         if end < 0:
             if len(buf) > MAX_HEAD_BYTES:
                 raise HttpError(431, "chunked trailers are too large")
+            self.scanned = len(buf)
             return None
         del buf[:end + 4]   # trailer fields are allowed and ignored
         return b"".join(self.parts)
@@ -266,24 +288,39 @@ def http_date() -> str:
 
 
 def format_response(status: int, headers: Iterable[tuple[str, str]], body: bytes,
-                    keep_alive: bool, head_only: bool = False) -> bytes:
+                    keep_alive: bool, head_only: bool = False,
+                    request_version: str = "HTTP/1.1") -> bytes:
     """Status line, headers and body in one buffer (one send, one packet for small answers).
 
-    Adds Content-Length (unless given) and Date; ``Connection: close`` when not keeping alive.
-    ``head_only`` (a HEAD request) leaves the body out but keeps its length.
+    Adds Content-Length (unless given, or the status has no content: 1xx, 204, 304) and
+    Date (unless given).  The Connection header follows ``keep_alive``, not ``headers``:
+    ``close`` when not keeping alive, ``keep-alive`` to an HTTP/1.0 client when keeping
+    alive (without it that client assumes we close).  ``head_only`` (a HEAD request)
+    leaves the body out but keeps its length.  A header that cannot be sent (a line
+    break, a character outside latin-1) raises ValueError.
     """
     lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
-    has_length = False
+    has_length = has_date = False
     for name, value in headers:
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
             raise ValueError(f"header {name!r} holds a line break")
-        has_length = has_length or name.lower() == "content-length"
+        lower = name.lower()
+        if lower == "content-length":
+            has_length = True
+        elif lower == "date":
+            has_date = True
+        elif lower == "connection":
+            continue   # ours below says what the server does
         lines.append(f"{name}: {value}")
-    if not has_length:
+    bodiless = status < 200 or status == 204 or status == 304   # RFC 9110 6.4.1
+    if not has_length and not bodiless:
         lines.append(f"Content-Length: {len(body)}")
-    lines.append(f"Date: {http_date()}")
+    if not has_date:
+        lines.append(f"Date: {http_date()}")
     if not keep_alive:
         lines.append("Connection: close")
+    elif request_version == "HTTP/1.0":
+        lines.append("Connection: keep-alive")
     lines.append("\r\n")
     head = "\r\n".join(lines).encode("latin-1")
-    return head if head_only else head + body
+    return head if head_only or bodiless else head + body

@@ -1,0 +1,562 @@
+"""The HTTP/1.1 wire format on its own: bytes in, requests out; responses out as bytes.
+
+No sockets here: the parser is fed exactly the bytes a socket could deliver, split
+anywhere, which is what the server relies on.
+"""
+from __future__ import annotations
+
+import re
+import time
+from typing import Iterable
+
+import pytest
+
+from axon.httpwire import (CONTINUE, MAX_HEAD_BYTES, MAX_HEADERS, HttpError, Request,
+                           RequestParser, format_response, http_date, parse_head)
+
+MAX_BODY = 1 << 20
+
+GET = b"GET /kv/a?stale=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+PUT = b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+CHUNKED = (b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"5;name=value\r\nhello\r\n"
+           b"1\r\n \r\n"
+           b"5\r\nworld\r\n"
+           b"0\r\nX-Trailer: yes\r\nX-Other: 2\r\n\r\n")
+
+
+# ---------------------------------------------------------------- helpers
+
+def drain(parser: RequestParser) -> list[Request]:
+    """Every complete request the parser holds now."""
+    out = []
+    while (req := parser.next_request()) is not None:
+        out.append(req)
+    return out
+
+
+def parse_pieces(pieces: Iterable[bytes], max_body: int = MAX_BODY) -> list[Request]:
+    """Feed the pieces one at a time (as successive recvs), collecting requests as they complete."""
+    parser = RequestParser(max_body)
+    out: list[Request] = []
+    for piece in pieces:
+        parser.feed(piece)
+        out += drain(parser)
+    return out
+
+
+def parse_one(data: bytes, max_body: int = MAX_BODY) -> Request:
+    reqs = parse_pieces([data], max_body)
+    assert len(reqs) == 1, reqs
+    return reqs[0]
+
+
+def parse_error(data: bytes, max_body: int = MAX_BODY) -> HttpError:
+    with pytest.raises(HttpError) as info:
+        parse_pieces([data], max_body)
+    return info.value
+
+
+def head_of(response: bytes) -> tuple[str, dict[str, list[str]], bytes]:
+    """Status line, headers (lower-case name -> every value) and body of a formatted response."""
+    head, _, body = response.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, list[str]] = {}
+    for line in lines:
+        name, _, value = line.partition(": ")
+        headers.setdefault(name.lower(), []).append(value)
+    return status, headers, body
+
+
+# ---------------------------------------------------------------- requests that parse
+
+def test_get_request_fields() -> None:
+    req = parse_one(GET)
+    assert (req.method, req.path, req.query, req.version) == ("GET", "/kv/a", "stale=1", "HTTP/1.1")
+    assert req.headers == {"host": "x"}
+    assert req.body == b"" and req.keep_alive and req.remote == ""
+
+
+@pytest.mark.parametrize("raw", [GET, PUT, CHUNKED], ids=["get", "content-length", "chunked"])
+def test_split_at_every_byte_boundary_gives_the_same_request(raw: bytes) -> None:
+    whole = parse_one(raw)
+    for cut in range(1, len(raw)):
+        assert parse_pieces([raw[:cut], raw[cut:]]) == [whole], f"split at {cut}"
+
+
+@pytest.mark.parametrize("raw", [GET, PUT, CHUNKED], ids=["get", "content-length", "chunked"])
+def test_fed_byte_by_byte_gives_the_same_request(raw: bytes) -> None:
+    assert parse_pieces(raw[i:i + 1] for i in range(len(raw))) == [parse_one(raw)]
+
+
+def test_request_is_not_returned_until_its_last_byte() -> None:
+    parser = RequestParser(MAX_BODY)
+    parser.feed(PUT[:-1])
+    assert parser.next_request() is None
+    parser.feed(PUT[-1:])
+    assert parser.next_request().body == b"hello"
+    assert parser.next_request() is None
+
+
+def test_pipelined_requests_come_out_in_order() -> None:
+    reqs = parse_pieces([GET + PUT + CHUNKED + GET])
+    assert [(r.method, r.path, r.body) for r in reqs] == [
+        ("GET", "/kv/a", b""), ("PUT", "/kv/a", b"hello"),
+        ("POST", "/p", b"hello world"), ("GET", "/kv/a", b"")]
+
+
+def test_pipelined_requests_split_across_feeds() -> None:
+    stream = GET + PUT + CHUNKED
+    reqs = parse_pieces(stream[i:i + 7] for i in range(0, len(stream), 7))
+    assert [r.method for r in reqs] == ["GET", "PUT", "POST"]
+
+
+def test_parser_is_idle_only_between_requests() -> None:
+    parser = RequestParser(MAX_BODY)
+    assert parser.idle
+    parser.feed(PUT[:20])
+    assert parser.next_request() is None and not parser.idle
+    parser.feed(PUT[20:] + b"\r\n")   # a stray CRLF after a request is not a request
+    assert parser.next_request() is not None
+    assert parser.idle
+
+
+def test_content_length_body_exactly_its_length() -> None:
+    req = parse_one(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+    assert req.body == b"abc"
+
+
+def test_content_length_zero_and_absent_mean_no_body() -> None:
+    assert parse_one(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").body == b""
+    assert parse_one(b"POST / HTTP/1.1\r\n\r\n").body == b""
+
+
+def test_body_of_exactly_max_body_is_accepted() -> None:
+    assert parse_one(b"PUT / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd", max_body=4).body == b"abcd"
+
+
+def test_chunked_body_with_extensions_and_trailers() -> None:
+    req = parse_one(CHUNKED)
+    assert req.body == b"hello world"
+    assert "x-trailer" not in req.headers   # trailers are read past, not merged
+
+
+@pytest.mark.parametrize("body, expected", [
+    (b"0\r\n\r\n", b""),
+    (b"A\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),
+    (b"a ; ext=\"q\"\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),   # lower-case hex, spaced extension
+    (b"3\r\n\r\n\r\r\n0\r\n\r\n", b"\r\n\r"),                         # chunk data may hold CR/LF
+])
+def test_chunked_body_forms(body: bytes, expected: bytes) -> None:
+    req = parse_one(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    assert req.body == expected
+
+
+def test_chunked_body_then_pipelined_request() -> None:
+    reqs = parse_pieces([CHUNKED + GET])
+    assert [r.body for r in reqs] == [b"hello world", b""]
+
+
+def test_transfer_encoding_chunked_is_case_insensitive() -> None:
+    req = parse_one(b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n")
+    assert req.body == b"x"
+
+
+def test_leading_crlfs_before_a_request_are_ignored() -> None:
+    reqs = parse_pieces([b"\r\n\r\n" + GET + b"\r\n" + GET])
+    assert [r.path for r in reqs] == ["/kv/a", "/kv/a"]
+
+
+def test_leading_crlfs_split_across_feeds_are_ignored() -> None:
+    assert parse_pieces([b"\r", b"\n\r", b"\n", GET]) == [parse_one(GET)]
+
+
+@pytest.mark.parametrize("version, connection, keep_alive", [
+    ("HTTP/1.1", None, True),
+    ("HTTP/1.1", "close", False),
+    ("HTTP/1.1", "Close", False),
+    ("HTTP/1.1", "keep-alive", True),
+    ("HTTP/1.1", "Upgrade, close", False),
+    ("HTTP/1.0", None, False),
+    ("HTTP/1.0", "keep-alive", True),
+    ("HTTP/1.0", "Keep-Alive", True),
+    ("HTTP/1.0", "close", False),
+])
+def test_keep_alive_rules(version: str, connection: str | None, keep_alive: bool) -> None:
+    extra = f"Connection: {connection}\r\n" if connection else ""
+    req = parse_one(f"GET / {version}\r\n{extra}\r\n".encode())
+    assert req.version == version
+    assert req.keep_alive is keep_alive
+
+
+def test_http10_chunked_request_closes_the_connection_after() -> None:
+    # RFC 9112 6.1: HTTP/1.0 has no chunked coding; such framing is suspect, so do not reuse it.
+    req = parse_one(b"POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"2\r\nhi\r\n0\r\n\r\n")
+    assert req.body == b"hi" and not req.keep_alive
+
+
+def test_repeated_headers_are_joined_with_comma() -> None:
+    req = parse_one(b"GET / HTTP/1.1\r\nAccept: a\r\nX: 1\r\naccept: b\r\nACCEPT: c\r\n\r\n")
+    assert req.headers == {"accept": "a, b, c", "x": "1"}
+
+
+def test_header_names_are_lower_cased_and_values_trimmed() -> None:
+    req = parse_one(b"GET / HTTP/1.1\r\nX-Axon-Forwarded: \t 1 \t\r\nIf-Match:\"e\"\r\nEmpty:\r\n\r\n")
+    assert req.headers == {"x-axon-forwarded": "1", "if-match": '"e"', "empty": ""}
+
+
+def test_header_values_keep_latin1_bytes() -> None:
+    req = parse_one(b"GET / HTTP/1.1\r\nX-Name: caf\xe9\r\n\r\n")
+    assert req.headers["x-name"] == "caf\xe9"
+
+
+@pytest.mark.parametrize("target, path, query", [
+    ("/", "/", ""),
+    ("/kv/a%20b", "/kv/a%20b", ""),     # the path stays percent-encoded
+    ("/a?b=1&c=2", "/a", "b=1&c=2"),
+    ("/a?", "/a", ""),
+    ("/a?x?y=/z", "/a", "x?y=/z"),      # only the first '?' splits
+    ("http://example.com/a/b?x=1", "/a/b", "x=1"),
+    ("https://example.com:8080/p", "/p", ""),
+    ("http://example.com", "/", ""),
+    ("http://example.com?x=1", "/", "x=1"),
+    ("http://example.com?next=/a/b", "/", "next=/a/b"),
+    ("HTTP://Example.com/p", "/p", ""),  # the scheme is case-insensitive
+])
+def test_request_target_forms(target: str, path: str, query: str) -> None:
+    req = parse_one(f"GET {target} HTTP/1.1\r\n\r\n".encode())
+    assert (req.path, req.query) == (path, query)
+
+
+def test_non_ascii_bytes_in_path_pass_through_as_latin1() -> None:
+    # Clients should percent-encode, but raw UTF-8 is common; the handler decodes it.
+    req = parse_one(b"GET /kv/\xc3\xa9 HTTP/1.1\r\n\r\n")
+    assert req.path.encode("latin-1").decode("utf8") == "/kv/\xe9"
+
+
+def test_parse_head_directly() -> None:
+    head = parse_head(b"PUT /x HTTP/1.0\r\nContent-Length: 7\r\nConnection: keep-alive", MAX_BODY)
+    assert (head.method, head.target, head.version, head.length, head.keep_alive) == (
+        "PUT", "/x", "HTTP/1.0", 7, True)
+    assert parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked", MAX_BODY).length is None
+
+
+def test_exactly_max_headers_are_accepted() -> None:
+    fields = b"".join(b"X-%d: v\r\n" % i for i in range(MAX_HEADERS))
+    assert len(parse_one(b"GET / HTTP/1.1\r\n" + fields + b"\r\n").headers) == MAX_HEADERS
+
+
+# ---------------------------------------------------------------- requests that do not
+
+@pytest.mark.parametrize("raw, status", [
+    # request line
+    (b"GET /\r\n\r\n", 400),
+    (b"GET  / HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1 extra\r\n\r\n", 400),
+    (b" GET / HTTP/1.1\r\n\r\n", 400),
+    (b"G(T / HTTP/1.1\r\n\r\n", 400),
+    (b"GET\t/ HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/2.0\r\n\r\n", 505),
+    (b"GET / HTTP/0.9\r\n\r\n", 505),
+    (b"GET / HTTX/1.1\r\n\r\n", 400),
+    (b"GET / http/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/1.10\r\n\r\n", 400),
+    (b"GET / HTTP/a.b\r\n\r\n", 400),
+    (b"GET / \r\n\r\n", 400),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),   # a TLS hello
+    # request target
+    (b"GET kv/a HTTP/1.1\r\n\r\n", 400),
+    (b"GET * HTTP/1.1\r\n\r\n", 400),
+    (b"GET ftp://h/a HTTP/1.1\r\n\r\n", 400),
+    (b"GET /a\x00b HTTP/1.1\r\n\r\n", 400),
+    (b"GET /a\x01b HTTP/1.1\r\n\r\n", 400),
+    (b"GET /a\x7fb HTTP/1.1\r\n\r\n", 400),
+    (b"GET /a\rb HTTP/1.1\r\n\r\n", 400),
+    # header fields
+    (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\n: x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400),     # obs-fold
+    (b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", 400),                  # bare CR in a value
+    (b"GET / HTTP/1.1\r\nX: a\nContent-Length: 5\r\n\r\n", 400),  # bare LF hiding a header
+    (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", 400),                # NUL in a value
+    # body framing
+    (b"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nContent-Length: 1.5\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nContent-Length:\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n", 400),        # latin-1 superscript two: isdigit()
+    (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+])
+def test_malformed_requests_are_refused_with_status(raw: bytes, status: int) -> None:
+    err = parse_error(raw)
+    assert err.status == status, err.message
+    assert err.message and err.discard == 0
+
+
+def test_content_length_over_max_body_is_413_with_remaining_bytes_to_discard() -> None:
+    err = parse_error(b"PUT / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n" + b"x" * 1200, max_body=1000)
+    assert err.status == 413
+    assert err.discard == 5000 - 1200   # what already arrived is dropped with the parser
+
+
+def test_content_length_over_max_body_before_any_body_discards_all() -> None:
+    err = parse_error(b"PUT / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n", max_body=1000)
+    assert (err.status, err.discard) == (413, 1001)
+
+
+def test_content_length_over_max_body_with_all_body_buffered_discards_nothing() -> None:
+    err = parse_error(b"PUT / HTTP/1.1\r\nContent-Length: 11\r\n\r\n" + b"x" * 20, max_body=10)
+    assert (err.status, err.discard) == (413, 0)
+
+
+def test_chunked_body_over_max_body_is_413() -> None:
+    raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n01234567\r\n8\r\n0123"
+    err = parse_error(raw, max_body=10)
+    assert err.status == 413
+    assert err.discard == 8 + 2 - 4   # the rest of the chunk that broke the limit, and its CRLF
+
+
+def test_chunked_body_of_exactly_max_body_is_accepted() -> None:
+    raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n01234\r\n5\r\n56789\r\n0\r\n\r\n"
+    assert parse_one(raw, max_body=10).body == b"0123456789"
+
+
+def test_head_over_64k_without_its_end_is_431() -> None:
+    err = parse_error(b"GET / HTTP/1.1\r\nX: " + b"a" * MAX_HEAD_BYTES)
+    assert err.status == 431
+
+
+def test_head_over_64k_with_its_end_is_431() -> None:
+    err = parse_error(b"GET / HTTP/1.1\r\nX: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n")
+    assert err.status == 431
+
+
+def test_head_just_under_64k_is_accepted() -> None:
+    prefix = b"GET / HTTP/1.1\r\nX: "
+    raw = prefix + b"a" * (MAX_HEAD_BYTES - len(prefix)) + b"\r\n\r\n"
+    assert len(parse_one(raw).headers["x"]) == MAX_HEAD_BYTES - len(prefix)
+
+
+def test_too_many_headers_is_431() -> None:
+    fields = b"".join(b"X-%d: v\r\n" % i for i in range(MAX_HEADERS + 1))
+    assert parse_error(b"GET / HTTP/1.1\r\n" + fields + b"\r\n").status == 431
+
+
+def test_head_trickling_in_byte_by_byte_costs_linear_time() -> None:
+    # A client sending a big head a byte a recv must not cost a scan of the whole buffer
+    # per byte: quadratic, over a second of the node's one CPU thread for a 60 KB head.
+    # Linear is ~0.1 s; CPU time, not wall time, so a busy machine does not fail the test.
+    head = b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 600) for i in range(99))
+    parser = RequestParser(MAX_BODY)
+    started = time.process_time()
+    for i in range(len(head)):
+        parser.feed(head[i:i + 1])
+        assert parser.next_request() is None
+    elapsed = time.process_time() - started
+    parser.feed(b"\r\n")
+    assert len(parser.next_request().headers) == 99
+    assert elapsed < 0.6, f"{elapsed:.2f} s to feed {len(head)} bytes one at a time"
+
+
+def test_trailers_trickling_in_byte_by_byte_cost_linear_time() -> None:
+    parser = RequestParser(MAX_BODY)
+    parser.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n")
+    trailers = b"".join(b"T-%d: %s\r\n" % (i, b"t" * 600) for i in range(99)) + b"\r\n"
+    started = time.process_time()
+    for i in range(len(trailers) - 1):
+        parser.feed(trailers[i:i + 1])
+        assert parser.next_request() is None
+    elapsed = time.process_time() - started
+    parser.feed(trailers[-1:])
+    assert parser.next_request().body == b""
+    assert elapsed < 0.6, f"{elapsed:.2f} s to feed {len(trailers)} bytes one at a time"
+
+
+@pytest.mark.parametrize("size_line", [
+    b"zz", b"-1", b"", b"0x5", b" ", b"1" * 16, b"5 5", b";ext",
+], ids=repr)
+def test_bad_chunk_size_is_400(size_line: bytes) -> None:
+    raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + size_line + b"\r\nhello\r\n0\r\n\r\n"
+    assert parse_error(raw).status == 400
+
+
+def test_chunk_longer_than_its_size_is_400() -> None:
+    raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n"
+    assert parse_error(raw).status == 400
+
+
+def test_endless_chunk_size_line_is_400() -> None:
+    raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;" + b"e" * 2000
+    assert parse_error(raw).status == 400
+
+
+def test_endless_trailers_are_431() -> None:
+    raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: " + b"t" * MAX_HEAD_BYTES
+    assert parse_error(raw).status == 431
+
+
+# ---------------------------------------------------------------- Expect: 100-continue
+
+EXPECT_HEAD = b"PUT /kv/a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+
+
+def test_expects_continue_once_the_head_is_parsed_and_the_body_is_missing() -> None:
+    parser = RequestParser(MAX_BODY)
+    parser.feed(EXPECT_HEAD[:-2])
+    assert parser.next_request() is None
+    assert not parser.expects_continue   # the head is not complete yet
+    parser.feed(EXPECT_HEAD[-2:])
+    assert parser.next_request() is None
+    assert parser.expects_continue
+
+
+def test_expects_continue_stops_once_continue_is_sent() -> None:
+    parser = RequestParser(MAX_BODY)
+    parser.feed(EXPECT_HEAD + b"he")
+    assert parser.next_request() is None and parser.expects_continue
+    parser.continue_sent = True
+    assert not parser.expects_continue
+    parser.feed(b"llo")
+    assert parser.next_request().body == b"hello"
+    assert not parser.continue_sent   # reset for the next request on the connection
+
+
+def test_expects_continue_for_each_pipelined_request() -> None:
+    parser = RequestParser(MAX_BODY)
+    parser.feed(EXPECT_HEAD + b"he")
+    assert parser.next_request() is None
+    parser.continue_sent = True
+    parser.feed(b"llo" + EXPECT_HEAD)
+    assert parser.next_request().body == b"hello"
+    assert parser.next_request() is None
+    assert parser.expects_continue   # the second request asks again
+
+
+def test_body_sent_with_the_head_needs_no_continue() -> None:
+    parser = RequestParser(MAX_BODY)
+    parser.feed(EXPECT_HEAD + b"hello")
+    assert parser.next_request().body == b"hello"
+    assert not parser.expects_continue
+
+
+def test_expect_header_value_is_case_insensitive() -> None:
+    parser = RequestParser(MAX_BODY)
+    parser.feed(EXPECT_HEAD.replace(b"100-continue", b"100-Continue"))
+    assert parser.next_request() is None and parser.expects_continue
+
+
+def test_http10_expect_continue_is_ignored() -> None:
+    # RFC 9110 10.1.1: an HTTP/1.0 client does not know 100 Continue; it must not get one.
+    parser = RequestParser(MAX_BODY)
+    parser.feed(EXPECT_HEAD.replace(b"HTTP/1.1", b"HTTP/1.0"))
+    assert parser.next_request() is None
+    assert not parser.expects_continue
+
+
+def test_request_without_expect_does_not_expect_continue() -> None:
+    parser = RequestParser(MAX_BODY)
+    parser.feed(PUT[:-2])
+    assert parser.next_request() is None and not parser.expects_continue
+
+
+def test_continue_is_a_bare_status_line() -> None:
+    assert CONTINUE == b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+# ---------------------------------------------------------------- responses
+
+def test_format_response_adds_content_length_and_date() -> None:
+    status, headers, body = head_of(format_response(200, [("Content-Type", "application/json")],
+                                                    b'{"a": 1}', keep_alive=True))
+    assert status == "HTTP/1.1 200 OK"
+    assert headers["content-length"] == ["8"]
+    assert headers["content-type"] == ["application/json"]
+    assert headers["date"] == [http_date()]
+    assert "connection" not in headers
+    assert body == b'{"a": 1}'
+
+
+def test_format_response_keeps_a_given_content_length() -> None:
+    _, headers, _ = head_of(format_response(200, [("Content-Length", "3")], b"abc", keep_alive=True))
+    assert headers["content-length"] == ["3"]
+
+
+def test_format_response_keeps_a_given_date() -> None:
+    given = "Mon, 02 Jan 2006 15:04:05 GMT"
+    _, headers, _ = head_of(format_response(200, [("Date", given)], b"", keep_alive=True))
+    assert headers["date"] == [given]
+
+
+def test_format_response_says_close_when_not_keeping_alive() -> None:
+    _, headers, _ = head_of(format_response(404, [], b"", keep_alive=False))
+    assert headers["connection"] == ["close"]
+
+
+def test_format_response_has_one_connection_header_when_the_handler_gave_one() -> None:
+    _, headers, _ = head_of(format_response(200, [("Connection", "close")], b"", keep_alive=False))
+    assert headers["connection"] == ["close"]
+
+
+def test_format_response_tells_an_http10_client_the_connection_stays_open() -> None:
+    # Without it an HTTP/1.0 client that asked for keep-alive assumes we close.
+    _, headers, _ = head_of(format_response(200, [], b"", keep_alive=True, request_version="HTTP/1.0"))
+    assert headers["connection"] == ["keep-alive"]
+    _, headers, _ = head_of(format_response(200, [], b"", keep_alive=False, request_version="HTTP/1.0"))
+    assert headers["connection"] == ["close"]
+
+
+def test_format_response_head_only_drops_the_body_but_keeps_its_length() -> None:
+    raw = format_response(200, [], b"0123456789", keep_alive=True, head_only=True)
+    _, headers, body = head_of(raw)
+    assert headers["content-length"] == ["10"] and body == b""
+    assert raw.endswith(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_format_response_bodiless_status_has_no_content_length_or_body(status: int) -> None:
+    # RFC 9110 8.6 / 15.3.5: no Content-Length in a 204; neither status has content.
+    _, headers, body = head_of(format_response(status, [], b"", keep_alive=True))
+    assert "content-length" not in headers and body == b""
+
+
+@pytest.mark.parametrize("status, line", [
+    (200, "HTTP/1.1 200 OK"), (413, "HTTP/1.1 413 Request Entity Too Large"),
+    (431, "HTTP/1.1 431 Request Header Fields Too Large"), (505, "HTTP/1.1 505 HTTP Version Not Supported"),
+    (599, "HTTP/1.1 599 Unknown"),
+])
+def test_format_response_status_line(status: int, line: str) -> None:
+    assert head_of(format_response(status, [], b"", keep_alive=True))[0] == line
+
+
+@pytest.mark.parametrize("header", [
+    ("X-Bad", "a\r\nSet-Cookie: x=1"), ("X-Bad", "a\nb"), ("X-Bad", "a\rb"), ("X\r\nY", "v"),
+])
+def test_format_response_refuses_header_line_breaks(header: tuple[str, str]) -> None:
+    with pytest.raises(ValueError):
+        format_response(200, [header], b"", keep_alive=True)
+
+
+def test_format_response_refuses_non_latin1_header() -> None:
+    with pytest.raises(ValueError):   # UnicodeEncodeError is a ValueError: the server answers 500
+        format_response(200, [("X-Name", "\u2603")], b"", keep_alive=True)
+
+
+def test_formatted_response_round_trips_through_head_parsing() -> None:
+    raw = format_response(201, [("ETag", '"3"'), ("X-Empty", "")], b"{}", keep_alive=False)
+    status, headers, body = head_of(raw)
+    assert status == "HTTP/1.1 201 Created"
+    assert headers["etag"] == ['"3"'] and headers["x-empty"] == [""]
+    assert body == b"{}"
+
+
+def test_http_date_is_an_imf_fixdate() -> None:
+    assert re.fullmatch(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT", http_date())
