@@ -46,6 +46,11 @@ class Result:
     error: str | None = None   # None | "conflict" | "not_found"
 
 
+def command_size(cmd: Command) -> int:
+    """Roughly the bytes a command takes in an entry (characters, not encoded bytes: cheap)."""
+    return len(cmd.key) + len(cmd.value) if isinstance(cmd, Put) else len(cmd.key)
+
+
 def encode_commands(cmds: Sequence[Command]) -> bytes:
     """Commands -> compact msgpack; raises CommandError for anything not encodable."""
     rows = [_command_to_row(cmd) for cmd in cmds]

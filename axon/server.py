@@ -105,6 +105,7 @@ class NodeProcess:
 
         self.node = RaftNode(config.node_id, member, os.path.join(config.data_dir, "raft"), self.store,
                              make_transport, encode_batch=commands.encode_commands,
+                             item_size=commands.command_size,
                              bootstrap=config.bootstrap, options=options,
                              tick_interval=config.tick_interval,
                              snapshot_entries=config.snapshot_entries)

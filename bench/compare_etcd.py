@@ -203,7 +203,7 @@ class AxonSystem:
 
 class EtcdSystem:
     name = "etcd"
-    put_script, read_script = "etcd_put.lua", "etcd_range.lua"
+    put_script = read_script = "etcd_kv.lua"   # BENCH_OP says which
 
     def __init__(self, base_dir: str) -> None:
         path = os.path.join(base_dir, "etcd")
@@ -319,7 +319,8 @@ def measure(systems: dict, args: argparse.Namespace) -> list[Row]:
                 system = systems[name]
                 script = system.put_script if kind == "put" else system.read_script
                 res = run_wrk(system.leader_url(), script, conns, args.duration,
-                              dict(env, BENCH_STALE="1" if stale else "0"))
+                              dict(env, BENCH_STALE="1" if stale else "0",
+                                   BENCH_OP="put" if kind == "put" else "range"))
                 runs[key][name] = res
                 print(f"  round {rnd + 1} {name:4s} {kind:4s} c={conns:<3d} stale={int(stale)}: "
                       f"{res.requests_per_s:9.1f} req/s p50 {res.p50_ms:7.2f} ms p99 {res.p99_ms:7.2f} ms"

@@ -37,7 +37,7 @@ def member(args: argparse.Namespace) -> None:
     from gevent import monkey
     monkey.patch_all()
     import gevent
-    from axon.commands import Put, encode_commands
+    from axon.commands import Put, command_size, encode_commands
     from axon.raft.core import encode_config_bytes
     from axon.raft.node import RaftNode
     from axon.raft.transport import TcpTransport
@@ -56,7 +56,7 @@ def member(args: argparse.Namespace) -> None:
     store = Store.open(os.path.join(args.dir, "store"))
     node = RaftNode(args.id, Member(peers[args.id], ""), wal_dir, store,
                     lambda cb: TcpTransport(args.id, peers[args.id], cb),
-                    encode_batch=encode_commands)
+                    encode_batch=encode_commands, item_size=command_size)
     node.fatal = lambda exc: os._exit(70)
     node.start()
     deadline = time.monotonic() + 20

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gevent
 
-from axon.commands import Put, encode_commands
+from axon.commands import Put, command_size, encode_commands
 from axon.raft.node import RaftNode
 from axon.raft.types import ClusterConfig, Entry, EntryKind, Member, Message, MsgType, SnapshotMeta
 from axon.store import Store
@@ -57,7 +57,7 @@ def test_a_second_stream_does_not_break_an_install_in_progress(tmp_path) -> None
     store = Store.open(str(tmp_path / "store"))
     failures: list[BaseException] = []
     node = RaftNode("n2", FOLLOWER, str(tmp_path / "raft"), store, lambda _cb: _Sink(),
-                    encode_batch=encode_commands)
+                    encode_batch=encode_commands, item_size=command_size)
     node.fatal = failures.append
     node.start()
     try:

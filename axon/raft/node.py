@@ -74,7 +74,8 @@ class RaftNode:
 
     def __init__(self, node_id: str, member: Member, wal_dir: str, state_machine: StateMachine,
                  make_transport: Callable[[Callable[[Message], None]], Transport], *,
-                 encode_batch: Callable[[list], bytes], bootstrap: bool = False,
+                 encode_batch: Callable[[list], bytes], item_size: Callable[[Any], int],
+                 bootstrap: bool = False,
                  options: RaftOptions | None = None, tick_interval: float = 0.05,
                  snapshot_entries: int = 20000, keep_entries: int = 1000,
                  staging_path: str | None = None) -> None:
@@ -82,6 +83,7 @@ class RaftNode:
         self.member = member
         self.sm = state_machine
         self.encode_batch = encode_batch
+        self.item_size = item_size   # rough encoded size of one item: bounds an entry's size
         self.tick_interval = tick_interval
         self.snapshot_entries = snapshot_entries
         self.keep_entries = keep_entries
@@ -285,7 +287,7 @@ class RaftNode:
                 size = 0
             parts.append((result, len(entry_items), len(items)))
             entry_items.extend(items)
-            size += sum(len(getattr(i, "value", "") or "") + len(getattr(i, "key", "")) for i in items)
+            size += sum(map(self.item_size, items))
         try:
             first, term = self.core.propose([self.encode_batch(items) for items, _ in batches])
         except NotLeader:
@@ -304,11 +306,13 @@ class RaftNode:
         self.core.read_index(ctx)
 
     def _handle_ready(self, rd: Ready) -> None:
+        # Messages that need no durability first (a leader's appends above all: Raft lets the
+        # leader write its log in parallel with its followers) leave before the local write.
+        for msg in rd.messages:
+            self.transport.send(msg)
         if rd.entries or rd.hard_state:
             self.wal.append(rd.entries, rd.hard_state)
             self._unsynced = True
-        for msg in rd.messages:
-            self.transport.send(msg)
         last = (rd.entries[-1].index, rd.entries[-1].term) if rd.entries else None
         if rd.persist_messages or last or rd.hard_state:
             self._sync_items.append((rd.persist_messages, last))

@@ -24,6 +24,7 @@ import random
 import socket
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
 import gevent
@@ -254,6 +255,13 @@ def _check_identity(reply: dict, peer_id: str, address: str) -> None:
 
 # ---------------------------------------------------------------- outbound link
 
+@dataclass(slots=True)
+class _Rest:
+    """The unsent end of a frame, valid only on the connection it was started on."""
+    sock: Any
+    data: bytes
+
+
 class _PeerLink:
     """One peer's outbound side: a bounded queue and a writer greenlet that owns the socket."""
 
@@ -268,6 +276,7 @@ class _PeerLink:
         self._backoff = INITIAL_BACKOFF
         self._last_problem: str | None = None
         self._closed = False
+        self._busy = False   # the writer greenlet is in the middle of a write
 
     @property
     def connected(self) -> bool:
@@ -278,11 +287,38 @@ class _PeerLink:
             self._writer = gevent.spawn(self._run)
 
     def enqueue(self, msg: Message) -> bool:
+        if self._sock is not None and not self._busy and self._queue.empty() and self._send_now(msg):
+            return True
         try:
             self._queue.put_nowait(msg)
             return True
         except gevent.queue.Full:
             return False
+
+    def _send_now(self, msg: Message) -> bool:
+        """Write from the caller's greenlet when nothing is queued or being written.
+
+        Waking the writer greenlet for a lone message cost more than the write itself; the
+        socket is never made to wait here (a partial write leaves the rest to the writer,
+        ahead of anything queued later).  False: the connection is gone, queue it instead.
+        """
+        try:
+            frame = encode_frame(encode_message(msg))
+        except CodecError as exc:
+            self._transport.log.error("dropping unencodable raft message to %s: %s", self.peer_id, exc)
+            return True
+        sock = self._sock
+        try:
+            sent = sock.send(frame, 0, 0.0)   # timeout 0: never block the caller
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._transport.log.info("raft connection to %s at %s lost: %s", self.peer_id, self.address, exc)
+            self._disconnect(sock)
+            return False
+        if sent < len(frame):
+            self._queue.put_nowait(_Rest(sock, frame[sent:]))   # the queue is empty: nothing jumps ahead
+        return True
 
     def close(self) -> None:
         self._closed = True
@@ -309,9 +345,13 @@ class _PeerLink:
             batch.append(self._queue.get_nowait())
         return batch
 
-    def _write(self, batch: list[Message]) -> bool:
+    def _write(self, batch: list[Message | _Rest]) -> bool:
         frames = []
         for msg in batch:
+            if isinstance(msg, _Rest):   # the rest of a frame _send_now could not finish
+                if msg.sock is self._sock:   # on a new connection it would be garbage
+                    frames.append(msg.data)
+                continue
             try:
                 frames.append(encode_frame(encode_message(msg)))
             except CodecError as exc:
@@ -319,6 +359,7 @@ class _PeerLink:
         sock = self._sock
         if sock is None:
             return False
+        self._busy = True
         try:
             # A peer that vanished without FIN would block sendall for many minutes.
             with gevent.Timeout(self._transport.write_timeout, OSError("write timed out")):
@@ -328,6 +369,8 @@ class _PeerLink:
             self._transport.log.info("raft connection to %s at %s lost: %s", self.peer_id, self.address, exc)
             self._disconnect(sock)
             return False
+        finally:
+            self._busy = False
 
     def _sleep_backoff(self) -> None:
         gevent.sleep(self._backoff * random.uniform(0.8, 1.0))
