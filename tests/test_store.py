@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 import tracemalloc
+import zlib
 
 import msgpack
 import plyvel
@@ -371,7 +372,7 @@ def test_snapshot_stream_is_chunked_and_bounded(tmp_path):
 
 def test_snapshot_stream_close_releases_and_store_close_interrupts(tmp_path):
     s = Store.open(str(tmp_path / "db"))
-    fill(s, 3000)
+    fill(s, 30_000)   # several blocks: the stream reads a block ahead of its chunks
     _, stream = s.snapshot_reader(chunk_size=1024)
     next(stream)
     stream.close()
@@ -495,3 +496,160 @@ def test_store_rejects_calls_during_restore(tmp_path):
         dst.restore(meta, chunks_that_poke_the_store())
         assert seen and all("restoring" in msg for msg in seen)
         assert dst.applied_index == meta.index
+
+
+# ---- snapshot stream format (v2: records in blocks) -----------------------------
+
+def stored(revision, value) -> bytes:
+    """A data key's LevelDB value, as the store writes it."""
+    return msgpack.packb([revision, value])
+
+
+def hand_stream(meta: SnapshotMeta, blocks, version: int = 2) -> list[bytes]:
+    """A v2 stream packed by hand from (keys, values) blocks, with a correct count and crc.
+
+    A block may also be any other object, to pack a malformed one.
+    """
+    header = msgpack.packb({"format": "axon-snapshot", "version": version, "index": meta.index,
+                            "term": meta.term, "config": None})
+    crc, count, out = zlib.crc32(header), 0, [header]
+    for block in blocks:
+        packed = msgpack.packb(block)
+        crc, count = zlib.crc32(packed, crc), count + (len(block[0]) if len(block) == 2 else 0)
+        out.append(msgpack.packb(packed))   # a bin object around the block's bytes
+    out.append(msgpack.packb({"end": True, "count": count, "crc": crc}))
+    return out
+
+
+def stream_objects(chunks) -> list:
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 30)
+    unpacker.feed(b"".join(chunks))
+    return list(unpacker)
+
+
+HAND_META = SnapshotMeta(index=9, term=2)
+
+
+def test_snapshot_stream_is_header_blocks_trailer(tmp_path):
+    with Store.open(str(tmp_path / "src")) as src:
+        src.apply([normal(1, Put("a", "1"), Put("ключ", "🔑")), normal(2, Put("b", "2"), Delete("a"))])
+        meta, stream = src.snapshot_reader(chunk_size=7)
+        chunks = list(stream)
+    assert max(map(len, chunks)) <= 7
+    # The stored values travel as they are: the stream is exactly the hand-packed one.
+    expected = hand_stream(meta, [([b"kb", "kключ".encode()], [stored(2, "2"), stored(1, "🔑")])])
+    assert b"".join(chunks) == b"".join(expected)
+    with Store.open(str(tmp_path / "dst")) as dst:
+        dst.restore(meta, expected)
+        assert all_items(dst) == [("b", "2", 2), ("ключ", "🔑", 1)] and dst.applied_index == 2
+
+
+def test_snapshot_blocks_are_bounded_by_bytes_and_records(tmp_path):
+    with Store.open(str(tmp_path / "src")) as src:
+        fill(src, 10_000, per_entry=5000, value_size=10)
+        src.apply([normal(src.applied_index + 1, *[Put(f"big/{i:02d}", str(i % 10) * 100_000) for i in range(20)])])
+        meta, stream = src.snapshot_reader()
+        objs = stream_objects(stream)
+        expected = all_items(src)
+    blocks = [msgpack.unpackb(obj) for obj in objs[1:-1]]
+    assert sum(len(keys) for keys, _ in blocks) == objs[-1]["count"] == 10_020
+    assert max(len(keys) for keys, _ in blocks) <= 4096
+    # 100 kB values: a block ends once it reaches 256 KiB, not after a fixed number of records.
+    assert max(map(len, objs[1:-1])) < (256 << 10) + 100_100
+    with Store.open(str(tmp_path / "dst")) as dst:
+        dst.restore(meta, rechunk([msgpack.packb(obj) for obj in objs], 65_536))
+        assert all_items(dst) == expected
+
+
+def test_restore_accepts_a_hand_packed_stream_in_several_blocks(tmp_path):
+    with Store.open(str(tmp_path / "dst")) as dst:
+        dst.restore(HAND_META, hand_stream(HAND_META, [([b"ka", b"kb"], [stored(3, "A"), stored(9, "")]),
+                                                       ([b"kc"], [stored(0, "C")])]))
+        assert all_items(dst) == [("a", "A", 3), ("b", "", 9), ("c", "C", 0)]
+        assert (dst.applied_index, dst.applied_term) == (9, 2)
+
+
+_OK = stored(1, "v")
+
+
+@pytest.mark.parametrize("blocks, message", [
+    # key order, within a block and across a block boundary
+    ([([b"kb", b"ka"], [_OK, _OK])], "order"),
+    ([([b"ka", b"kc"], [_OK, _OK]), ([b"kb"], [_OK])], "order"),
+    ([([b"ka", b"kb"], [_OK, _OK]), ([b"kb", b"kc"], [_OK, _OK])], "order"),
+    # keys outside the data prefix, first, last, or in a later block
+    ([([b"a", b"kb"], [_OK, _OK])], "prefix"),
+    ([([b"ka", b"l"], [_OK, _OK])], "prefix"),
+    ([([b"ka"], [_OK]), ([b"kb", b"m"], [_OK, _OK])], "prefix"),
+    ([([b"", b"ka"], [_OK, _OK])], "order"),
+    # keys that are not bytes, or not utf-8 (scan() could not decode them)
+    ([(["ka"], [_OK])], "not bytes"),
+    ([([b"ka", 5], [_OK, _OK])], "not bytes"),
+    ([([b"ka", b"k\xc3", b"k\xc3\xa9"], [_OK] * 3)], "utf-8"),
+    ([([b"k\xed\xa0\x80"], [_OK])], "utf-8"),
+    # stored values that are not [revision >= 0, str]
+    ([([b"ka", b"kb"], [_OK, stored(-1, "v")])], r"\[revision, value\]"),
+    ([([b"ka"], [stored(True, "v")])], r"\[revision, value\]"),
+    ([([b"ka"], [stored(1.0, "v")])], r"\[revision, value\]"),
+    ([([b"ka"], [stored(1, b"v")])], r"\[revision, value\]"),
+    ([([b"ka"], [stored(1, None)])], r"\[revision, value\]"),
+    ([([b"ka"], [msgpack.packb([1, "v", 2])])], r"\[revision, value\]"),
+    ([([b"ka"], [msgpack.packb([1])])], r"\[revision, value\]"),
+    ([([b"ka"], [msgpack.packb({"1": "v"})])], r"\[revision, value\]"),
+    ([([b"ka"], [msgpack.packb(7)])], r"\[revision, value\]"),
+    # ...or that are not exactly one msgpack object
+    ([([b"ka", b"kb"], [_OK + _OK, b""])], "corrupt value"),
+    ([([b"ka"], [_OK[:-1]])], "corrupt value"),
+    ([([b"ka"], [b"\xc1"])], "corrupt value"),
+    ([([b"ka"], [b"\x92\xa1\xff\x01"])], "corrupt value"),
+    ([([b"ka"], [b"\x91" * 100_000])], "corrupt value"),
+    ([([b"ka"], ["v"])], "not bytes"),
+    ([([b"ka"], [None])], "not bytes"),
+    # blocks of the wrong shape
+    ([([], [])], "malformed"),
+    ([([b"ka", b"kb"], [_OK])], "malformed"),
+    ([([b"ka"], [_OK], [_OK])], "malformed"),
+    ([((b"ka", _OK), None)], "malformed"),
+    ([([b"k%05d" % i for i in range(4097)], [_OK] * 4097)], "corrupt"),
+])
+def test_restore_rejects_invalid_blocks(tmp_path, blocks, message):
+    path = str(tmp_path / "dst")
+    dst = Store.open(path)
+    dst.apply([normal(1, Put("old", "data"))])
+    with pytest.raises(StoreError, match=message):
+        dst.restore(HAND_META, hand_stream(HAND_META, blocks))
+    _assert_empty_after_failed_restore(dst, path)
+
+
+@pytest.mark.parametrize("middle", [msgpack.packb([b"ka", _OK]), msgpack.packb(5), msgpack.packb(None),
+                                    b"\xc4\x03abc", msgpack.packb("a str, not a bin")])
+def test_restore_rejects_what_is_no_block(tmp_path, middle):
+    *head, trailer = hand_stream(HAND_META, [([b"ka"], [_OK])])
+    path = str(tmp_path / "dst")
+    dst = Store.open(path)
+    with pytest.raises(StoreError):
+        dst.restore(HAND_META, [*head, middle, trailer])
+    _assert_empty_after_failed_restore(dst, path)
+
+
+def test_restore_rejects_a_wrong_count_or_crc(tmp_path):
+    *head, _ = hand_stream(HAND_META, [([b"ka"], [_OK])])
+    right = msgpack.unpackb(hand_stream(HAND_META, [([b"ka"], [_OK])])[-1])
+    with Store.open(str(tmp_path / "dst")) as dst:
+        for trailer, message in (({**right, "count": 2}, "trailer says 2"), ({**right, "crc": right["crc"] ^ 1},
+                                                                             "checksum")):
+            with pytest.raises(StoreError, match=message):
+                dst.restore(HAND_META, [*head, msgpack.packb(trailer)])
+            assert (dst.applied_index, dst.count()) == (0, 0)
+
+
+def test_restore_rejects_a_version_1_stream_before_touching_the_store(tmp_path):
+    header = msgpack.packb({"format": "axon-snapshot", "version": 1, "index": HAND_META.index,
+                            "term": HAND_META.term, "config": None})
+    record = msgpack.packb(["a", "v", 1])
+    trailer = msgpack.packb({"end": True, "count": 1, "crc": zlib.crc32(record, zlib.crc32(header))})
+    with Store.open(str(tmp_path / "dst")) as dst:
+        dst.apply([normal(1, Put("old", "data"))])
+        with pytest.raises(StoreError, match="version 1 is not supported"):
+            dst.restore(HAND_META, [header, record, trailer])
+        assert dst.get("old") == ("data", 1) and dst.applied_index == 1
