@@ -40,6 +40,9 @@ def _common_node_options() -> list[Callable]:
                      show_default=True, help="Seconds before a request without quorum gets 503."),
         click.option("--max-value-bytes", envvar="AXON_MAX_VALUE_BYTES", type=int, default=1 << 20,
                      show_default=True, help="Largest value accepted (413 above)."),
+        click.option("--snapshot-rate", "snapshot_rate_mb", envvar="AXON_SNAPSHOT_RATE", type=float,
+                     default=5.0, show_default=True,
+                     help="MB/s at which a leader sends a snapshot to a lagging node (0: no limit)."),
         click.option("--log-level", envvar="AXON_LOG_LEVEL", default="info", show_default=True,
                      type=click.Choice(["debug", "info", "warning", "error"])),
         click.option("--log-json", envvar="AXON_LOG_JSON", is_flag=True, help="Log JSON lines."),
@@ -154,7 +157,8 @@ def serve(**settings: Any) -> None:
 def _run_node(node_id: str, data_dir: str, http_addr: str, raft: str, gossip: str, bootstrap: bool,
               join: tuple[str, ...], seed: tuple[str, ...], cluster_key_file: str | None,
               gossip_key_file: str | None, reap_dead_after: float | None,
-              request_timeout: float, max_value_bytes: int, log_level: str, log_json: bool) -> None:
+              request_timeout: float, max_value_bytes: int, snapshot_rate_mb: float, log_level: str,
+              log_json: bool) -> None:
     from gevent import monkey
     monkey.patch_all()
     from . import logs
@@ -167,7 +171,7 @@ def _run_node(node_id: str, data_dir: str, http_addr: str, raft: str, gossip: st
             cluster_key=read_key_file(cluster_key_file, "cluster key"),
             gossip_key=read_gossip_key(gossip_key_file), reap_dead_after=reap_dead_after,
             request_timeout=request_timeout, max_value_bytes=max_value_bytes,
-            log_level=log_level, log_json=log_json).validate()
+            snapshot_rate_mb=snapshot_rate_mb, log_level=log_level, log_json=log_json).validate()
         logs.setup(node_id, log_level, log_json)
         process = NodeProcess(config)
     except ConfigError as exc:

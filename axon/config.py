@@ -87,6 +87,7 @@ class NodeConfig:
     election_ticks: int = 10              # election timeout 0.5-1 s with the default tick
     heartbeat_ticks: int = 2
     snapshot_entries: int = 20000         # compact the log after this many applied entries
+    snapshot_rate_mb: float = 5.0         # MB/s a leader streams a snapshot at (0: no limit)
     reap_dead_after: float | None = None
     log_level: str = "info"
     log_json: bool = False
@@ -105,6 +106,8 @@ class NodeConfig:
             raise ConfigError("--request-timeout must be positive")
         if self.reap_dead_after is not None and self.reap_dead_after <= 0:
             raise ConfigError("--reap-dead-after must be positive")
+        if self.snapshot_rate_mb < 0:
+            raise ConfigError("--snapshot-rate must be 0 (no limit) or positive")
         if self.max_value_bytes <= 0:
             raise ConfigError("--max-value-bytes must be positive")
         return self

@@ -108,7 +108,8 @@ class NodeProcess:
                              item_size=commands.command_size,
                              bootstrap=config.bootstrap, options=options,
                              tick_interval=config.tick_interval,
-                             snapshot_entries=config.snapshot_entries)
+                             snapshot_entries=config.snapshot_entries,
+                             snapshot_rate=config.snapshot_rate_mb * 1e6)
         self.node.fatal = self._fatal
         self.gossip = GossipAgent(GossipConfig(), config.node_id, config.gossip, self._meta(),
                                   key=config.gossip_key)

@@ -181,8 +181,9 @@ class Store:
     def count(self, prefix: str = "") -> int:
         """Number of keys with ``prefix`` (walks the keys, not the values)."""
         self._check_usable()
-        with _leveldb_errors("count"), self._db.iterator(prefix=_data_key(prefix), include_value=False) as it:
-            return sum(1 for _ in it)
+        with _leveldb_errors("count"):
+            with self._db.iterator(prefix=_data_key(prefix), include_value=False, fill_cache=False) as it:
+                return sum(1 for _ in it)
 
     def sync(self) -> None:
         """Make everything applied so far durable."""
@@ -386,7 +387,8 @@ def _snapshot_chunks(snapshot: Any, header: dict, chunk_size: int) -> Iterator[b
     buffer = bytearray(packer.pack(header))
     crc = zlib.crc32(buffer)
     count = 0
-    records = snapshot.iterator(prefix=_DATA)
+    # A bulk scan must not evict the read cache (nor grow the process by the cache's size).
+    records = snapshot.iterator(prefix=_DATA, fill_cache=False)
     try:
         for keys, values in _record_blocks(records):
             block = packer.pack([keys, values])
@@ -607,7 +609,7 @@ def _reset_to_empty(db: plyvel.DB) -> None:
 def _delete_data(db: plyvel.DB) -> None:
     """Delete every data key, in bounded batches."""
     writes, pending = db.write_batch(), 0
-    with db.iterator(prefix=_DATA, include_value=False) as keys:
+    with db.iterator(prefix=_DATA, include_value=False, fill_cache=False) as keys:
         for raw_key in keys:
             writes.delete(raw_key)
             pending += 1

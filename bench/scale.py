@@ -2,10 +2,13 @@
 
     python bench/scale.py [--keys 1000000] [--value-size 100] [--json FILE]
 
-Steps: load --keys keys of --value-size bytes over HTTP (wrk, bench/axon_load.lua); measure steady-state writes/s with wrk; report each node's RSS; add a fourth
-node while wrk writes (the new node catches up by snapshot, since the log is compacted every
-20,000 entries) and report the catch-up time and the writes/s meanwhile; restart a follower
-and report the time until it is ready.  Needs `wrk` on PATH.
+Steps: load --keys keys of --value-size bytes over HTTP (wrk, bench/axon_load.lua); measure
+steady-state writes/s with wrk; report each node's RSS; add a fourth node while wrk writes in
+back-to-back 1-second slices (the new node catches up by snapshot, since the log is compacted
+every 20,000 entries) and report the catch-up time and the median writes/s of the slices that
+ran entirely while the leader was sending the snapshot (its progress for the new node in state
+"snapshot"); report RSS again; restart a follower and report the time until it is ready.
+Needs `wrk` on PATH.
 """
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -70,6 +75,78 @@ def wrk_env(keys: int, value_size: int) -> dict[str, str]:
     return {"BENCH_KEYS": str(keys), "BENCH_VALUE_SIZE": str(value_size)}
 
 
+class _Moment:
+    """A time, set once by one thread and awaited by another."""
+
+    def __init__(self) -> None:
+        self.result: float | None = None
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        if self.result is None:
+            self.result = time.monotonic()
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+class JoinWatch(threading.Thread):
+    """Polls the leader while a new node joins: when the snapshot is sent and when it caught up."""
+
+    def __init__(self, leader, joiner, commit: int, timeout: float = 600.0) -> None:
+        super().__init__(daemon=True)
+        self.leader, self.joiner, self.commit, self.timeout = leader, joiner, commit, timeout
+        self.sending_from = _Moment()
+        self.sending_until = _Moment()
+        self.caught_up_at = _Moment()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        try:
+            while not self.caught_up_at.is_set():
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the new node did not catch up in time")
+                self.joiner.check_running()   # a crash during the install fails at once
+                self._poll()
+                time.sleep(0.1)
+        except BaseException as exc:   # reported by the main thread
+            self.error = exc
+            self.caught_up_at.set()
+
+    def _poll(self) -> None:
+        progress = (self.leader.try_status() or {}).get("progress", {}).get(self.joiner.node_id, {})
+        if progress.get("state") == "snapshot":
+            self.sending_from.set()
+        elif self.sending_from.is_set():
+            self.sending_until.set()
+        status = self.joiner.try_status() or {}
+        if status.get("applied_index", 0) >= self.commit:
+            self.sending_until.set()
+            self.caught_up_at.set()
+
+    def sent_s(self) -> float:
+        if self.error is not None:
+            raise SystemExit(f"join failed: {self.error}")
+        start, end = self.sending_from.result, self.sending_until.result
+        return (end - start) if start is not None and end is not None else 0.0
+
+    def sending_during(self, t0: float, t1: float) -> bool:
+        start, end = self.sending_from.result, self.sending_until.result
+        return start is not None and end is not None and start <= t0 and t1 <= end
+
+
+def wrk_slices(url: str, env: dict[str, str], until: _Moment, seconds: float = 1.0) -> list[tuple]:
+    """Back-to-back wrk runs of `seconds` until `until` is set: [(start, end, writes/s)]."""
+    slices = []
+    while not until.is_set():
+        t0 = time.monotonic()
+        res = run_wrk(url, "axon_put.lua", 64, seconds, env)
+        slices.append((t0, time.monotonic(), res.requests_per_s))
+    return slices
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keys", type=int, default=1_000_000)
@@ -100,25 +177,24 @@ def main() -> int:
         out["steady_writes_per_s"] = steady.requests_per_s
         print(f"  steady writes/s @64: {steady.requests_per_s:.0f}", flush=True)
 
-        commit = cluster.leader().status()["commit_index"]
+        leader = cluster.leader()
+        commit = leader.status()["commit_index"]
         started = time.monotonic()
-        joiner = cluster.add_node(join=[cluster.leader().http], wait=False)
-        during = subprocess.Popen(
-            ["wrk", "-t2", "-c64", f"-d{args.write_seconds:g}s", "--latency", "-s",
-             os.path.join(HERE, "axon_put.lua"), url],
-            stdout=subprocess.PIPE, text=True, env=dict(os.environ, **env))
-
-        def caught_up() -> bool:
-            joiner.check_running()   # a crash during the install fails at once
-            return joiner.status()["applied_index"] >= commit
-        wait_for(caught_up, 600, interval=0.2, message="the new node to catch up")
-        out["join_catch_up_s"] = round(time.monotonic() - started, 1)
-        print(f"  new node caught up by snapshot in {out['join_catch_up_s']} s", flush=True)
-        from compare_etcd import parse_wrk
-        out["writes_per_s_during_snapshot"] = parse_wrk(during.communicate(timeout=120)[0]).requests_per_s
-        out["snapshot_write_ratio"] = round(out["writes_per_s_during_snapshot"] / steady.requests_per_s, 2)
-        print(f"  writes/s while the snapshot was sent: {out['writes_per_s_during_snapshot']:.0f} "
-              f"({out['snapshot_write_ratio']}x steady)", flush=True)
+        joiner = cluster.add_node(join=[leader.http], wait=False)
+        watch = JoinWatch(leader, joiner, commit)
+        watch.start()
+        slices = wrk_slices(url, env, until=watch.caught_up_at)
+        watch.join()
+        out["join_catch_up_s"] = round(watch.caught_up_at.result - started, 1)
+        print(f"  new node caught up by snapshot in {out['join_catch_up_s']} s "
+              f"(snapshot sent in {watch.sent_s():.1f} s)", flush=True)
+        during = [rps for t0, t1, rps in slices if watch.sending_during(t0, t1)]
+        out["snapshot_send_s"] = round(watch.sent_s(), 1)
+        out["writes_per_s_during_snapshot"] = round(statistics.median(during), 1) if during else None
+        out["snapshot_write_ratio"] = (round(out["writes_per_s_during_snapshot"] / steady.requests_per_s, 2)
+                                       if during else None)
+        print(f"  writes/s while the snapshot was sent: {out['writes_per_s_during_snapshot']} "
+              f"({out['snapshot_write_ratio']}x steady; median of {len(during)} 1-second slices)", flush=True)
         cluster.wait_voters([n.node_id for n in cluster.nodes], 120)
         out["rss_mb_after_join"] = {n.node_id: round(rss_mb(n.proc.pid), 1) for n in cluster.nodes}
 

@@ -424,6 +424,7 @@ def test_unwritable_data_dir_is_a_one_line_error(tmp_path) -> None:
 def test_bad_flags_are_one_line_errors(tmp_path) -> None:
     base = serve_args(tmp_path, "n1", tmp_path / "d")
     assert_one_line_error(run_serve(base + ["--request-timeout", "0"]), "request-timeout")
+    assert_one_line_error(run_serve(base + ["--snapshot-rate", "-1"]), "snapshot-rate")
     assert_one_line_error(run_serve(base + ["--join", "nohost"]), "join")
     keyfile = tmp_path / "short.key"
     keyfile.write_text("short")

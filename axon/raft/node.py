@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -77,7 +78,7 @@ class RaftNode:
                  encode_batch: Callable[[list], bytes], item_size: Callable[[Any], int],
                  bootstrap: bool = False,
                  options: RaftOptions | None = None, tick_interval: float = 0.05,
-                 snapshot_entries: int = 20000, keep_entries: int = 1000,
+                 snapshot_entries: int = 20000, keep_entries: int = 1000, snapshot_rate: float = 0.0,
                  staging_path: str | None = None) -> None:
         self.id = node_id
         self.member = member
@@ -87,6 +88,7 @@ class RaftNode:
         self.tick_interval = tick_interval
         self.snapshot_entries = snapshot_entries
         self.keep_entries = keep_entries
+        self.snapshot_rate = snapshot_rate   # bytes/s for streaming a snapshot; 0: as fast as possible
         self.staging_path = staging_path or os.path.join(wal_dir, "snapshot.incoming")
         self.wal = WAL.open(wal_dir)
         self.bootstrapped = self._maybe_bootstrap(bootstrap)
@@ -456,6 +458,7 @@ class RaftNode:
             meta = self.core.snapshot_meta(meta.index) if meta.config is None else meta
             log.info("sending snapshot at index %d to %s", meta.index, peer)
             offset = 0
+            started = time.monotonic()
             pool = gevent.get_hub().threadpool
             # Reading and packing a megabyte of records takes tens of milliseconds; in a worker
             # thread it shares the CPU with the hub instead of stalling every write meanwhile.
@@ -464,6 +467,7 @@ class RaftNode:
                     return
                 self._send_chunk(peer, term, meta, offset, chunk, False)
                 offset += len(chunk)
+                self._pace(started, offset)
             self._send_chunk(peer, term, meta, offset, b"", True)
             ok = True
             log.info("snapshot at index %d sent to %s (%d bytes)", meta.index, peer, offset)
@@ -480,6 +484,14 @@ class RaftNode:
             gevent.sleep(0.005)   # bounded memory: wait for the connection to drain
         self.transport.send(Message(type=MsgType.SNAPSHOT, src=self.id, dst=peer, term=term,
                                     snapshot=meta, offset=offset, data=data, done=done))
+
+    def _pace(self, started: float, sent: int) -> None:
+        """Hold a snapshot stream to snapshot_rate: sending a large one flat out costs the
+        leader and the receiver enough CPU and disk to halve the cluster's write rate."""
+        if self.snapshot_rate > 0:
+            ahead = started + sent / self.snapshot_rate - time.monotonic()
+            if ahead > 0:
+                gevent.sleep(ahead)
 
     def _still_leader(self, term: int) -> bool:
         return not self.stopped and self.core.is_leader and self.core.term == term
