@@ -1,0 +1,54 @@
+"""The driver's fdatasync placement: inline while syncs are quick, a worker thread once slow."""
+from __future__ import annotations
+
+import threading
+import time
+
+from axon.commands import command_size, encode_commands
+from axon.raft.node import INLINE_SYNC_BELOW, RaftNode
+from axon.raft.types import Member
+from axon.store import Store
+
+
+class _Sink:
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def set_peers(self, peers: dict) -> None: ...
+    def backlog(self, peer_id: str) -> int: return 0
+    def send(self, msg) -> None: ...
+
+
+class _Token:
+    """Stands in for a WAL SyncToken: records the thread it ran on, takes `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.thread: int | None = None
+
+    def run(self) -> None:
+        self.thread = threading.get_ident()
+        time.sleep(self.seconds)
+
+
+def _threads(node: RaftNode, seconds: float, count: int) -> list[bool]:
+    """For each of `count` syncs taking `seconds`: did it run on the hub's own thread?"""
+    inline = []
+    for _ in range(count):
+        token = _Token(seconds)
+        node._run_sync(token)
+        inline.append(token.thread == threading.get_ident())
+    return inline
+
+
+def test_slow_syncs_move_to_a_worker_and_quick_ones_come_back(tmp_path) -> None:
+    with Store.open(str(tmp_path / "store")) as store:
+        node = RaftNode("n1", Member("127.0.0.1:1", "127.0.0.1:2"), str(tmp_path / "raft"), store,
+                        lambda _cb: _Sink(), encode_batch=encode_commands, item_size=command_size)
+        try:
+            assert _threads(node, 0.0, 3) == [True, True, True]
+            slow = _threads(node, INLINE_SYNC_BELOW * 20, 6)
+            assert slow[0] is True and slow[-1] is False   # one slow sync is enough to move
+            quick = _threads(node, 0.0, 40)
+            assert quick[0] is False and quick[-1] is True  # and the average brings it back
+        finally:
+            node.wal.close()
