@@ -14,7 +14,7 @@ import msgpack
 import pytest
 
 from axon.raft.codec import encode_frame, encode_message
-from axon.raft.transport import (HandshakeError, TcpTransport, TransportError, _FramedSocket,
+from axon.raft.transport import (HandshakeError, TcpTransport, TransportError, _FramedSocket, _Rest,
                                  client_handshake, parse_address, server_handshake)
 from axon.raft.types import Message, MsgType, SnapshotMeta
 
@@ -154,6 +154,36 @@ def test_big_snapshot_chunks_pass(make_node) -> None:
     wait_until(lambda: len(n2.received) == 3, what="snapshot chunks")
     assert [m.data for m in n2.received] == chunks
     assert n2.received[-1].done
+
+
+def test_idle_link_writes_at_once_and_a_partial_write_keeps_order(make_node) -> None:
+    n1, n2 = make_node("n1"), make_node("n2")
+    connect_all(n1, n2)
+    n1.transport.send(msg("n1", "n2", 0))
+    wait_until(lambda: len(n2.received) == 1, what="the link to come up")
+    link = n1.transport._links["n2"]
+    big = os.urandom(8 << 20)   # more than the socket buffers take in one send
+    n1.transport.send(Message(MsgType.SNAPSHOT, "n1", "n2", 2, snapshot=SnapshotMeta(100, 2), data=big))
+    assert isinstance(link._queue.peek_nowait(), _Rest), "an idle link writes from the caller"
+    for i in range(1, 50):
+        n1.transport.send(msg("n1", "n2", i))   # queued behind the rest of the big frame
+    wait_until(lambda: len(n2.received) == 51, timeout=10.0, what="delivery")
+    assert n2.received[1].data == big
+    assert [m.index for m in n2.received if m.type is MsgType.APPEND] == list(range(50))
+    assert n1.transport.dropped == 0
+
+
+def test_rest_of_a_frame_is_never_sent_on_a_new_connection(make_node) -> None:
+    n1, n2 = make_node("n1"), make_node("n2")
+    connect_all(n1, n2)
+    n1.transport.send(msg("n1", "n2", 0))
+    wait_until(lambda: len(n2.received) == 1, what="the link to come up")
+    link = n1.transport._links["n2"]
+    stale = _Rest(object(), b"garbage that would corrupt the stream")
+    link._queue.put_nowait(stale)   # as if the connection it belonged to had since been replaced
+    n1.transport.send(msg("n1", "n2", 1))
+    wait_until(lambda: len(n2.received) == 2, what="delivery after the stale rest")
+    assert n2.received[1].index == 1
 
 
 def test_send_to_unknown_peer_is_dropped_and_counted(make_node) -> None:
