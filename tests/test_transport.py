@@ -156,12 +156,17 @@ def test_big_snapshot_chunks_pass(make_node) -> None:
     assert n2.received[-1].done
 
 
-def test_idle_link_writes_at_once_and_a_partial_write_keeps_order(make_node) -> None:
+def connected_pair(make_node) -> tuple[Node, Node, object]:
+    """n1 -> n2 with the link up and idle (one message delivered); returns n1, n2 and the link."""
     n1, n2 = make_node("n1"), make_node("n2")
     connect_all(n1, n2)
     n1.transport.send(msg("n1", "n2", 0))
     wait_until(lambda: len(n2.received) == 1, what="the link to come up")
-    link = n1.transport._links["n2"]
+    return n1, n2, n1.transport._links["n2"]
+
+
+def test_idle_link_writes_at_once_and_a_partial_write_keeps_order(make_node) -> None:
+    n1, n2, link = connected_pair(make_node)
     big = os.urandom(8 << 20)   # more than the socket buffers take in one send
     n1.transport.send(Message(MsgType.SNAPSHOT, "n1", "n2", 2, snapshot=SnapshotMeta(100, 2), data=big))
     assert isinstance(link._queue.peek_nowait(), _Rest), "an idle link writes from the caller"
@@ -174,11 +179,7 @@ def test_idle_link_writes_at_once_and_a_partial_write_keeps_order(make_node) -> 
 
 
 def test_rest_of_a_frame_is_never_sent_on_a_new_connection(make_node) -> None:
-    n1, n2 = make_node("n1"), make_node("n2")
-    connect_all(n1, n2)
-    n1.transport.send(msg("n1", "n2", 0))
-    wait_until(lambda: len(n2.received) == 1, what="the link to come up")
-    link = n1.transport._links["n2"]
+    n1, n2, link = connected_pair(make_node)
     stale = _Rest(object(), b"garbage that would corrupt the stream")
     link._queue.put_nowait(stale)   # as if the connection it belonged to had since been replaced
     n1.transport.send(msg("n1", "n2", 1))
