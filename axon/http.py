@@ -33,11 +33,14 @@ def json_reply(reply: Reply) -> str:
     return json.dumps(reply.body)
 
 
+def reply_for(err: AxonError) -> Reply:
+    """An error as the answer to send: its status and JSON body, Retry-After when unavailable."""
+    headers = {"Retry-After": str(err.retry_after)} if isinstance(err, Unavailable) else {}
+    return Reply(err.status, err.body(), headers)
+
+
 def error_reply(err: AxonError) -> str:
-    headers = {}
-    if isinstance(err, Unavailable):
-        headers["Retry-After"] = str(err.retry_after)
-    return json_reply(Reply(err.status, err.body(), headers))
+    return json_reply(reply_for(err))
 
 
 def handler(fn: Callable[..., Reply]) -> Callable[..., str]:
@@ -216,8 +219,7 @@ class FastKVHandler:
         try:
             reply = self._dispatch(req)
         except AxonError as err:
-            headers = {"Retry-After": str(err.retry_after)} if isinstance(err, Unavailable) else {}
-            reply = Reply(err.status, err.body(), headers)
+            reply = reply_for(err)
         except Exception:   # a bug: log it, answer JSON, keep serving
             log.exception("unhandled error in %s %s", method, path)
             reply = Reply(500, {"error": "internal error"})
