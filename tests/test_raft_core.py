@@ -614,15 +614,26 @@ def test_lost_snapshot_response_does_not_wedge_follower():
     assert a.progress["c"].match == a.last_index()   # recovered within a few heartbeats
 
 
-def test_snapshot_racing_acked_suffix_keeps_the_suffix():
-    """A snapshot older than what the follower acknowledged must not cut its log back."""
+def replicated(writes: int) -> tuple[Harness, RaftCore, RaftCore]:
+    """Leader a and follower c after writes that every member holds and knows committed."""
     h = Harness()
     a = h.elect("a")
-    c = h.cores["c"]
-    for i in range(5):
+    for i in range(writes):
         h.leader_propose("a", b"v%d" % i)
     h.tick("a", h.opts.heartbeat_ticks)
     h.run()
+    return h, a, h.cores["c"]
+
+
+def snapshot_response(h: Harness, nid: str) -> Message:
+    h.flush(nid)
+    (resp,) = h.take(MsgType.SNAPSHOT_RESP)
+    return resp
+
+
+def test_snapshot_racing_acked_suffix_keeps_the_suffix():
+    """A snapshot older than what the follower acknowledged must not cut its log back."""
+    h, a, c = replicated(5)
     meta = a.snapshot_meta(a.applied - 2)            # an older snapshot, still in flight
     assert c.term_at(meta.index) == meta.term and c.last_index() > meta.index
     c.commit = meta.index - 1                        # c had not yet learnt that commit
@@ -630,9 +641,39 @@ def test_snapshot_racing_acked_suffix_keeps_the_suffix():
     install = c.snapshot_received(meta, "a")
     assert install is False and c.log == before
     assert c.commit == meta.index
-    h.flush("c")
-    (resp,) = h.take(MsgType.SNAPSHOT_RESP)
-    assert resp.index == meta.index
+    assert snapshot_response(h, "c").index == meta.index
+
+
+def test_appends_during_an_install_keep_their_entries():
+    """Found by the chaos suite: a follower finished installing a snapshot after appends had
+    carried it past the snapshot; replacing the log then dropped acknowledged entries."""
+    h, a, c = replicated(6)
+    behind = c.last_index()
+    for i in range(4):
+        a.propose([b"w%d" % i])
+        h.run(drop=lambda m: "c" in (m.src, m.dst))
+    h.tick("a", h.opts.heartbeat_ticks)
+    h.run(drop=lambda m: "c" in (m.src, m.dst))
+    meta = a.snapshot_meta(behind + 2)
+    assert c.snapshot_received(meta, "a")            # staged; the install starts
+    h.tick("a", h.opts.heartbeat_ticks)              # meanwhile appends catch c up
+    h.run()
+    assert c.last_index() == a.last_index() and c.commit > meta.index
+    tail = [e for e in c.log if e.index > meta.index]
+    assert c.snapshot_installed(meta, "a") is False
+    assert c.snap_index == meta.index and c.log == tail
+    assert c.last_index() == a.last_index()
+    assert snapshot_response(h, "c").index == meta.index
+
+
+def test_install_replaces_a_log_that_lacks_the_snapshot():
+    h = Harness()
+    a = compacted_leader(h, "c")
+    c = h.cores["c"]
+    meta = a.snapshot_meta(a.applied)
+    assert c.snapshot_received(meta, "a")
+    assert c.snapshot_installed(meta, "a") is True
+    assert c.log == [] and c.snap_index == c.commit == meta.index
 
 
 def test_snapshot_older_than_commit_is_not_installed():
@@ -643,9 +684,7 @@ def test_snapshot_older_than_commit_is_not_installed():
     h.run()
     c = h.cores["c"]
     assert not c.snapshot_received(SnapshotMeta(1, 1, a.config), "a")
-    h.flush("c")
-    (resp,) = h.take(MsgType.SNAPSHOT_RESP)
-    assert resp.index == c.commit
+    assert snapshot_response(h, "c").index == c.commit
 
 
 def test_restart_from_durable_state():

@@ -594,17 +594,28 @@ class RaftCore:
             return False
         return True
 
-    def snapshot_installed(self, meta: SnapshotMeta, leader: str | None = None) -> None:
-        """The store now holds the snapshot and the WAL was compacted to it."""
-        if meta.index <= self.commit:
-            return
-        self.snap_index, self.snap_term, self.snap_config = meta.index, meta.term, meta.config
-        self.log = []
-        self.commit = self.applied = self.stable = meta.index
-        self.config = meta.config
-        self.pending_conf_index = meta.index
+    def snapshot_installed(self, meta: SnapshotMeta, leader: str | None = None) -> bool:
+        """The store now holds the snapshot.  True: the log is replaced by it (the driver drops
+        its whole log); False: the log is kept after it (the driver compacts up to it)."""
+        if meta.index <= self.commit or self.term_at(meta.index) == meta.term:
+            # Appends that arrived while the snapshot was installing already hold its last
+            # entry; what follows may have been acknowledged, so it must stay.
+            self.commit = max(self.commit, meta.index)
+            self.applied = max(self.applied, meta.index)
+            self.stable = max(self.stable, meta.index)
+            self.compact(meta.index)
+            replaced = False
+        else:
+            self.snap_index, self.snap_term, self.snap_config = meta.index, meta.term, meta.config
+            self.log = []
+            self._ready.entries = []   # not written yet, and no longer in the log
+            self.commit = self.applied = self.stable = meta.index
+            self.config = meta.config
+            self.pending_conf_index = meta.index
+            replaced = True
         if leader is not None:
             self._send(self._msg(MsgType.SNAPSHOT_RESP, leader, index=meta.index))
+        return replaced
 
     def _handle_timeout_now(self, msg: Message) -> None:
         if self.promotable():

@@ -553,8 +553,10 @@ class RaftNode:
             gevent.get_hub().threadpool.apply(self.sm.restore, (meta, chunks()))
         finally:
             self._installing = False
-        self.wal.compact(meta.index, meta.term, drop_newer=True)
-        self.core.snapshot_installed(meta, self.core.leader)
+        # The core decides, the WAL follows with no switch in between: appends may have
+        # arrived during the install, and acknowledged entries must not be dropped.
+        replaced = self.core.snapshot_installed(meta, self.core.leader)
+        self.wal.compact(meta.index, meta.term, drop_newer=replaced)
         self._applied = max(self._applied, meta.index)
         self._durable_index = max(self._durable_index, meta.index)
         os.unlink(self.staging_path)

@@ -12,7 +12,9 @@ checked; a violation raises ``SimFailure`` whose message says how to replay it:
 Model of a node (``SimNode``): its durable ``Disk`` (hard state, log, snapshot of
 the state machine) changes only when a simulated fsync completes; a crash keeps a
 random prefix of the unsynced writes and loses the rest together with the
-in-memory state machine, which is rebuilt from the snapshot on restart.
+in-memory state machine, which is rebuilt from the snapshot on restart.  Installing a
+received snapshot takes simulated time during which the node keeps taking messages,
+as ``RaftNode`` does while its store restores in a worker thread.
 """
 from __future__ import annotations
 
@@ -62,6 +64,8 @@ class SimConfig:
     max_extra_nodes: int = 2              # nodes the nemesis may add over a run
     compact_every: int = 24               # entries applied beyond the snapshot before compacting
     chunk_size: int = 48                  # bytes per InstallSnapshot chunk
+    install_delay: tuple[float, float] = (0.0, 0.5)   # seconds a snapshot install takes; the
+                                          # core keeps taking messages meanwhile, as in RaftNode
     settle: bool = True                   # heal everything at the end and demand progress
     settle_ticks: int = 400
     unsafe_ack_before_fsync: bool = False  # a deliberately broken driver, to prove the checks bite
@@ -206,6 +210,7 @@ class SimNode:
         self.writes: dict[int, PendingWrite] = {}
         self.reads: dict[int, PendingRead] = {}
         self.staged: tuple | None = None       # (key, {offset: data}, total or None)
+        self.installing: Handle | None = None  # a received snapshot being installed
         self.in_ready = False
         self.role_seen: tuple[Role, int] | None = None
 
@@ -300,10 +305,10 @@ class Simulation:
         node.unsynced = []
         node.up = False
         node.incarnation += 1
-        for handle in (node.fsync_handle, node.tick_handle, node.apply_handle):
+        for handle in (node.fsync_handle, node.tick_handle, node.apply_handle, node.installing):
             if handle is not None:
                 handle.cancel()
-        node.fsync_handle = node.apply_handle = node.tick_handle = None
+        node.fsync_handle = node.apply_handle = node.tick_handle = node.installing = None
         node.apply_queue.clear()
         node.staged = None
         self.net.unregister(nid)
@@ -418,6 +423,11 @@ class Simulation:
         for entry in entries:
             self._record_committed(node, entry)
         node.apply_queue.extend(entries)
+        self._resume_apply(node)
+
+    def _resume_apply(self, node: SimNode) -> None:
+        if node.installing is not None:
+            return   # as in RaftNode: the applier is busy installing the snapshot
         if self.cfg.apply_delay <= 0:
             self._apply_all(node)
         elif node.apply_handle is None and node.apply_queue:
@@ -430,6 +440,8 @@ class Simulation:
             if not node.up or node.incarnation != inc:
                 return
             node.apply_handle = None
+            if node.installing is not None:
+                return   # the install resumes applying when it is done
             if node.apply_queue:
                 self._apply_one(node, node.apply_queue.popleft())
                 self._after_apply(node)
@@ -493,6 +505,8 @@ class Simulation:
         node.core.snapshot_send_done(peer, True)
 
     def _stage_chunk(self, node: SimNode, msg: Message) -> None:
+        if node.installing is not None:
+            return   # as in RaftNode: a new stream must wait until the install is done
         key = (msg.src, msg.term, msg.snapshot.index, msg.snapshot.term)
         if node.staged is None or node.staged[0] != key:
             node.staged = (key, {}, None)
@@ -513,23 +527,37 @@ class Simulation:
         meta = msg.snapshot
         if not node.core.snapshot_received(meta, msg.src):
             return
-        self._sync_now(node)   # installing is synchronous and orders after earlier writes
+        inc = node.incarnation
+        delay = self.rng.uniform(*self.cfg.install_delay)
+        node.installing = self.clock.call_later(
+            delay, lambda: self._install(node, meta, data, msg.src)
+            if node.up and node.incarnation == inc else None)
+
+    def _install(self, node: SimNode, meta: SnapshotMeta, data: bytes, leader: str) -> None:
+        """The install finishes: the core decides whether the snapshot replaces the log."""
+        node.installing = None
+        self._sync_now(node)   # the WAL marker is written after, and synced with, earlier writes
         sm = StateMachine.decode(data)
         if sm.applied != meta.index:
             self.fail(f"{node.id}: snapshot data at {sm.applied} but meta says {meta.index}")
+        if node.sm.applied > meta.index:
+            self.fail(f"{node.id}: a snapshot at {meta.index} would rewind a state machine "
+                      f"at {node.sm.applied}")
         known = self.digests.get(meta.index)
         if known is not None and known != sm.digest:
             self.fail(f"{node.id}: installed a snapshot whose state differs at {meta.index}")
-        node.disk.install(DiskSnapshot(meta, data), keep_log=False)
         node.sm = sm
-        node.apply_queue.clear()
         for index in [i for i in node.writes if i <= meta.index]:
             # skipped over by the snapshot: this node can't tell whether its entry made it
             self.history.unknown(node.writes.pop(index).op)
-        node.core.snapshot_installed(meta, msg.src)
+        replaced = node.core.snapshot_installed(meta, leader)
+        node.disk.install(DiskSnapshot(meta, data), keep_log=not replaced)
         self.stats["snapshots_installed"] += 1
-        self.log(f"{node.id} installs snapshot {meta.index} (term {meta.term}) from {msg.src}")
+        self.log(f"{node.id} installs snapshot {meta.index} (term {meta.term}) from {leader}"
+                 f"{'' if replaced else ', keeping the log after it'}")
+        self._resume_apply(node)
         self._serve_reads(node)
+        self._process(node)
 
     # ------------------------------------------------------------------ client workload
     def write(self, nid: str, key: str, value: str | None = None, client: int = 0) -> Op | None:
