@@ -276,6 +276,32 @@ def test_set_peers_removes_and_retargets(make_node) -> None:
     assert n2b.received[0].index == 3 and len(n2.received) == 1
 
 
+def test_a_peer_missing_from_the_configuration_is_answered_where_it_listens(make_node) -> None:
+    """A member that missed the change adding n4 must still answer n4 (e.g. n4 leads now)."""
+    n2, n4 = make_node("n2"), make_node("n4")
+    n4.transport.set_peers({"n2": n2.address})
+    n2.transport.set_peers({})
+    n4.transport.send(msg("n4", "n2", 1))
+    wait_until(lambda: len(n2.received) == 1, what="delivery to the member that missed the change")
+    n2.transport.send(msg("n2", "n4", 2))
+    wait_until(lambda: len(n4.received) == 1, what="the answer")
+    assert n4.received[0].index == 2
+    n2.transport.set_peers({"n3": n4.address})     # a later configuration still without n4
+    n2.transport.send(msg("n2", "n4", 3))
+    wait_until(lambda: len(n4.received) == 2, what="an answer after set_peers")
+
+
+def test_the_configuration_wins_over_an_address_a_peer_gives(make_node) -> None:
+    n2, n4, n4b = make_node("n2"), make_node("n4"), make_node("n4")
+    n2.transport.set_peers({"n4": n4b.address})
+    n4.transport.set_peers({"n2": n2.address})
+    n4.transport.send(msg("n4", "n2", 1))
+    wait_until(lambda: len(n2.received) == 1, what="delivery")
+    n2.transport.send(msg("n2", "n4", 2))
+    wait_until(lambda: len(n4b.received) == 1, what="delivery to the configured address")
+    assert n4.received == []
+
+
 def test_set_peers_rejects_bad_address(make_node) -> None:
     n1 = make_node("n1")
     with pytest.raises(TransportError):
@@ -400,6 +426,10 @@ def test_raw_client_with_wrong_key_gets_refusal(make_node) -> None:
     encode_frame(b"\xc1\xc1\xc1"),             # a frame that is not msgpack
     encode_frame(msgpack.packb([1, 2, 3])),    # msgpack but not a hello
     encode_frame(msgpack.packb({"hello": "axon-raft", "version": 1, "node": 5, "keyed": False})),
+    encode_frame(msgpack.packb({"hello": "axon-raft", "version": 1, "node": "n1", "keyed": False,
+                                "raft": 7001})),
+    encode_frame(msgpack.packb({"hello": "axon-raft", "version": 1, "node": "n1", "keyed": False,
+                                "raft": "no-port"})),
 ])
 def test_garbage_to_listener_does_not_crash_it(make_node, caplog, garbage: bytes) -> None:
     n1, n2 = make_node("n1"), make_node("n2")

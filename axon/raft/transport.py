@@ -5,7 +5,7 @@ bounded queue) and accepts inbound connections on its raft address (a reader
 greenlet per connection).  Messages only flow outbound->inbound, so a pair of
 members uses two connections.  Every connection starts with a handshake:
 
-    client -> {hello, version, node, keyed}
+    client -> {hello, version, node, keyed, raft}    (raft: where the client listens)
     server -> {ok, node}                             (no cluster key)
     server -> {challenge: nonce_s, node}             (cluster key)
     client -> {proof: HMAC(key, "axon-raft|" + nonce_s + client_id), nonce: nonce_c}
@@ -13,6 +13,11 @@ members uses two connections.  Every connection starts with a handshake:
 
 and any refusal is ``{ok: false, reason, detail}`` followed by a close.  Both
 sides log one clear line when they refuse or are refused.
+
+A peer's address normally comes from the cluster configuration (``set_peers``).  A member
+that missed the change adding a peer (paused or cut off meanwhile) cannot answer that peer
+until its log catches up, which needs that peer's answers when it is the leader; so an
+inbound connection's ``raft`` address is used for peers the configuration does not name.
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ MAX_BATCH_MESSAGES = 1024
 MAX_INBOUND_CONNECTIONS = 1024
 RECV_SIZE = 256 * 1024
 REFUSAL_LOG_INTERVAL = 30.0          # repeated identical refusals are logged at debug
+MAX_LEARNED_PEERS = 64               # addresses learned from inbound connections
 _HELLO = "axon-raft"
 _CLIENT_LABEL = b"axon-raft|"
 _SERVER_LABEL = b"axon-raft|server|"  # distinct label: a server proof never passes as a client proof
@@ -163,8 +169,15 @@ def _refuse(conn: _FramedSocket, reason: str, detail: str) -> None:
 
 # ---------------------------------------------------------------- handshake, server side
 
-def server_handshake(conn: _FramedSocket, node_id: str, key: bytes | None) -> str:
-    """Run the accepting side; returns the authenticated peer id or raises HandshakeError."""
+@dataclass(frozen=True, slots=True)
+class PeerHello:
+    """Who connected: its node id and, when it said so, where it listens for raft."""
+    node_id: str
+    raft: str | None
+
+
+def server_handshake(conn: _FramedSocket, node_id: str, key: bytes | None) -> PeerHello:
+    """Run the accepting side; returns the authenticated peer or raises HandshakeError."""
     hello = conn.read_map()
     if hello.get("hello") != _HELLO:
         raise HandshakeError("not an axon raft peer (bad hello)")
@@ -174,6 +187,7 @@ def server_handshake(conn: _FramedSocket, node_id: str, key: bytes | None) -> st
         _refuse(conn, "version", detail)
         raise HandshakeError(detail)
     peer_id = _node_field(hello)
+    peer = PeerHello(peer_id, _raft_field(hello))
     keyed = _field(hello, "keyed", bool, "keyed flag")
     if key is None and keyed:
         _refuse(conn, "no-key", "no cluster key is configured on this node")
@@ -183,7 +197,7 @@ def server_handshake(conn: _FramedSocket, node_id: str, key: bytes | None) -> st
         raise HandshakeError(f"peer {peer_id} has no cluster key but one is required here")
     if key is None:
         conn.write_map({"ok": True, "node": node_id})
-        return peer_id
+        return peer
     nonce = os.urandom(NONCE_SIZE)
     conn.write_map({"challenge": nonce, "node": node_id})
     answer = conn.read_map()
@@ -196,17 +210,36 @@ def server_handshake(conn: _FramedSocket, node_id: str, key: bytes | None) -> st
         _refuse(conn, "malformed", "bad nonce")
         raise HandshakeError("malformed handshake (bad nonce)")
     conn.write_map({"ok": True, "node": node_id, "proof": server_proof(key, client_nonce, node_id)})
-    return peer_id
+    return peer
+
+
+def _raft_field(hello: dict) -> str | None:
+    """The optional listen address in a hello (peers before it did not send one)."""
+    raft = hello.get("raft")
+    if raft is None:
+        return None
+    if not isinstance(raft, str) or len(raft) > 300:
+        raise HandshakeError("malformed handshake (raft address invalid)")
+    try:
+        parse_address(raft)
+    except TransportError:
+        raise HandshakeError("malformed handshake (raft address invalid)") from None
+    return raft
 
 
 # ---------------------------------------------------------------- handshake, client side
 
 def client_handshake(conn: _FramedSocket, node_id: str, key: bytes | None,
-                     peer_id: str, address: str) -> None:
-    """Run the connecting side; raises HandshakeError whose text is a complete log line."""
+                     peer_id: str, address: str, raft: str | None = None) -> None:
+    """Run the connecting side; raises HandshakeError whose text is a complete log line.
+
+    ``raft`` is where this node listens, for a peer that has no address for it yet.
+    """
     where = f"raft peer {peer_id} at {address}"
-    conn.write_map({"hello": _HELLO, "version": PROTOCOL_VERSION, "node": node_id,
-                    "keyed": key is not None})
+    hello = {"hello": _HELLO, "version": PROTOCOL_VERSION, "node": node_id, "keyed": key is not None}
+    if raft is not None:
+        hello["raft"] = raft
+    conn.write_map(hello)
     reply = _read_reply(conn, where)
     _check_identity(reply, peer_id, address)
     if key is None:
@@ -387,7 +420,7 @@ class _PeerLink:
             timeout = HandshakeError(f"raft peer {self.peer_id} at {self.address}: handshake timed out")
             with gevent.Timeout(self._transport.handshake_timeout, timeout):
                 client_handshake(conn, self._transport.node_id, self._transport.cluster_key,
-                                 self.peer_id, self.address)
+                                 self.peer_id, self.address, self._transport.address)
             sock.settimeout(None)
         except HandshakeError as exc:
             self._note_problem(str(exc), logging.WARNING)
@@ -477,6 +510,8 @@ class TcpTransport(Transport):
         self._on_message = on_message
         self._listen_text = listen
         self._links: dict[str, _PeerLink] = {}
+        self._configured: dict[str, str] = {}   # from set_peers: always wins
+        self._learned: dict[str, str] = {}      # from inbound hellos, for peers not configured
         self._inbound: set[gevent.socket.socket] = set()
         self._refusals: dict[tuple[str, str], float] = {}
         self._server: gevent.server.StreamServer | None = None
@@ -525,6 +560,11 @@ class TcpTransport(Transport):
         wanted = {peer: address for peer, address in peers.items() if peer != self.node_id}
         for address in wanted.values():
             parse_address(address)     # validate everything before changing anything
+        self._configured = wanted
+        self._sync_links()
+
+    def _sync_links(self) -> None:
+        wanted = {**self._learned, **self._configured}
         for peer in list(self._links):
             if wanted.get(peer) != self._links[peer].address:
                 self._links.pop(peer).close()
@@ -534,6 +574,19 @@ class TcpTransport(Transport):
                 self._links[peer] = link
                 if self._started and not self._stopped:
                     link.start()
+
+    def _learn(self, peer: PeerHello) -> None:
+        """Keep the address a connecting peer gave, for when the configuration has none."""
+        if (self._stopped or peer.raft is None or peer.node_id == self.node_id
+                or peer.node_id in self._configured or self._learned.get(peer.node_id) == peer.raft):
+            return
+        if peer.node_id not in self._learned and len(self._learned) >= MAX_LEARNED_PEERS:
+            self.log.debug("not keeping the address of raft peer %s: %d learned already",
+                           peer.node_id, len(self._learned))
+            return
+        self._learned[peer.node_id] = peer.raft
+        self.log.info("raft peer %s (not in our configuration) listens on %s", peer.node_id, peer.raft)
+        self._sync_links()
 
     def send(self, msg: Message) -> None:
         link = self._links.get(msg.dst)
@@ -558,17 +611,18 @@ class TcpTransport(Transport):
         try:
             _tune(sock)
             conn = _FramedSocket(sock, HANDSHAKE_MAX_FRAME)
-            peer_id = self._accept_handshake(conn, remote)
-            if peer_id is not None:
+            peer = self._accept_handshake(conn, remote)
+            if peer is not None:
                 conn.decoder.max_frame = self.max_frame
-                self._read_messages(conn, peer_id, remote)
+                self._learn(peer)
+                self._read_messages(conn, peer.node_id, remote)
         except OSError as exc:
             self.log.debug("raft connection from %s failed: %s", remote, exc)
         finally:
             self._inbound.discard(sock)
             _close_quietly(sock)
 
-    def _accept_handshake(self, conn: _FramedSocket, remote: str) -> str | None:
+    def _accept_handshake(self, conn: _FramedSocket, remote: str) -> PeerHello | None:
         try:
             with gevent.Timeout(self.handshake_timeout, HandshakeError("handshake timed out")):
                 return server_handshake(conn, self.node_id, self.cluster_key)
