@@ -291,6 +291,20 @@ def test_a_peer_missing_from_the_configuration_is_answered_where_it_listens(make
     wait_until(lambda: len(n4.received) == 2, what="an answer after set_peers")
 
 
+def test_learned_addresses_are_bounded(make_node, monkeypatch) -> None:
+    monkeypatch.setattr("axon.raft.transport.MAX_LEARNED_PEERS", 1)
+    n2, n4, n5 = make_node("n2"), make_node("n4"), make_node("n5")
+    for sender in (n4, n5):
+        sender.transport.set_peers({"n2": n2.address})
+        sender.transport.send(msg(sender.transport.node_id, "n2", 1))
+    wait_until(lambda: len(n2.received) == 2, what="both deliveries")
+    before = n2.transport.dropped
+    n2.transport.send(msg("n2", "n4", 2))
+    n2.transport.send(msg("n2", "n5", 2))
+    wait_until(lambda: len(n4.received) + len(n5.received) == 1, what="the answer to the first")
+    assert n2.transport.dropped == before + 1
+
+
 def test_the_configuration_wins_over_an_address_a_peer_gives(make_node) -> None:
     n2, n4, n4b = make_node("n2"), make_node("n4"), make_node("n4")
     n2.transport.set_peers({"n4": n4b.address})
