@@ -16,6 +16,7 @@ from axon.raft.node import RaftNode
 from axon.raft.types import ClusterConfig, Entry, EntryKind, Member, Message, MsgType, SnapshotMeta
 from axon.raft.wal import WAL
 from axon.store import Store
+from axon.testing.polling import wait_until
 
 LEADER = Member("127.0.0.1:1", "127.0.0.1:2")
 FOLLOWER = Member("127.0.0.1:3", "127.0.0.1:4")
@@ -72,13 +73,6 @@ def _deliver(node: RaftNode, msgs: list[Message]) -> None:
         gevent.sleep(0)
 
 
-def _wait(condition, what: str, timeout: float = 60) -> None:
-    deadline = gevent.get_hub().loop.now() + timeout
-    while not condition():
-        assert gevent.get_hub().loop.now() < deadline, what
-        gevent.sleep(0.01)
-
-
 def test_a_second_stream_does_not_break_an_install_in_progress(tmp_path) -> None:
     meta, chunks = _source_snapshot(tmp_path, 100_000)
     store, node, failures = _follower(tmp_path)
@@ -86,7 +80,7 @@ def test_a_second_stream_does_not_break_an_install_in_progress(tmp_path) -> None
         _deliver(node, _chunks(meta, chunks))
         # The leader starts over while the install (100,000 records) is still running.
         _deliver(node, _chunks(meta, chunks)[:3])
-        _wait(lambda: node.applied_index >= meta.index or failures, "the snapshot was never installed")
+        wait_until(lambda: node.applied_index >= meta.index or failures, 60, "the install")
         assert failures == []
         assert store.get("k0099999") == ("v" * 100, 2)
         assert store.count() == 100_000
@@ -116,12 +110,12 @@ def test_appends_that_arrive_during_an_install_stay_in_the_log(tmp_path) -> None
         # While the 100,000-record install runs, the leader's appends bring the log to 5.
         node.receive(Message(MsgType.APPEND, "n1", "n2", 1, index=0, log_term=0,
                              entries=tuple(log[:5]), commit=5))
-        _wait(lambda: node.core.last_index() == 5 or failures, "the appends were never taken")
+        wait_until(lambda: node.core.last_index() == 5 or failures, 60, "the appends")
         assert node.applied_index < meta.index, "the install finished first: nothing was raced"
-        _wait(lambda: node.applied_index == 5 or failures, "entries after the snapshot never applied")
+        wait_until(lambda: node.applied_index == 5 or failures, 60, "entries after the snapshot to apply")
         node.receive(Message(MsgType.APPEND, "n1", "n2", 1, index=5, log_term=1,
                              entries=(log[5],), commit=6))
-        _wait(lambda: node.applied_index == 6 or failures, "the next append was never applied")
+        wait_until(lambda: node.applied_index == 6 or failures, 60, "the next append to apply")
         assert failures == []
         assert store.get("after6") == ("6", 6) and store.get("k0099999") == ("v" * 100, 2)
     finally:

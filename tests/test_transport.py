@@ -17,16 +17,9 @@ from axon.raft.codec import encode_frame, encode_message
 from axon.raft.transport import (HandshakeError, TcpTransport, TransportError, _FramedSocket, _Rest,
                                  client_handshake, parse_address, server_handshake)
 from axon.raft.types import Message, MsgType, SnapshotMeta
+from axon.testing.polling import wait_until
 
 LOGGER = "axon.raft.transport"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        gevent.sleep(0.01)
 
 
 def stays_true(condition: Callable[[], bool], duration: float) -> bool:

@@ -218,9 +218,9 @@ def _raft_field(hello: dict) -> str | None:
     raft = hello.get("raft")
     if raft is None:
         return None
-    if not isinstance(raft, str) or len(raft) > 300:
-        raise HandshakeError("malformed handshake (raft address invalid)")
     try:
+        if not isinstance(raft, str) or len(raft) > 300:
+            raise TransportError(raft)
         parse_address(raft)
     except TransportError:
         raise HandshakeError("malformed handshake (raft address invalid)") from None
