@@ -1,5 +1,5 @@
 """`python -m axon` and the .pyz entry point."""
-from .cli import main
+from axon.cli.commands import main
 
 if __name__ == "__main__":
     main()

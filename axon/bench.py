@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .client import AxonClient, ClientError, HttpPool, kv_path
+from axon.client.http import AxonClient, ClientError, HttpPool, kv_path
 
 WORKLOADS = ("write", "read", "stale", "mixed")
 MIXED_WRITE_SHARE = 0.10

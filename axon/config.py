@@ -6,7 +6,7 @@ import binascii
 import re
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from axon.api.errors import ConfigError
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from axon.client import ClientError, HttpPool, kv_path   # noqa: E402
+from axon.client.http import ClientError, HttpPool, kv_path   # noqa: E402
 from axon.testing.cluster import Cluster, free_ports, wait_for   # noqa: E402
 
 HOST = "127.0.0.1"

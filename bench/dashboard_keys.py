@@ -28,7 +28,7 @@ from gevent.pool import Pool  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from axon.client import AxonClient, HttpPool  # noqa: E402
+from axon.client.http import AxonClient, HttpPool  # noqa: E402
 from axon.testing.cluster import free_ports, wait_for  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"

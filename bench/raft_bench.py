@@ -37,13 +37,13 @@ def member(args: argparse.Namespace) -> None:
     from gevent import monkey
     monkey.patch_all()
     import gevent
-    from axon.commands import Put, command_size, encode_commands
+    from axon.kv.commands import Put, command_size, encode_commands
     from axon.raft.core import encode_config_bytes
     from axon.raft.node import RaftNode
     from axon.raft.transport import TcpTransport
     from axon.raft.types import ClusterConfig, Entry, EntryKind, HardState, Member
     from axon.raft.wal import WAL
-    from axon.store import Store
+    from axon.kv.store import Store
 
     peers = dict(p.split("=", 1) for p in args.peers.split(","))
     wal_dir = os.path.join(args.dir, "raft")

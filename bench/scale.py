@@ -28,7 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from axon.client import AxonClient   # noqa: E402
+from axon.client.http import AxonClient   # noqa: E402
 from axon.testing.cluster import Cluster, wait_for   # noqa: E402
 
 from compare_etcd import run_wrk   # noqa: E402

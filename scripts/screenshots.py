@@ -19,7 +19,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from axon.client import AxonClient  # noqa: E402  (after the path fix above)
+from axon.client.http import AxonClient  # noqa: E402  (after the path fix above)
 from axon.testing.cluster import free_ports, wait_for  # noqa: E402
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",

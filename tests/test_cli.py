@@ -9,7 +9,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from axon.cli import cli, default_node_settings
+from axon.cli.commands import cli, default_node_settings
 from axon.testing.cluster import Cluster, free_ports
 
 COMMANDS = ["serve", "launch", "status", "members", "join", "leave", "remove", "kv"]

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from axon.client import AxonClient, ClientError
+from axon.client.http import AxonClient, ClientError
 from axon.testing.cluster import free_ports, wait_for
 
 CHROMIUM = "/usr/bin/chromium"

@@ -19,9 +19,9 @@ import gevent
 import pytest
 from gevent import socket as gsocket
 
-from axon.http import bind
-from axon.httpserver import Handler, HttpServer, json_response, wsgi_handler
-from axon.httpwire import CONTINUE, Request, Response
+from axon.web.app import bind
+from axon.web.server import Handler, HttpServer, json_response, wsgi_handler
+from axon.web.wire import CONTINUE, Request, Response
 
 TIMEOUT = 5.0     # seconds any single read may wait: a deadline, not a sleep
 MAX_BODY = 64 * 1024

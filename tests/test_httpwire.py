@@ -11,7 +11,7 @@ from typing import Iterable
 
 import pytest
 
-from axon.httpwire import (CONTINUE, MAX_HEAD_BYTES, MAX_HEADERS, HttpError, Request,
+from axon.web.wire import (CONTINUE, MAX_HEAD_BYTES, MAX_HEADERS, HttpError, Request,
                            RequestParser, format_response, http_date, parse_head)
 
 MAX_BODY = 1 << 20

@@ -12,9 +12,9 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from axon.client import AxonClient, ClientError
-from axon.cluster_layout import Layout, LayoutError, NodeSpec, load_layout, save_layout
-from axon.launcher import LaunchError, Supervisor, build_api, discovery_args, node_args, role_of
+from axon.client.http import AxonClient, ClientError
+from axon.launcher.layout import Layout, LayoutError, NodeSpec, load_layout, save_layout
+from axon.launcher.supervisor import LaunchError, Supervisor, build_api, discovery_args, node_args, role_of
 from axon.testing.cluster import free_ports, wait_for
 
 HOST = "127.0.0.1"

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from axon.client import ClientError, Response, kv_path
+from axon.client.http import ClientError, Response, kv_path
 from axon.testing.cluster import Cluster, NodeHandle
 
 

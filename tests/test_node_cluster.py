@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from axon.client import AxonClient, ClientError, HttpPool, Response
+from axon.client.http import AxonClient, ClientError, HttpPool, Response
 from axon.testing.chaos import Workload
 from axon.testing.cluster import REPO_ROOT, Cluster, NodeHandle, free_ports, wait_for
 from axon.testing.linearizability import check_history

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import gevent
 
-from axon.commands import Put, command_size, encode_commands
+from axon.kv.commands import Put, command_size, encode_commands
 from axon.raft.core import encode_config_bytes
 from axon.raft.node import RaftNode
 from axon.raft.types import ClusterConfig, Entry, EntryKind, Member, Message, MsgType, SnapshotMeta
 from axon.raft.wal import WAL
-from axon.store import Store
+from axon.kv.store import Store
 from axon.testing.polling import wait_until
 
 LEADER = Member("127.0.0.1:1", "127.0.0.1:2")

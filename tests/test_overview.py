@@ -13,9 +13,9 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from axon.client import HttpPool
-from axon.launcher import Supervisor, build_api
-from axon.overview import (OverviewError, StatusFetcher, collect_overview, merge_overview,
+from axon.client.http import HttpPool
+from axon.launcher.supervisor import Supervisor, build_api
+from axon.api.overview import (OverviewError, StatusFetcher, collect_overview, merge_overview,
                            quorum_summary)
 
 

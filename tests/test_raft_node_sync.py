@@ -4,10 +4,10 @@ from __future__ import annotations
 import threading
 import time
 
-from axon.commands import command_size, encode_commands
+from axon.kv.commands import command_size, encode_commands
 from axon.raft.node import INLINE_SYNC_BELOW, RaftNode
 from axon.raft.types import Member
-from axon.store import Store
+from axon.kv.store import Store
 
 
 class _Sink:

@@ -1,7 +1,7 @@
 """The pure rule behind --reap-dead-after."""
 import pytest
 
-from axon.reaper import pick_reap
+from axon.node.reaper import pick_reap
 
 
 @pytest.mark.parametrize("voters,dead,now,expected", [

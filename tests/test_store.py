@@ -1,4 +1,4 @@
-"""The LevelDB state machine (axon.store) and the command batch format (axon.commands)."""
+"""The LevelDB state machine (axon.kv.store) and the command batch format (axon.kv.commands)."""
 from __future__ import annotations
 
 import random
@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from axon.commands import (CommandError, Delete, Put, Result, decode_commands, encode_commands,
+from axon.kv.commands import (CommandError, Delete, Put, Result, decode_commands, encode_commands,
                            evaluate, reads_current)
 from axon.raft.types import ClusterConfig, Entry, EntryKind, Member, SnapshotMeta, encode_config
-from axon.store import Store, StoreError
+from axon.kv.store import Store, StoreError
 
 
 # ---- helpers ---------------------------------------------------------------

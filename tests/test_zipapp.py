@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from axon import zipapp_boot
-from axon.client import AxonClient
+from axon.client.http import AxonClient
 from axon.testing.cluster import free_ports, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,7 +203,7 @@ def test_archive_holds_everything_it_needs(pyz: Path) -> None:
         info = json.loads(z.read("axon-build.json"))
     assert info["python"] == PYTHON
     assert "site-packages/axon/static/index.html" in names
-    assert "site-packages/axon/cli.py" in names
+    assert "site-packages/axon/cli/commands.py" in names
     for package in ("gevent", "greenlet", "plyvel", "msgpack", "cryptography", "bottle.py", "click"):
         assert any(n.startswith(f"site-packages/{package}") for n in names), package
     assert any(n.endswith(".so") and "plyvel" in n for n in names)

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import msgpack
 
-from .types import (ClusterConfig, Entry, EntryKind, HardState, Member, Message, MsgType,
+from axon.raft.types import (ClusterConfig, Entry, EntryKind, HardState, Member, Message, MsgType,
                     SnapshotMeta, decode_config, encode_config)
 
 TRANSFER_CONTEXT = b"transfer"

@@ -22,17 +22,17 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import gevent
 from gevent.event import AsyncResult, Event
 
-from ..errors import NotLeaderError, Unavailable
-from .core import (ConfChange, ConfChangeError, NotLeader, RaftCore, RaftOptions, Ready,
+from axon.api.errors import NotLeaderError, Unavailable
+from axon.raft.core import (ConfChange, ConfChangeError, NotLeader, RaftCore, RaftOptions, Ready,
                    bootstrap_entry, decode_config_bytes)
-from .types import ClusterConfig, Entry, EntryKind, HardState, Member, Message, MsgType, SnapshotMeta
-from .wal import WAL, SyncToken
+from axon.raft.types import ClusterConfig, Entry, EntryKind, HardState, Member, Message, MsgType, SnapshotMeta
+from axon.raft.wal import WAL, SyncToken
 
 log = logging.getLogger("axon.raft")
 
 
 class StateMachine(Protocol):
-    """What the driver needs of the store (``axon.store.Store`` implements it)."""
+    """What the driver needs of the store (``axon.kv.store.Store`` implements it)."""
     applied_index: int
     applied_term: int
     config: ClusterConfig | None

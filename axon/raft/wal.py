@@ -22,7 +22,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
-from .types import Entry, EntryKind, HardState
+from axon.raft.types import Entry, EntryKind, HardState
 
 log = logging.getLogger("axon.wal")
 

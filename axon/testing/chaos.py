@@ -30,7 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
-from axon.client import AxonClient, ClientError, HttpPool
+from axon.client.http import AxonClient, ClientError, HttpPool
 from axon.testing.cluster import Cluster, ClusterError, NodeHandle
 from axon.testing.history import NOT_FOUND, History, Op
 from axon.testing.linearizability import CheckResult, check_history

@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 import axon
-from axon.client import AxonClient, ClientError, HttpPool
+from axon.client.http import AxonClient, ClientError, HttpPool
 
 HOST = "127.0.0.1"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(axon.__file__)))

@@ -11,23 +11,23 @@ import time
 import gevent
 from gevent.event import Event
 
-from . import commands
-from .client import HttpPool
-from .config import NodeConfig, parse_addr
-from .errors import AxonError, ConfigError
-from .http import bind, build_app, request_body_limit, serve
-from .gossip.agent import GossipAgent
-from .gossip.config import GossipConfig
-from .joiner import join_until_voter
-from .reaper import pick_reap
-from .raft.core import ConfChange, RaftOptions
-from .raft.node import RaftNode
-from .raft.transport import TcpTransport
-from .raft.types import Member
-from .service import KVService
-from .store import Store, StoreError
+from axon.kv import commands
+from axon.client.http import HttpPool
+from axon.config import NodeConfig, parse_addr
+from axon.api.errors import AxonError, ConfigError
+from axon.web.app import bind, build_app, request_body_limit, serve
+from axon.gossip.agent import GossipAgent
+from axon.gossip.config import GossipConfig
+from axon.node.joiner import join_until_voter
+from axon.node.reaper import pick_reap
+from axon.raft.core import ConfChange, RaftOptions
+from axon.raft.node import RaftNode
+from axon.raft.transport import TcpTransport
+from axon.raft.types import Member
+from axon.api.service import KVService
+from axon.kv.store import Store, StoreError
 
-log = logging.getLogger("axon.server")
+log = logging.getLogger("axon.node.process")
 
 NODE_FILE = "node.json"
 

@@ -7,8 +7,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from .config import check_node_id, parse_addr
-from .errors import ConfigError
+from axon.config import check_node_id, parse_addr
+from axon.api.errors import ConfigError
 
 LAYOUT_FILE = "layout.json"
 LAYOUT_FORMAT = 1

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import msgpack
 import plyvel
 
-from axon.commands import CommandError, Delete, Result, decode_commands, evaluate, reads_current
+from axon.kv.commands import CommandError, Delete, Result, decode_commands, evaluate, reads_current
 from axon.raft.types import ClusterConfig, Entry, EntryKind, SnapshotMeta, decode_config, encode_config
 
 log = logging.getLogger(__name__)

@@ -30,14 +30,14 @@ import gevent
 from gevent.event import Event
 from gevent.lock import RLock
 
-from .client import AxonClient, ClientError, HttpPool
-from .cluster_layout import Layout, LayoutError, NodeSpec, layout_path, load_layout, save_layout
-from .errors import AxonError, Conflict, NotFound, PayloadTooLarge, Unavailable
-from .http import add_common_routes, error_reply, handler, serve
-from .httpserver import wsgi_handler
-from .service import Reply
+from axon.client.http import AxonClient, ClientError, HttpPool
+from axon.launcher.layout import Layout, LayoutError, NodeSpec, layout_path, load_layout, save_layout
+from axon.api.errors import AxonError, Conflict, NotFound, PayloadTooLarge, Unavailable
+from axon.web.app import add_common_routes, error_reply, handler, serve
+from axon.web.server import wsgi_handler
+from axon.api.service import Reply
 
-log = logging.getLogger("axon.launcher")
+log = logging.getLogger("axon.launcher.supervisor")
 
 LOCK_FILE = "launcher.lock"
 PR_SET_PDEATHSIG = 1
@@ -78,7 +78,7 @@ def child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AXON_") or k in _KEEP_ENV}
     if not env.get("AXON_PYZ"):
         # `-m axon` must find this very package, wherever the launcher was started from
-        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
     return env
 

@@ -13,15 +13,15 @@ from urllib.parse import unquote_to_bytes
 import bottle
 from gevent.server import _tcp_listener
 
-from .config import parse_addr
-from .errors import AxonError, BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, Unavailable
-from .httpserver import Handler, HttpServer, wsgi_handler
-from .httpwire import Request, Response
-from .service import FORWARD_HEADER, ORIGIN_HEADER, KVService, Reply
+from axon.config import parse_addr
+from axon.api.errors import AxonError, BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, Unavailable
+from axon.web.server import Handler, HttpServer, wsgi_handler
+from axon.web.wire import Request, Response
+from axon.api.service import FORWARD_HEADER, ORIGIN_HEADER, KVService, Reply
 
-log = logging.getLogger("axon.http")
+log = logging.getLogger("axon.web.app")
 
-STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
 bottle.BaseRequest.MEMFILE_MAX = 8 << 20
 
 

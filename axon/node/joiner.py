@@ -6,8 +6,8 @@ from typing import Callable
 
 import gevent
 
-from .client import AxonClient, ClientError, HttpPool
-from .raft.node import RaftNode
+from axon.client.http import AxonClient, ClientError, HttpPool
+from axon.raft.node import RaftNode
 
 log = logging.getLogger("axon.join")
 

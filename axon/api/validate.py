@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from .errors import BadRequest, PayloadTooLarge
+from axon.api.errors import BadRequest, PayloadTooLarge
 
 MAX_LIST_LIMIT = 1000
 
@@ -92,8 +92,8 @@ def limit(raw: str | None, default: int = 100) -> int:
 
 def member(data: dict) -> tuple[str, str, str, str]:
     """A join request's {"node_id","raft","http"[,"gossip"]} -> validated tuple."""
-    from .config import check_node_id, parse_addr
-    from .errors import ConfigError
+    from axon.config import check_node_id, parse_addr
+    from axon.api.errors import ConfigError
     try:
         node_id = check_node_id(_text(data, "node_id"))
         raft = _text(data, "raft")

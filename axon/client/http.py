@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import quote, urlencode
 
-from .config import parse_addr
-from .errors import ConfigError
+from axon.config import parse_addr
+from axon.api.errors import ConfigError
 
 
 class ClientError(Exception):

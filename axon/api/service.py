@@ -10,19 +10,19 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import validate
-from .client import ClientError, HttpPool, kv_path
-from .commands import Delete, Put, Result
-from .config import NodeConfig
-from .errors import (BadRequest, Conflict, NotFound, NotLeaderError, PreconditionFailed,
+from axon.api import validate
+from axon.client.http import ClientError, HttpPool, kv_path
+from axon.kv.commands import Delete, Put, Result
+from axon.config import NodeConfig
+from axon.api.errors import (BadRequest, Conflict, NotFound, NotLeaderError, PreconditionFailed,
                      Unavailable)
-from .overview import StatusFetcher, collect_overview
-from .raft.core import ConfChange
-from .raft.node import RaftNode
-from .raft.types import Member
-from .store import Store, StoreError
+from axon.api.overview import StatusFetcher, collect_overview
+from axon.raft.core import ConfChange
+from axon.raft.node import RaftNode
+from axon.raft.types import Member
+from axon.kv.store import Store, StoreError
 
-log = logging.getLogger("axon.service")
+log = logging.getLogger("axon.api.service")
 
 FORWARD_HEADER = "X-Axon-Forwarded"
 ORIGIN_HEADER = "X-Axon-Origin"   # the node that forwarded a request

@@ -17,9 +17,9 @@ from urllib.parse import unquote
 
 from gevent.server import StreamServer
 
-from .httpwire import CONTINUE, HttpError, Request, RequestParser, Response, format_response
+from axon.web.wire import CONTINUE, HttpError, Request, RequestParser, Response, format_response
 
-log = logging.getLogger("axon.http")
+log = logging.getLogger("axon.web.app")
 
 Handler = Callable[[Request], Response]
 RECV_SIZE = 64 * 1024

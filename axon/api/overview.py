@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 
 import gevent
 
-from .client import ClientError, HttpPool
+from axon.client.http import ClientError, HttpPool
 
 FETCH_TIMEOUT = 0.8          # per member; the dashboard polls every second
 GOSSIP_STATUSES = ("alive", "suspect", "dead", "left")

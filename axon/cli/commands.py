@@ -11,7 +11,7 @@ from typing import Any, Callable
 import click
 from click.core import ParameterSource
 
-from .errors import ConfigError
+from axon.api.errors import ConfigError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -137,7 +137,7 @@ def _local_address_towards(targets: list[str]) -> str:
     """The local address the kernel would use to reach the first target (no packet is sent)."""
     if not targets:
         return DEFAULT_HOST
-    from .config import parse_addr
+    from axon.config import parse_addr
     try:
         host, port = parse_addr(targets[0])
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -161,9 +161,9 @@ def _run_node(node_id: str, data_dir: str, http_addr: str, raft: str, gossip: st
               log_json: bool) -> None:
     from gevent import monkey
     monkey.patch_all()
-    from . import logs
-    from .config import NodeConfig, read_gossip_key, read_key_file
-    from .server import NodeProcess
+    from axon import logs
+    from axon.config import NodeConfig, read_gossip_key, read_key_file
+    from axon.node.process import NodeProcess
     try:
         config = NodeConfig(
             node_id=node_id, data_dir=data_dir, http=http_addr, raft=raft, gossip=gossip,
@@ -218,7 +218,7 @@ def launch(nodes: int, directory: str, port: int, host: str, base_port: int, sto
     """
     from gevent import monkey
     monkey.patch_all()
-    from .launcher import LaunchError, run
+    from axon.launcher.supervisor import LaunchError, run
     try:
         run(directory, nodes, port, host, base_port, stop_timeout, log_level, say=click.echo)
     except LaunchError as exc:
@@ -239,7 +239,7 @@ def _fail(message: str) -> None:
 
 
 def _call(addr: str, fn: Callable[[Any], Any]) -> Any:
-    from .client import AxonClient, ClientError
+    from axon.client.http import AxonClient, ClientError
     try:
         return fn(AxonClient(addr))
     except ClientError as exc:
@@ -382,7 +382,7 @@ def bench(addr: tuple[str, ...], workload: str, connections: int, duration: floa
     """Load a running cluster over HTTP; print ops/s, latency percentiles and errors by status."""
     from gevent import monkey
     monkey.patch_all()
-    from .bench import BenchConfig, BenchError, format_summary, run_bench
+    from axon.bench import BenchConfig, BenchError, format_summary, run_bench
     cfg = BenchConfig(addrs=tuple(_split(addr)), workload=workload, connections=connections,
                       duration=duration, value_size=value_size, keys=keys, timeout=timeout,
                       to_leader=not any_node, prefill=not no_prefill)
