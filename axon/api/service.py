@@ -14,7 +14,8 @@ from axon.api import validate
 from axon.client.http import ClientError, HttpPool, kv_path
 from axon.kv.commands import Delete, Put, Result
 from axon.config import NodeConfig
-from axon.api.errors import (BadRequest, Conflict, NotFound, NotLeaderError, PreconditionFailed,
+from axon.raft.errors import NotLeader as NotLeaderError, RaftError
+from axon.api.errors import (BadRequest, Conflict, NotFound, PreconditionFailed,
                      Unavailable)
 from axon.api.overview import StatusFetcher, collect_overview
 from axon.raft.core import ConfChange
@@ -92,7 +93,7 @@ class KVService:
         try:
             return read()
         except StoreError as exc:   # e.g. a snapshot is being installed
-            raise Unavailable(f"local store unavailable: {exc}", leader=self.node.core.leader) from None
+            raise Unavailable(f"local store unavailable: {exc}", leader=self.node.leader_id) from None
 
     def _write(self, cmd: Put | Delete, method: str, path: str, body: bytes | None,
                headers: dict[str, str], forwarded: int) -> Reply:
@@ -100,6 +101,8 @@ class KVService:
             [result] = self.node.propose([cmd], self.config.request_timeout)
         except NotLeaderError as exc:
             return self._forward(exc, method, path, body, headers, forwarded)
+        except RaftError as exc:
+            raise Unavailable(str(exc), leader=self.node.leader_id) from None
         return _result_reply(result)
 
     def _read_barrier(self, method: str, path: str, forwarded: int) -> Reply | None:
@@ -108,23 +111,25 @@ class KVService:
             self.node.read_barrier(self.config.request_timeout)
         except NotLeaderError as exc:
             return self._forward(exc, method, path, None, {}, forwarded)
+        except RaftError as exc:
+            raise Unavailable(str(exc), leader=self.node.leader_id) from None
         return None
 
     def _forward(self, exc: NotLeaderError, method: str, path: str, body: bytes | None,
                  headers: dict[str, str], forwarded: int) -> Reply:
         if exc.leader_http is None or forwarded >= 1:
-            raise Unavailable("no leader available; retry later", leader=exc.leader_id)
+            raise Unavailable("no leader available; retry later", leader=exc.leader)
         headers = dict(headers, **{FORWARD_HEADER: str(forwarded + 1),
                                    ORIGIN_HEADER: self.config.node_id})
         try:
             resp = self.pool.request(method, exc.leader_http, path, body, headers,
                                      timeout=self.config.request_timeout + 1)
         except ClientError as err:
-            raise Unavailable(f"leader {exc.leader_id} unreachable: {err}", leader=exc.leader_id) from None
+            raise Unavailable(f"leader {exc.leader} unreachable: {err}", leader=exc.leader) from None
         try:
             data = resp.json()
         except ClientError:
-            raise Unavailable(f"leader {exc.leader_id} sent an invalid answer", leader=exc.leader_id) from None
+            raise Unavailable(f"leader {exc.leader} sent an invalid answer", leader=exc.leader) from None
         keep = {k: v for k, v in resp.headers.items() if k in ("retry-after",)}
         return Reply(resp.status, data, keep)
 
@@ -132,7 +137,7 @@ class KVService:
         """Refuse requests forwarded by a removed node: it may never learn of its removal itself."""
         config = self.node.config
         if origin and config.voters and not config.is_member(origin):
-            raise Unavailable(f"node {origin} is not a member of the cluster", leader=self.node.core.leader)
+            raise Unavailable(f"node {origin} is not a member of the cluster", leader=self.node.leader_id)
 
     # ------------------------------------------------------------------ cluster
     def status(self) -> Reply:
@@ -179,11 +184,11 @@ class KVService:
     def join(self, body: bytes, forwarded: int = 0) -> Reply:
         node_id, raft, http, _gossip = validate.member(validate.json_object(body, 64 * 1024))
         config = self.node.config
-        if not self.node.core.is_leader:
+        if not self.node.is_leader:
             leader_http = self.node.leader_http()
             if leader_http is None:
                 raise Unavailable("no leader available; retry the join later", leader=None)
-            return Reply(307, {"error": "not the leader", "leader": self.node.core.leader},
+            return Reply(307, {"error": "not the leader", "leader": self.node.leader_id},
                          {"Location": f"http://{leader_http}/cluster/join"})
         existing = config.members().get(node_id)
         if existing is not None and existing != Member(raft, http):
@@ -192,8 +197,11 @@ class KVService:
         if node_id in config.voters:
             return ok(self._join_answer("voter"))
         if node_id not in config.learners:
-            self.node.change_membership(ConfChange("add_learner", node_id, Member(raft, http)),
-                                        self.config.request_timeout)
+            try:
+                self.node.change_membership(ConfChange("add_learner", node_id, Member(raft, http)),
+                                            self.config.request_timeout)
+            except RaftError as exc:
+                raise Unavailable(str(exc), leader=self.node.leader_id) from None
             log.info("member %s added as learner (raft %s, http %s)", node_id, raft, http)
         return ok(self._join_answer("learner"), status=202)
 
@@ -201,7 +209,7 @@ class KVService:
         gossip = {m["node_id"]: m["gossip"] for m in self.members_view()} if self.members_view else {}
         members = {nid: {"raft": m.raft, "http": m.http, "gossip": gossip.get(nid, "")}
                    for nid, m in self.node.config.members().items()}
-        return {"status": role, "leader": self.node.core.leader, "members": members}
+        return {"status": role, "leader": self.node.leader_id, "members": members}
 
     def remove(self, node_id: str, forwarded: int = 0) -> Reply:
         if not self.node.config.is_member(node_id):
@@ -210,6 +218,8 @@ class KVService:
             self.node.change_membership(ConfChange("remove", node_id), self.config.request_timeout)
         except NotLeaderError as exc:
             return self._forward(exc, "DELETE", "/cluster/nodes/" + node_id, None, {}, forwarded)
+        except RaftError as exc:
+            raise Unavailable(str(exc), leader=self.node.leader_id) from None
         log.info("member %s removed", node_id)
         return ok({"removed": node_id})
 

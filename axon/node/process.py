@@ -14,7 +14,8 @@ from gevent.event import Event
 from axon.kv import commands
 from axon.client.http import HttpPool
 from axon.config import NodeConfig, parse_addr
-from axon.api.errors import AxonError, ConfigError
+from axon.api.errors import ConfigError
+from axon.raft.errors import RaftError
 from axon.web.app import bind, build_app, request_body_limit, serve
 from axon.gossip.agent import GossipAgent
 from axon.gossip.config import GossipConfig
@@ -206,7 +207,7 @@ class NodeProcess:
                 log.warning("removing %s: gossip has reported it dead for over %gs", victim, after)
                 try:
                     self.node.change_membership(ConfChange("remove", victim), self.config.request_timeout)
-                except AxonError as exc:
+                except RaftError as exc:
                     log.warning("could not remove %s: %s", victim, exc)
 
     def stop(self) -> None:

@@ -21,6 +21,8 @@ import msgpack
 from axon.raft.types import (ClusterConfig, Entry, EntryKind, HardState, Member, Message, MsgType,
                     SnapshotMeta, decode_config, encode_config)
 
+from axon.raft.errors import ConfChangeError, NotLeader, RaftError  # noqa: F401  (raised here; callers import them from errors)
+
 TRANSFER_CONTEXT = b"transfer"
 
 
@@ -29,20 +31,6 @@ class Role(str, enum.Enum):
     PRE_CANDIDATE = "pre-candidate"
     CANDIDATE = "candidate"
     LEADER = "leader"
-
-
-class RaftError(Exception):
-    """Base class for refusals of the core."""
-
-
-class NotLeader(RaftError):
-    def __init__(self, leader: str | None) -> None:
-        super().__init__("not the leader" + (f"; the leader is {leader}" if leader else "; no leader known"))
-        self.leader = leader
-
-
-class ConfChangeError(RaftError):
-    """A membership change that can't be made now (another in flight, unknown node, ...)."""
 
 
 @dataclass

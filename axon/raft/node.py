@@ -22,9 +22,9 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import gevent
 from gevent.event import AsyncResult, Event
 
-from axon.api.errors import NotLeaderError, Unavailable
-from axon.raft.core import (ConfChange, ConfChangeError, NotLeader, RaftCore, RaftOptions, Ready,
+from axon.raft.core import (ConfChange, RaftCore, RaftOptions, Ready,
                    bootstrap_entry, decode_config_bytes)
+from axon.raft.errors import Dropped, NotLeader, Stopped, Timeout
 from axon.raft.types import ClusterConfig, Entry, EntryKind, HardState, Member, Message, MsgType, SnapshotMeta
 from axon.raft.wal import WAL, SyncToken
 
@@ -174,7 +174,7 @@ class RaftNode:
             self.wal.begin_sync().run()
         finally:
             self.wal.close()
-        self._fail_all(Unavailable("node is shutting down"))
+        self._fail_all(Stopped("node is shutting down"))
 
     def _guard(self, fn: Callable[[], None]) -> None:
         try:
@@ -235,8 +235,6 @@ class RaftNode:
         except NotLeader:
             self._require_leader()
             raise
-        except ConfChangeError as exc:
-            raise Unavailable(str(exc), retry_after=1) from None
         result = AsyncResult()
         self._pending[index] = _Pending(term, [_Proposal(result, 0, 0)])
         self._wake.set()
@@ -252,18 +250,27 @@ class RaftNode:
         self._peer_hints.update({k: v for k, v in peers.items() if k != self.id})
         self._update_peers()
 
+    @property
+    def leader_id(self) -> str | None:
+        """The leader this node knows of (None while there is none)."""
+        return self.core.leader
+
+    @property
+    def is_leader(self) -> bool:
+        return self.core.is_leader
+
     def _require_leader(self) -> None:
         if self.stopped:
-            raise Unavailable("node is shutting down")
+            raise Stopped("node is shutting down")
         if not self.core.is_leader or self.core.transferee is not None:
-            raise NotLeaderError(self.core.leader, self.leader_http())
+            raise NotLeader(self.core.leader, self.leader_http())
 
     def _wait(self, result: AsyncResult, timeout: float, what: str) -> Any:
         try:
             return result.get(timeout=timeout)
         except gevent.Timeout:
-            raise Unavailable(f"{what} timed out after {timeout:g}s (no quorum?); outcome unknown",
-                              leader=self.core.leader) from None
+            raise Timeout(f"{what} timed out after {timeout:g}s (no quorum?); outcome unknown",
+                          self.core.leader) from None
 
     # ------------------------------------------------------------------ main loop
     def _loop(self) -> None:
@@ -297,7 +304,7 @@ class RaftNode:
         try:
             first, term = self.core.propose([self.encode_batch(items) for items, _ in batches])
         except NotLeader:
-            err = NotLeaderError(self.core.leader, self.leader_http())
+            err = NotLeader(self.core.leader, self.leader_http())
             for _, result in queued:
                 result.set_exception(err)
             return
@@ -330,7 +337,7 @@ class RaftNode:
             for result in self._reads.pop(rs.ctx, ()):
                 result.set(rs.index)
         if rd.failed_reads:
-            err = NotLeaderError(self.core.leader, self.leader_http())
+            err = NotLeader(self.core.leader, self.leader_http())
             for ctx in rd.failed_reads:
                 for result in self._reads.pop(ctx, ()):
                     result.set_exception(err)
@@ -440,7 +447,7 @@ class RaftNode:
 
     def _answer(self, pending: _Pending, entry: Entry, results: list) -> None:
         if entry.term != pending.term:
-            err = Unavailable("leadership changed before the write committed; it was not applied")
+            err = Dropped("leadership changed before the write committed; it was not applied")
             for part in pending.parts:
                 part.result.set_exception(err)
             return
