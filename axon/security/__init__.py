@@ -1,0 +1,1 @@
+"""Keys, peer channel encryption, TLS material: what peers and clients are trusted by."""
