@@ -11,8 +11,10 @@ from typing import Iterable
 
 import pytest
 
-from axon.web.wire import (CONTINUE, MAX_HEAD_BYTES, MAX_HEADERS, HttpError, Request,
-                           RequestParser, format_response, http_date, parse_head)
+from axon.web.sse import KEEPALIVE, format_comment, format_event, sse_response
+from axon.web.wire import (CONTINUE, LAST_CHUNK, MAX_HEAD_BYTES, MAX_HEADERS, Framing, HttpError,
+                           Request, RequestParser, Response, format_response, frame_chunk, http_date,
+                           parse_head, stream_head)
 
 MAX_BODY = 1 << 20
 
@@ -560,3 +562,151 @@ def test_formatted_response_round_trips_through_head_parsing() -> None:
 
 def test_http_date_is_an_imf_fixdate() -> None:
     assert re.fullmatch(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT", http_date())
+
+
+# ---------------------------------------------------------------- streamed responses
+
+def test_response_is_still_built_positionally_and_streams_only_when_asked() -> None:
+    resp = Response(200, [], b"x")
+    assert (resp.status, resp.headers, resp.body, resp.stream) == (200, [], b"x", None)
+    pieces = [b"a"]
+    assert Response(200, [], stream=pieces).stream is pieces
+
+
+def test_stream_head_for_http11_is_chunked_without_length() -> None:
+    head = stream_head(200, [("Content-Type", "text/plain")], keep_alive=True)
+    assert (head.framing, head.keep_alive) == (Framing.CHUNKED, True)
+    status, headers, body = head_of(head.data)
+    assert status == "HTTP/1.1 200 OK"
+    assert headers["transfer-encoding"] == ["chunked"] and headers["content-type"] == ["text/plain"]
+    assert headers["date"] == [http_date()]
+    assert "content-length" not in headers and "connection" not in headers
+    assert head.data.endswith(b"\r\n\r\n") and body == b""
+
+
+def test_stream_head_for_http10_sends_as_is_and_closes_even_if_asked_to_keep_alive() -> None:
+    head = stream_head(200, [], keep_alive=True, request_version="HTTP/1.0")
+    assert (head.framing, head.keep_alive) == (Framing.CLOSE, False)
+    _, headers, _ = head_of(head.data)
+    assert headers["connection"] == ["close"]
+    assert "transfer-encoding" not in headers and "content-length" not in headers
+
+
+@pytest.mark.parametrize("version, framing", [("HTTP/1.1", ["chunked"]), ("HTTP/1.0", None)])
+def test_stream_head_for_head_request_has_no_body_and_keeps_alive(version: str, framing) -> None:
+    head = stream_head(200, [], keep_alive=True, head_only=True, request_version=version)
+    assert (head.framing, head.keep_alive) == (Framing.NONE, True)
+    assert head_of(head.data)[1].get("transfer-encoding") == framing
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_stream_head_for_bodiless_status_has_no_body(status: int) -> None:
+    head = stream_head(status, [], keep_alive=True)
+    assert head.framing is Framing.NONE and head.keep_alive
+    assert "transfer-encoding" not in head_of(head.data)[1]
+
+
+def test_stream_head_follows_keep_alive_not_the_handlers_connection_header() -> None:
+    head = stream_head(200, [("Connection", "keep-alive")], keep_alive=False)
+    assert not head.keep_alive and head_of(head.data)[1]["connection"] == ["close"]
+
+
+@pytest.mark.parametrize("header", [
+    ("Content-Length", "5"), ("transfer-encoding", "chunked"), ("X-Bad", "a\r\nSet-Cookie: x=1"),
+    ("X-Name", "\u2603"),
+])
+def test_stream_head_refuses_what_it_cannot_send(header: tuple[str, str]) -> None:
+    with pytest.raises(ValueError):
+        stream_head(200, [header], keep_alive=True)
+
+
+@pytest.mark.parametrize("data, framed", [
+    (b"hello", b"5\r\nhello\r\n"), (b"x" * 65536, b"10000\r\n" + b"x" * 65536 + b"\r\n"),
+    (b"\r\n0\r\n\r\n", b"7\r\n\r\n0\r\n\r\n\r\n"), (bytearray(b"ab"), b"2\r\nab\r\n"),
+])
+def test_frame_chunk(data: bytes, framed: bytes) -> None:
+    assert frame_chunk(data) == framed
+
+
+def test_frame_chunk_of_nothing_is_nothing_not_the_last_chunk() -> None:
+    assert frame_chunk(b"") == b"" and LAST_CHUNK == b"0\r\n\r\n"
+
+
+def test_chunked_framing_round_trips_through_the_chunked_decoder() -> None:
+    pieces = [b"a", b"", b"\r\n", b"0\r\n\r\n", bytes(range(256)) * 300]
+    body = b"".join(frame_chunk(p) for p in pieces) + LAST_CHUNK
+    req = parse_one(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    assert req.body == b"".join(pieces)
+
+
+# ---------------------------------------------------------------- Server-Sent Events
+
+def parse_event_stream(text: str) -> list[dict[str, str]]:
+    """Events as an EventSource dispatches them (HTML Living Standard 9.2.6)."""
+    events, data, event_type, last_id, retry = [], "", "", "", ""
+    for line in re.split(r"\r\n|\r|\n", text):
+        if not line:   # dispatch
+            if data:
+                events.append({"data": data[:-1], "event": event_type or "message", "id": last_id,
+                               "retry": retry})
+            data, event_type = "", ""
+            continue
+        if line.startswith(":"):
+            continue
+        name, colon, value = line.partition(":")
+        value = value[1:] if colon and value.startswith(" ") else value
+        if name == "data":
+            data += value + "\n"
+        elif name == "event":
+            event_type = value
+        elif name == "id" and "\0" not in value:
+            last_id = value
+        elif name == "retry" and value.isdigit():
+            retry = value
+    return events
+
+
+def test_sse_event_lines() -> None:
+    assert format_event("hi", event="put", event_id="42", retry_ms=1500) == \
+        b"id: 42\nevent: put\nretry: 1500\ndata: hi\n\n"
+    assert format_event("plain") == b"data: plain\n\n"
+
+
+@pytest.mark.parametrize("data", ["one", "", "a\nb", "a\r\nb\rc", "trailing\n", "\n\n", " leading space",
+                                  "colon: inside", "\u00e9t\u00e9 \u2603", ": like a comment"])
+def test_sse_data_arrives_as_sent_with_line_breaks_as_newlines(data: str) -> None:
+    [event] = parse_event_stream(format_event(data).decode("utf-8"))
+    assert event["data"] == re.sub(r"\r\n|\r", "\n", data)
+
+
+def test_sse_stream_of_events_and_comments_parses() -> None:
+    stream = b"".join([format_comment("hello"), format_event("a", event_id="1"), KEEPALIVE,
+                       format_comment("two\nlines"), format_event("b\nc", event="update"),
+                       format_event("d", event_id="", retry_ms=0)]).decode("utf-8")
+    assert parse_event_stream(stream) == [
+        {"data": "a", "event": "message", "id": "1", "retry": ""},
+        {"data": "b\nc", "event": "update", "id": "1", "retry": ""},   # the last id carries over
+        {"data": "d", "event": "message", "id": "", "retry": "0"},      # an empty id resets it
+    ]
+
+
+def test_sse_comment_lines() -> None:
+    assert format_comment("ping") == b": ping\n\n"
+    assert format_comment("a\nb") == b": a\n: b\n\n"
+    assert format_comment() == KEEPALIVE == b":\n\n"
+
+
+@pytest.mark.parametrize("field", [{"event": "a\nb"}, {"event": "a\rb"}, {"event_id": "1\r\n2"},
+                                   {"event_id": "1\n"}, {"event_id": "1\0"}, {"retry_ms": -1},
+                                   {"retry_ms": "5"}, {"retry_ms": True}])
+def test_sse_fields_that_would_break_the_stream_are_refused(field: dict) -> None:
+    with pytest.raises(ValueError):
+        format_event("data", **field)
+
+
+def test_sse_response_streams_the_events_uncached() -> None:
+    events = iter([format_event("x")])
+    resp = sse_response(events, [("X-Extra", "1")])
+    assert resp.status == 200 and resp.stream is events and resp.body == b""
+    assert resp.headers == [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
+                            ("X-Extra", "1")]

@@ -4,6 +4,10 @@ Like h11, the parser is a state machine fed whatever the socket gave; unlike h11
 only what a JSON API server needs (Content-Length and chunked bodies, keep-alive,
 ``Expect: 100-continue``, pipelining) and so costs a few microseconds a request.
 Malformed input raises ``HttpError`` with the status to answer; the connection then closes.
+
+Responses come out as bytes too: ``format_response`` for a body in hand, and for a body
+streamed as it is produced, ``stream_head`` (which also says how the body is framed),
+``frame_chunk`` per piece and ``LAST_CHUNK`` to end it.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
+from enum import Enum
 from http import HTTPStatus
 from typing import Iterable
 
@@ -51,9 +56,16 @@ class Request:
 
 @dataclass(slots=True)
 class Response:
+    """A handler's answer: ``body`` in one piece, or, when ``stream`` is set, its items as they come.
+
+    A streamed body's length is unknown, so its headers carry no Content-Length or
+    Transfer-Encoding (the server frames it); ``body`` is then ignored.  The server closes
+    ``stream`` (calls its ``close()`` when it has one) however the response ends.
+    """
     status: int
     headers: list[tuple[str, str]]
-    body: bytes
+    body: bytes = b""
+    stream: Iterable[bytes] | None = None
 
 
 @dataclass(slots=True)
@@ -299,6 +311,8 @@ def format_response(status: int, headers: Iterable[tuple[str, str]], body: bytes
     leaves the body out but keeps its length.  A header that cannot be sent (a line
     break, a character outside latin-1) raises ValueError.
     """
+    # The hot path of every answer: kept in one piece (sharing helpers with stream_head
+    # cost ~6 % of this function in calls and tuples).
     lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
     has_length = has_date = False
     for name, value in headers:
@@ -324,3 +338,77 @@ def format_response(status: int, headers: Iterable[tuple[str, str]], body: bytes
     lines.append("\r\n")
     head = "\r\n".join(lines).encode("latin-1")
     return head if head_only or bodiless else head + body
+
+
+# ---------------------------------------------------------------- streamed responses
+
+class Framing(Enum):
+    """How a streamed body travels after its head."""
+    CHUNKED = "chunked"   # each piece through frame_chunk, then LAST_CHUNK (HTTP/1.1)
+    CLOSE = "close"       # pieces as they are, the end of the body is the connection's close (HTTP/1.0)
+    NONE = "none"         # no body at all: a HEAD request, or a status without content
+
+
+@dataclass(slots=True, frozen=True)
+class StreamHead:
+    data: bytes           # status line and header fields, ready to send
+    framing: Framing
+    keep_alive: bool      # whether the connection stays open once the body has ended
+
+
+LAST_CHUNK = b"0\r\n\r\n"   # ends a chunked body (no trailers)
+
+
+def stream_head(status: int, headers: Iterable[tuple[str, str]], keep_alive: bool,
+                head_only: bool = False, request_version: str = "HTTP/1.1") -> StreamHead:
+    """The head of a response whose body is streamed, and how that body must be framed.
+
+    An HTTP/1.1 client gets ``Transfer-Encoding: chunked``; an HTTP/1.0 client cannot read
+    chunks, so its body ends with the connection (``keep_alive`` becomes False).  Headers as
+    for ``format_response``; a Content-Length or Transfer-Encoding among them raises
+    ValueError (the length is unknown and the framing is the server's).
+    """
+    lines, has_date = _stream_header_lines(status, headers)
+    if status < 200 or status == 204 or status == 304:   # no content (RFC 9110 6.4.1)
+        framing = Framing.NONE
+    elif request_version == "HTTP/1.1":
+        # also for HEAD: its head is the one GET would get (RFC 9110 9.3.2)
+        lines.append("Transfer-Encoding: chunked")
+        framing = Framing.NONE if head_only else Framing.CHUNKED
+    elif head_only:
+        framing = Framing.NONE
+    else:
+        framing = Framing.CLOSE
+        keep_alive = False
+    if not has_date:
+        lines.append(f"Date: {http_date()}")
+    if not keep_alive:
+        lines.append("Connection: close")
+    elif request_version == "HTTP/1.0":
+        lines.append("Connection: keep-alive")
+    lines.append("\r\n")
+    return StreamHead("\r\n".join(lines).encode("latin-1"), framing, keep_alive)
+
+
+def _stream_header_lines(status: int, headers: Iterable[tuple[str, str]]) -> tuple[list[str], bool]:
+    """Status line and the handler's header lines, checked as by format_response; whether Date was given."""
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
+    has_date = False
+    for name, value in headers:
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+            raise ValueError(f"header {name!r} holds a line break")
+        lower = name.lower()
+        if lower in ("content-length", "transfer-encoding"):
+            raise ValueError(f"a streamed response cannot carry {name}")
+        if lower == "connection":
+            continue   # the server says what it does
+        has_date = has_date or lower == "date"
+        lines.append(f"{name}: {value}")
+    return lines, has_date
+
+
+def frame_chunk(data: bytes) -> bytes:
+    """One piece of a chunked body: size line, data, CRLF; nothing for empty data (which would end it)."""
+    if not data:
+        return b""
+    return b"%x\r\n%b\r\n" % (len(data), data)
