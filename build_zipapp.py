@@ -37,7 +37,7 @@ PAYLOAD = "site-packages/"
 BUILD_INFO = "axon-build.json"
 SHEBANG = b"#!/usr/bin/env python3\n"
 ZIP_EPOCH = 315532800   # 1980-01-01, the earliest time a zip entry can hold
-SKIP_DIRS = {"__pycache__", "bin"}
+SKIP_TOP_DIRS = {"bin"}   # pip's console scripts: they name the build machine's interpreter
 SKIP_SUFFIXES = (".pyc", ".pyo")
 
 
@@ -94,7 +94,7 @@ def walk_files(top: str, skip_top_dirs: set[str]) -> Iterator[tuple[str, str]]:
 
 def collect(site_dir: str, package_dir: str) -> dict[str, str]:
     """Archive name -> file on disk for the dependencies and the axon package."""
-    files = {PAYLOAD + rel: path for rel, path in walk_files(site_dir, SKIP_DIRS)}
+    files = {PAYLOAD + rel: path for rel, path in walk_files(site_dir, SKIP_TOP_DIRS)}
     for rel, path in walk_files(package_dir, set()):
         files[PAYLOAD + PACKAGE + "/" + rel] = path
     return files

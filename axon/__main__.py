@@ -1,5 +1,5 @@
-"""`python -m axon` and the .pyz entry point."""
-from axon.cli.commands import main
+"""`python -m axon` (how the launcher starts its nodes)."""
+from axon.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -17,7 +17,7 @@ from axon.client.http import AxonClient, ClientError, HttpPool, kv_path
 
 WORKLOADS = ("write", "read", "stale", "mixed")
 MIXED_WRITE_SHARE = 0.10
-PREFILL_MAX_KEYS = 100_000   # read workloads write their key space first, up to this many keys
+PREFILL_MAX_KEYS = 100_000   # read workloads write their key space first, unless it is larger
 
 
 class BenchError(Exception):
@@ -33,7 +33,8 @@ class BenchConfig:
     value_size: int = 100
     keys: int = 1000
     timeout: float = 10.0
-    to_leader: bool = True      # send everything to the leader (found through the first address)
+    to_leader: bool = True      # send to the leader (found through the first address); stale reads
+                                # go to every address
     prefill: bool = True
 
     def validate(self) -> "BenchConfig":
@@ -95,6 +96,7 @@ def summarize(rec: Recorder, elapsed: float, cfg: BenchConfig) -> dict:
 
 
 def format_summary(s: dict) -> str:
+    """The result as the few lines `axon bench` prints."""
     errors = ", ".join(f"{k}: {v}" for k, v in s["errors"].items()) or "none"
     return (f"{s['workload']} x{s['connections']} conns, {s['value_size']} B values, {s['keys']} keys, "
             f"{s['duration_s']:.1f} s\n"
@@ -105,6 +107,7 @@ def format_summary(s: dict) -> str:
 
 
 def progress_line(rec: Recorder, elapsed: float, last_count: int, interval: float) -> str:
+    """One line of progress: operations so far and the rate over the last interval."""
     rate = (rec.count - last_count) / interval if interval > 0 else 0.0
     errs = sum(rec.errors.values())
     return f"{elapsed:6.1f}s  {rec.count:9d} ops  {rate:9.0f} ops/s  {errs} errors"

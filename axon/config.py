@@ -1,96 +1,159 @@
-"""NodeConfig: the one configuration object of a node, built from CLI flags / AXON_* variables."""
+"""NodeConfig, the one configuration object of a node, and the table of its flags.
+
+Every node flag is declared once, on its NodeConfig field: the field's default is the flag's
+default, and the field's ``Flag`` (dataclass field metadata) names its command line option,
+its AXON_* environment variable and its help.  `axon serve` and `axon` without a command
+build their options from this table (axon/cli/node_options.py).
+"""
 from __future__ import annotations
 
-import base64
-import binascii
+import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
-from axon.api.errors import ConfigError
+from axon.address import AddressError, format_addr
+from axon.address import parse_addr as _parse_addr
+from axon.keys import KeyFileError, load_key
 
-_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7000       # a node's HTTP port; Raft uses PORT+1 and gossip PORT+2
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+class ConfigError(Exception):
+    """Bad flags, environment or data directory: the CLI prints it on one line and exits non-zero."""
 
 
 def parse_addr(text: str, what: str = "address") -> tuple[str, int]:
-    """'host:port' -> (host, port); ConfigError on anything else."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"invalid {what} {text!r}: expected HOST:PORT")
-    return host.strip("[]"), int(port)
+    """'host:port' or '[v6]:port' -> (host, port) (see axon.address); ConfigError on anything else."""
+    try:
+        return _parse_addr(text, what)
+    except AddressError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_node_id(node_id: str) -> str:
-    if not _NODE_ID.match(node_id or ""):
+    """node_id itself if it is 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit."""
+    if not isinstance(node_id, str) or not _NODE_ID.fullmatch(node_id):
         raise ConfigError(f"invalid node id {node_id!r}: use 1-63 letters, digits, '.', '_' or '-'")
     return node_id
 
 
-def read_key_file(path: str | None, what: str) -> bytes | None:
-    """Read a shared secret; ConfigError if missing, unreadable or too short."""
-    if not path:
-        return None
-    try:
-        with open(path, "rb") as f:
-            key = f.read().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from None
-    if len(key) < 16:
-        raise ConfigError(f"{what} in {path} is too short: use at least 16 bytes")
-    return key
+def read_cluster_key(path: str | None) -> bytes | None:
+    """The cluster key in a key file (axon.keys decodes it), or None without a file."""
+    return _read_key(path, "cluster key")
 
 
 def read_gossip_key(path: str | None) -> bytes | None:
-    """A gossip key file holds 16, 24 or 32 raw bytes, or that many bytes as hex or base64."""
+    """The gossip key in a key file (axon.keys decodes it): 16, 24 or 32 bytes, or None."""
+    # imported here: cryptography takes ~80 ms to load, and only a node needs it
+    from axon.gossip.crypto import KEY_SIZES
+    key = _read_key(path, "gossip key")
+    if key is not None and len(key) not in KEY_SIZES:
+        raise ConfigError(f"gossip key in {path} is {len(key)} bytes; it must be 16, 24 or 32 "
+                          f"(`axon keygen` writes a 32-byte key)")
+    return key
+
+
+def _read_key(path: str | None, what: str) -> bytes | None:
     if not path:
         return None
     try:
-        with open(path, "rb") as f:
-            raw = f.read().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read gossip key file {path}: {exc.strerror}") from None
-    for key in (_unhex(raw), _unbase64(raw), raw):
-        if key is not None and len(key) in (16, 24, 32):
-            return key
-    raise ConfigError(f"gossip key in {path} must be 16, 24 or 32 bytes (raw, hex or base64)")
+        return load_key(path, what)
+    except KeyFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
-def _unhex(raw: bytes) -> bytes | None:
-    try:
-        return bytes.fromhex(raw.decode("ascii"))
-    except (ValueError, UnicodeDecodeError):
-        return None
+def split_values(values: tuple[str, ...] | list[str]) -> list[str]:
+    """Flags may repeat, and an environment variable may hold several comma/space separated values."""
+    return [v for value in values for v in value.replace(",", " ").split()]
 
 
-def _unbase64(raw: bytes) -> bytes | None:
-    try:
-        return base64.b64decode(raw, validate=True)
-    except (ValueError, binascii.Error):
-        return None
+@dataclass(frozen=True)
+class Flag:
+    """How one NodeConfig field is given on the command line and in the environment."""
+    option: str                          # e.g. "--request-timeout"
+    envvar: str                          # e.g. "AXON_REQUEST_TIMEOUT"
+    help: str
+    kind: type = str                     # str, int or float; bool is an on/off switch
+    repeat: bool = False                 # repeatable; each value may list several (split_values)
+    choices: tuple[str, ...] = ()
+    load: Callable[[Any], Any] | None = None   # the given value -> the field's value (a file -> a key)
+
+
+def _flag(option: str, envvar: str, help: str, **how: Any) -> dict:
+    return {"flag": Flag(option, envvar, help, **how)}
 
 
 @dataclass
 class NodeConfig:
-    node_id: str
-    data_dir: str
-    http: str = "127.0.0.1:7000"
-    raft: str = "127.0.0.1:7001"
-    gossip: str = "127.0.0.1:7002"
-    bootstrap: bool = False
-    join: list[str] = field(default_factory=list)
-    seed: list[str] = field(default_factory=list)
-    cluster_key: bytes | None = None
-    gossip_key: bytes | None = None
-    request_timeout: float = 5.0          # bound on any client request that needs the leader
-    max_value_bytes: int = 1 << 20
+    """Everything a node runs with; the fields with a Flag are its command line (see node_flags)."""
+
+    node_id: str = field(metadata=_flag("--node-id", "AXON_NODE_ID", "Unique id of this node."))
+    data_dir: str = field(metadata=_flag("--data-dir", "AXON_DATA_DIR", "Where this node keeps its data."))
+    http: str = field(default=format_addr(DEFAULT_HOST, DEFAULT_PORT),
+                      metadata=_flag("--http", "AXON_HTTP", "HTTP API address HOST:PORT."))
+    raft: str = field(default=format_addr(DEFAULT_HOST, DEFAULT_PORT + 1),
+                      metadata=_flag("--raft", "AXON_RAFT", "Raft address HOST:PORT."))
+    gossip: str = field(default=format_addr(DEFAULT_HOST, DEFAULT_PORT + 2),
+                        metadata=_flag("--gossip", "AXON_GOSSIP", "Gossip address HOST:PORT."))
+    bootstrap: bool = field(default=False, metadata=_flag(
+        "--bootstrap", "AXON_BOOTSTRAP", "Form a new one-node cluster if the data dir is empty.", kind=bool))
+    join: list[str] = field(default_factory=list, metadata=_flag(
+        "--join", "AXON_JOIN", "HTTP address of a member to join through (repeatable).", repeat=True))
+    seed: list[str] = field(default_factory=list, metadata=_flag(
+        "--seed", "AXON_SEED", "Gossip address of a member to discover the cluster through (repeatable).",
+        repeat=True))
+    cluster_key: bytes | None = field(default=None, metadata=_flag(
+        "--cluster-key-file", "AXON_CLUSTER_KEY_FILE",
+        "Key file authenticating Raft connections (mode 0600; `axon keygen` writes one).",
+        load=read_cluster_key))
+    gossip_key: bytes | None = field(default=None, metadata=_flag(
+        "--gossip-key-file", "AXON_GOSSIP_KEY_FILE",
+        "Key file encrypting gossip: 16, 24 or 32 bytes as hex, base64 or raw (mode 0600).",
+        load=read_gossip_key))
+    reap_dead_after: float | None = field(default=None, metadata=_flag(
+        "--reap-dead-after", "AXON_REAP_DEAD_AFTER",
+        "Remove a voter from Raft after gossip has reported it dead this long (s).", kind=float))
+    request_timeout: float = field(default=5.0, metadata=_flag(
+        "--request-timeout", "AXON_REQUEST_TIMEOUT", "Seconds before a request without quorum gets 503.",
+        kind=float))
+    max_value_bytes: int = field(default=1 << 20, metadata=_flag(
+        "--max-value-bytes", "AXON_MAX_VALUE_BYTES", "Largest value accepted (413 above).", kind=int))
+    snapshot_rate_mb: float = field(default=5.0, metadata=_flag(
+        "--snapshot-rate", "AXON_SNAPSHOT_RATE",
+        "MB/s at which a leader sends a snapshot to a lagging node (0: no limit).", kind=float))
+    log_level: str = field(default="info", metadata=_flag(
+        "--log-level", "AXON_LOG_LEVEL", "How much to log.", choices=LOG_LEVELS))
+    log_json: bool = field(default=False, metadata=_flag(
+        "--log-json", "AXON_LOG_JSON", "Log JSON lines.", kind=bool))
+    # not flags: fixed for every node
     max_key_bytes: int = 1024
     tick_interval: float = 0.05           # one Raft tick
     election_ticks: int = 10              # election timeout 0.5-1 s with the default tick
     heartbeat_ticks: int = 2
     snapshot_entries: int = 20000         # compact the log after this many applied entries
-    snapshot_rate_mb: float = 5.0         # MB/s a leader streams a snapshot at (0: no limit)
-    reap_dead_after: float | None = None
-    log_level: str = "info"
-    log_json: bool = False
+
+    @classmethod
+    def from_flags(cls, **given: Any) -> "NodeConfig":
+        """Build and validate a config from flag values as the command line gives them."""
+        unknown = set(given) - {f.name for f, _ in node_flags()}
+        if unknown:
+            raise TypeError(f"not node flags: {', '.join(sorted(unknown))}")
+        values = {}
+        for f, flag in node_flags():
+            if f.name not in given:
+                continue
+            value = given[f.name]
+            if flag.repeat:
+                value = split_values(value)
+            if flag.load is not None:
+                value = flag.load(value)
+            values[f.name] = value
+        return cls(**values).validate()
 
     def validate(self) -> "NodeConfig":
         check_node_id(self.node_id)
@@ -110,4 +173,19 @@ class NodeConfig:
             raise ConfigError("--snapshot-rate must be 0 (no limit) or positive")
         if self.max_value_bytes <= 0:
             raise ConfigError("--max-value-bytes must be positive")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         return self
+
+
+def node_flags() -> list[tuple[dataclasses.Field, Flag]]:
+    """Every NodeConfig field that is a node flag, with its Flag, in declaration order."""
+    return [(f, f.metadata["flag"]) for f in dataclasses.fields(NodeConfig) if "flag" in f.metadata]
+
+
+def flag_default(name: str) -> Any:
+    """The default of NodeConfig's field name (dataclasses.MISSING for a required one)."""
+    f = NodeConfig.__dataclass_fields__[name]
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default

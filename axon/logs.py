@@ -8,6 +8,8 @@ import time
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, node, message (and a traceback if any)."""
+
     def __init__(self, node_id: str) -> None:
         super().__init__()
         self.node_id = node_id
@@ -21,6 +23,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(node_id: str, level: str = "info", as_json: bool = False) -> None:
+    """Send every log record to stderr, one line each, tagged with node_id; UTC times."""
     handler = logging.StreamHandler(sys.stderr)
     if as_json:
         handler.setFormatter(JsonFormatter(node_id))

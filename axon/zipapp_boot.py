@@ -167,7 +167,7 @@ def main() -> None:
     activate(site_dir)
     # the launcher starts its nodes through this same archive
     os.environ["AXON_PYZ"] = archive
-    from axon.cli.commands import main as cli_main
+    from axon.cli.main import main as cli_main
     cli_main()
 
 

@@ -24,7 +24,7 @@ from gevent.server import StreamServer  # noqa: E402
 from axon.gossip import GossipConfig  # noqa: E402
 from axon.gossip.address import parse_addr  # noqa: E402
 from axon.gossip.agent import GossipAgent  # noqa: E402
-from axon.gossip.crypto import load_key  # noqa: E402
+from axon.keys import load_key  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bind", default="127.0.0.1:0")
     p.add_argument("--seed", action="append", default=[], help="host:port of a member to join (repeatable)")
     p.add_argument("--status", help="host:port for the line-protocol status/control server")
-    p.add_argument("--key-file", help="gossip key file (16/24/32 bytes raw, hex or base64)")
+    p.add_argument("--key-file", help="gossip key file (16/24/32 bytes as hex, base64 or raw; mode 0600)")
     p.add_argument("--profile", choices=["lan", "local"], default="lan")
     p.add_argument("--probe-interval", type=float)
     p.add_argument("--probe-timeout", type=float)

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from axon.bench import (BenchConfig, BenchError, Recorder, format_summary, percentile, pick_op,
-                        progress_line, summarize)
+from axon.bench import (WORKLOADS, BenchConfig, BenchError, Recorder, format_summary, percentile,
+                        pick_op, progress_line, summarize)
 from axon.testing.cluster import REPO_ROOT, Cluster
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "bench"))
@@ -50,6 +50,12 @@ def test_mixed_workload_is_about_ninety_percent_reads() -> None:
     assert set(ops) == {"read", "write"}
     assert 0.08 < ops.count("write") / len(ops) < 0.12
     assert pick_op("stale", rng) == "stale"
+
+
+def test_the_command_offers_every_workload() -> None:
+    from axon.cli.bench import bench
+    [workload] = [p for p in bench.params if p.name == "workload"]
+    assert tuple(workload.type.choices) == WORKLOADS
 
 
 @pytest.mark.parametrize("change, message", [

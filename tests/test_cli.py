@@ -1,18 +1,26 @@
-"""The `axon` command line: help, default node settings, and data commands failing cleanly."""
+"""The `axon` command line: help, node flags from NodeConfig, keygen, and commands failing cleanly."""
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import os
+import stat
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
-from axon.cli.commands import cli, default_node_settings
+from axon import keys
+from axon.cli import node as cli_node
+from axon.cli.main import cli
+from axon.cli.node import default_node_settings
+from axon.config import NodeConfig, flag_default, node_flags
 from axon.testing.cluster import Cluster, free_ports
 
-COMMANDS = ["serve", "launch", "status", "members", "join", "leave", "remove", "kv"]
+COMMANDS = ["serve", "launch", "status", "members", "join", "leave", "remove", "kv", "bench", "keygen"]
 
 
 def run_cli(*args: str) -> "CliRunner.invoke":
@@ -20,7 +28,7 @@ def run_cli(*args: str) -> "CliRunner.invoke":
 
 
 def defaults(**given: object) -> dict:
-    base = dict(host=None, port=7000, node_id=None, data_dir=None, http_addr=None, raft=None,
+    base = dict(host=None, port=7000, node_id=None, data_dir=None, http=None, raft=None,
                 gossip=None, bootstrap=False, join=(), seed=())
     base.update(given)
     return default_node_settings(**base)
@@ -51,7 +59,7 @@ def test_defaults_without_seed_start_a_new_cluster() -> None:
     s = defaults()
     assert s["node_id"] == "127.0.0.1-7000"
     assert s["data_dir"] == os.path.join(".", "axon-data", "127.0.0.1-7000")
-    assert (s["http_addr"], s["raft"], s["gossip"]) == ("127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002")
+    assert (s["http"], s["raft"], s["gossip"]) == ("127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002")
     assert s["bootstrap"] is True
 
 
@@ -59,22 +67,112 @@ def test_defaults_with_seed_join_and_follow_the_port() -> None:
     s = defaults(port=7100, seed=("127.0.0.1:7002",))
     assert s["bootstrap"] is False
     assert s["seed"] == ("127.0.0.1:7002",)
-    assert (s["http_addr"], s["raft"], s["gossip"]) == ("127.0.0.1:7100", "127.0.0.1:7101", "127.0.0.1:7102")
+    assert (s["http"], s["raft"], s["gossip"]) == ("127.0.0.1:7100", "127.0.0.1:7101", "127.0.0.1:7102")
     assert s["node_id"] == "127.0.0.1-7100"
 
 
 def test_explicit_values_win_over_defaults() -> None:
     s = defaults(host="10.1.2.3", node_id="n9", data_dir="d", join=("10.1.2.4:7000,10.1.2.5:7000",))
     assert s["node_id"] == "n9" and s["data_dir"] == "d"
-    assert s["http_addr"] == "10.1.2.3:7000"
+    assert s["http"] == "10.1.2.3:7000"
     assert s["join"] == ("10.1.2.4:7000", "10.1.2.5:7000")
     assert s["bootstrap"] is False
+
+
+def test_defaults_of_an_ipv6_host_are_bracketed() -> None:
+    s = defaults(host="::1")
+    assert (s["http"], s["raft"], s["gossip"]) == ("[::1]:7000", "[::1]:7001", "[::1]:7002")
+    assert s["node_id"] == "1-7000"
 
 
 def test_node_option_with_a_command_is_refused() -> None:
     result = run_cli("--seed", "127.0.0.1:7002", "status")
     assert result.exit_code == 1
     assert "--seed is a node option" in result.output
+    result = run_cli("--http", "127.0.0.1:7100", "status")
+    assert result.exit_code == 1
+    assert "--http is a node option" in result.output
+
+
+# ---------------------------------------------------------------------- node flags come from NodeConfig
+def options_of(command: click.Command) -> dict[str, click.Option]:
+    return {p.name: p for p in command.params if isinstance(p, click.Option)}
+
+
+def test_serve_options_are_node_configs_flag_table() -> None:
+    serve = options_of(cli.commands["serve"])
+    group = options_of(cli)
+    for f, flag in node_flags():
+        option = serve[f.name]
+        assert option.opts == [flag.option] and option.envvar == flag.envvar, f.name
+        assert flag.envvar == "AXON_" + flag.option[2:].upper().replace("-", "_")
+        assert group[f.name].opts == [flag.option] and group[f.name].envvar == flag.envvar
+        default = flag_default(f.name)
+        if default is dataclasses.MISSING:
+            assert option.required
+        elif flag.load is None and not flag.repeat:
+            assert option.default == default, f.name
+    assert set(serve) == {f.name for f, _ in node_flags()}
+
+
+@pytest.fixture
+def captured_node(monkeypatch) -> list[NodeConfig]:
+    """Commands that would run a node build its NodeConfig instead, and stop there."""
+    configs: list[NodeConfig] = []
+    monkeypatch.setattr(cli_node, "run_node", lambda flags: configs.append(NodeConfig.from_flags(**flags)))
+    monkeypatch.setattr("axon.cli.main.run_node", lambda flags: configs.append(NodeConfig.from_flags(**flags)))
+    return configs
+
+
+def test_serve_without_flags_has_node_configs_defaults(captured_node, tmp_path) -> None:
+    result = CliRunner().invoke(cli, ["serve", "--node-id", "n1", "--data-dir", str(tmp_path)], env={})
+    assert result.exit_code == 0, result.output
+    assert captured_node == [NodeConfig("n1", str(tmp_path))]
+
+
+def test_serve_reads_axon_variables(captured_node, tmp_path) -> None:
+    key = tmp_path / "cluster.key"
+    keys.write_key_file(key, bytes(range(32)))
+    env = {"AXON_NODE_ID": "env-node", "AXON_DATA_DIR": str(tmp_path), "AXON_REQUEST_TIMEOUT": "2.5",
+           "AXON_MAX_VALUE_BYTES": "4096", "AXON_SNAPSHOT_RATE": "0", "AXON_LOG_LEVEL": "debug",
+           "AXON_LOG_JSON": "1", "AXON_BOOTSTRAP": "1", "AXON_JOIN": "10.0.0.1:7000,10.0.0.2:7000",
+           "AXON_CLUSTER_KEY_FILE": str(key), "AXON_GOSSIP_KEY_FILE": str(key),
+           "AXON_REAP_DEAD_AFTER": "30", "AXON_HTTP": "127.0.0.1:8000"}
+    result = CliRunner().invoke(cli, ["serve"], env=env)
+    assert result.exit_code == 0, result.output
+    [config] = captured_node
+    assert (config.node_id, config.request_timeout, config.max_value_bytes) == ("env-node", 2.5, 4096)
+    assert (config.snapshot_rate_mb, config.log_level, config.log_json) == (0.0, "debug", True)
+    assert config.bootstrap and config.join == ["10.0.0.1:7000", "10.0.0.2:7000"]
+    assert config.cluster_key == config.gossip_key == bytes(range(32))
+    assert (config.reap_dead_after, config.http) == (30.0, "127.0.0.1:8000")
+
+
+def test_axon_without_a_command_runs_a_node_with_derived_defaults(captured_node, tmp_path) -> None:
+    result = CliRunner().invoke(cli, ["--port", "7100", "--data-dir", str(tmp_path)], env={})
+    assert result.exit_code == 0, result.output
+    [config] = captured_node
+    assert (config.node_id, config.http, config.gossip) == ("127.0.0.1-7100", "127.0.0.1:7100", "127.0.0.1:7102")
+    assert config.bootstrap and config.request_timeout == flag_default("request_timeout")
+
+
+# ---------------------------------------------------------------------- keygen
+def test_keygen_writes_a_private_base64_key(tmp_path) -> None:
+    path = tmp_path / "cluster.key"
+    result = run_cli("keygen", "--out", str(path))
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    text = path.read_text()
+    assert text.endswith("\n") and len(base64.b64decode(text.strip(), validate=True)) == 32
+    assert keys.load_key(path) == base64.b64decode(text)
+    again = run_cli("keygen", "--out", str(path))
+    assert again.exit_code == 1 and "already exists" in again.output
+    assert path.read_text() == text
+
+
+def test_keygen_prints_a_new_key_each_time() -> None:
+    one, two = run_cli("keygen").output, run_cli("keygen").output
+    assert len(base64.b64decode(one.strip(), validate=True)) == 32 and one != two
 
 
 # ---------------------------------------------------------------------- data commands
@@ -106,6 +204,20 @@ def test_bad_default_node_config_is_one_line_error(tmp_path) -> None:
 
 def test_bad_address_fails_with_one_line() -> None:
     assert_one_line_error(axon("kv", "get", "k", "--addr", "nonsense"), "invalid address")
+    assert_one_line_error(axon("kv", "get", "k", "--addr", "127.0.0.1:7\u00b2"), "invalid address")
+
+
+def test_key_file_others_can_read_is_refused(tmp_path) -> None:
+    key = tmp_path / "cluster.key"
+    key.write_text(base64.b64encode(bytes(32)).decode())
+    key.chmod(0o644)
+    proc = axon("serve", "--node-id", "n1", "--data-dir", str(tmp_path / "d"), "--cluster-key-file", str(key))
+    assert_one_line_error(proc, "chmod 600")
+    assert not (tmp_path / "d").exists()   # refused before anything was created
+
+
+def test_keygen_to_an_unwritable_place_is_one_line(tmp_path) -> None:
+    assert_one_line_error(axon("keygen", "--out", str(tmp_path / "no" / "such" / "dir" / "k")), "cannot create")
 
 
 @pytest.fixture(scope="module")

@@ -485,6 +485,8 @@ def test_bad_arguments_raise_gossip_error():
     with pytest.raises(GossipError):
         Gossip(GossipConfig(), "a", "nope", {}, random.Random(1))
     with pytest.raises(GossipError):
+        Gossip(GossipConfig(), "a", "1.2.3.4:5\u00b2", {}, random.Random(1))   # not an ASCII digit
+    with pytest.raises(GossipError):
         Gossip(GossipConfig(), "a", "1.2.3.4:5", {}, random.Random(1), key=b"short")
     node = make_node()
     with pytest.raises(GossipError):

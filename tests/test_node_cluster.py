@@ -458,6 +458,7 @@ def test_bad_flags_are_one_line_errors(tmp_path) -> None:
     assert_one_line_error(run_serve(base + ["--join", "nohost"]), "join")
     keyfile = tmp_path / "short.key"
     keyfile.write_text("short")
+    keyfile.chmod(0o600)
     assert_one_line_error(run_serve(base + ["--cluster-key-file", str(keyfile)]), "too short")
     assert_one_line_error(run_serve(base + ["--cluster-key-file", str(tmp_path / "missing")]), "cluster key")
 
@@ -511,6 +512,8 @@ def key_files(tmp_path) -> tuple[str, str]:
     good, bad = tmp_path / "good.key", tmp_path / "bad.key"
     good.write_text("a-shared-secret-of-enough-bytes\n")
     bad.write_text("another-secret-that-does-not-match\n")
+    good.chmod(0o600)   # a node refuses a key file others may read
+    bad.chmod(0o600)
     return str(good), str(bad)
 
 

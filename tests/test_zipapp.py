@@ -203,7 +203,8 @@ def test_archive_holds_everything_it_needs(pyz: Path) -> None:
         info = json.loads(z.read("axon-build.json"))
     assert info["python"] == PYTHON
     assert "site-packages/axon/static/index.html" in names
-    assert "site-packages/axon/cli/commands.py" in names
+    for module in ("cli/main.py", "cli/node.py", "address.py", "keys.py"):
+        assert f"site-packages/axon/{module}" in names, module
     for package in ("gevent", "greenlet", "plyvel", "msgpack", "cryptography", "bottle.py", "click"):
         assert any(n.startswith(f"site-packages/{package}") for n in names), package
     assert any(n.endswith(".so") and "plyvel" in n for n in names)
@@ -216,7 +217,7 @@ def test_bare_interpreter_runs_the_archive(pyz: Path, tmp_path) -> None:
     proc = subprocess.run(bare(pyz, "--help"), capture_output=True, text=True,
                           timeout=120, env=bare_env(cache), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    for command in ("serve", "launch", "status", "members", "kv"):
+    for command in ("serve", "launch", "status", "members", "kv", "keygen"):
         assert f"  {command} " in proc.stdout
 
     # the design card's form: no command, defaults for everything but the port

@@ -93,7 +93,7 @@ def limit(raw: str | None, default: int = 100) -> int:
 def member(data: dict) -> tuple[str, str, str, str]:
     """A join request's {"node_id","raft","http"[,"gossip"]} -> validated tuple."""
     from axon.config import check_node_id, parse_addr
-    from axon.api.errors import ConfigError
+    from axon.config import ConfigError
     try:
         node_id = check_node_id(_text(data, "node_id"))
         raft = _text(data, "raft")

@@ -1,0 +1,1 @@
+"""The `axon` command line; the entry point is axon.cli.main:main."""

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from urllib.parse import quote, urlencode
 
 from axon.config import parse_addr
-from axon.api.errors import ConfigError
+from axon.config import ConfigError
 
 
 class ClientError(Exception):

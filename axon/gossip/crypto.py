@@ -1,10 +1,7 @@
-"""AES-GCM sealing of gossip packets and loading of the shared gossip key."""
+"""AES-GCM sealing of gossip packets (key files are read by axon.keys)."""
 from __future__ import annotations
 
-import base64
-import binascii
 import os
-from pathlib import Path
 from typing import Callable
 
 from cryptography.exceptions import InvalidTag
@@ -19,36 +16,10 @@ OVERHEAD = NONCE_SIZE + TAG_SIZE
 
 
 def check_key(key: bytes) -> bytes:
+    """key as bytes if it is 16, 24 or 32 bytes long (AES-128/192/256); raises GossipError."""
     if not isinstance(key, (bytes, bytearray)) or len(key) not in KEY_SIZES:
         raise GossipError("gossip key must be 16, 24 or 32 bytes")
     return bytes(key)
-
-
-def load_key(path: str | os.PathLike) -> bytes:
-    """Read a key file: raw 16/24/32 bytes, or that many bytes as base64 or hex text."""
-    raw = Path(path).read_bytes()
-    if len(raw) in KEY_SIZES:
-        return raw
-    text = raw.strip()
-    for decode in (_from_hex, _from_base64):
-        key = decode(text)
-        if key is not None and len(key) in KEY_SIZES:
-            return key
-    raise GossipError(f"{path}: not a 16/24/32-byte key (raw, hex or base64)")
-
-
-def _from_hex(text: bytes) -> bytes | None:
-    try:
-        return binascii.unhexlify(text)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _from_base64(text: bytes) -> bytes | None:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
 
 
 class Cipher:

@@ -7,12 +7,12 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from axon.config import check_node_id, parse_addr
-from axon.api.errors import ConfigError
+from axon.address import format_addr
+from axon.config import ConfigError, check_node_id, parse_addr
 
 LAYOUT_FILE = "layout.json"
 LAYOUT_FORMAT = 1
-PORT_STEP = 10          # node k gets the block base + 10*k: http +0, raft +1, gossip +2
+PORT_STEP = 10          # port blocks start at base, base+10, ...: http +0, raft +1, gossip +2
 MAX_PORT = 65535
 
 
@@ -28,6 +28,7 @@ class NodeSpec:
     gossip: str
 
     def ports(self) -> list[int]:
+        """The node's http, raft and gossip ports."""
         return [parse_addr(a)[1] for a in (self.http, self.raft, self.gossip)]
 
 
@@ -52,7 +53,7 @@ class Layout:
         while start + 2 <= MAX_PORT:
             block = [start, start + 1, start + 2]
             if not used.intersection(block) and ports_free(block):
-                spec = NodeSpec(f"node-{self.next_index}", *(f"{self.host}:{p}" for p in block))
+                spec = NodeSpec(f"node-{self.next_index}", *(format_addr(self.host, p) for p in block))
                 self.nodes.append(spec)
                 self.next_index += 1
                 return spec

@@ -14,7 +14,7 @@ from gevent.event import Event
 from axon.kv import commands
 from axon.client.http import HttpPool
 from axon.config import NodeConfig, parse_addr
-from axon.api.errors import ConfigError
+from axon.config import ConfigError
 from axon.raft.errors import RaftError
 from axon.web.app import bind, build_app, request_body_limit, serve
 from axon.gossip.agent import GossipAgent

@@ -39,6 +39,7 @@ import gevent.server
 import gevent.socket
 import msgpack
 
+from axon.address import AddressError, parse_addr
 from axon.raft.codec import (DEFAULT_MAX_FRAME, MAX_ID_LEN, PROTOCOL_VERSION, CodecError,
                              FrameDecoder, decode_message, encode_frame, encode_message)
 from axon.raft.types import Message
@@ -78,18 +79,11 @@ class Transport(Protocol):
 # ---------------------------------------------------------------- pure helpers
 
 def parse_address(address: str) -> tuple[str, int]:
-    """"host:port" (or "[v6]:port") -> (host, port); raises TransportError."""
-    if not isinstance(address, str) or ":" not in address:
-        raise TransportError(f"bad address {address!r}: expected host:port")
-    host, _, port_text = address.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    """"host:port" (or "[v6]:port") -> (host, port) by axon.address; raises TransportError."""
     try:
-        port = int(port_text)
-    except ValueError:
-        raise TransportError(f"bad address {address!r}: port is not a number") from None
-    if not host or not 0 <= port <= 65535:
-        raise TransportError(f"bad address {address!r}")
-    return host, port
+        return parse_addr(address, "raft address")
+    except AddressError as exc:
+        raise TransportError(str(exc)) from None
 
 
 def client_proof(key: bytes, server_nonce: bytes, client_id: str) -> bytes:

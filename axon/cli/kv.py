@@ -1,0 +1,54 @@
+"""`axon kv`: read and write keys over HTTP."""
+from __future__ import annotations
+
+import click
+
+from axon.cli.common import CONTEXT, call, client_options, out, table
+
+
+@click.group(context_settings=CONTEXT)
+def kv() -> None:
+    """Read and write keys."""
+
+
+@kv.command("get", context_settings=CONTEXT)
+@click.argument("key")
+@click.option("--stale", is_flag=True, help="Read the node's local copy (may be stale).")
+@client_options
+def kv_get(key: str, stale: bool, addr: str, as_json: bool) -> None:
+    """Print the value of KEY."""
+    data = call(addr, lambda c: c.get(key, stale=stale))
+    out(data, as_json, lambda d: d["value"])
+
+
+@kv.command("put", context_settings=CONTEXT)
+@click.argument("key")
+@click.argument("value")
+@click.option("--if-revision", type=int, help="Only if the key's revision is this (0: absent).")
+@client_options
+def kv_put(key: str, value: str, if_revision: int | None, addr: str, as_json: bool) -> None:
+    """Set KEY to VALUE."""
+    data = call(addr, lambda c: c.put(key, value, if_revision=if_revision))
+    out(data, as_json, lambda d: f"revision {d['revision']}")
+
+
+@kv.command("delete", context_settings=CONTEXT)
+@click.argument("key")
+@click.option("--if-revision", type=int, help="Only if the key's revision is this.")
+@client_options
+def kv_delete(key: str, if_revision: int | None, addr: str, as_json: bool) -> None:
+    """Delete KEY."""
+    data = call(addr, lambda c: c.delete(key, if_revision=if_revision))
+    out(data, as_json, lambda d: f"deleted {key}")
+
+
+@kv.command("list", context_settings=CONTEXT)
+@click.option("--prefix", default="", help="Only keys starting with this.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--after", default=None, help="Start after this key (paging).")
+@click.option("--stale", is_flag=True, help="Read the node's local copy (may be stale).")
+@client_options
+def kv_list(prefix: str, limit: int, after: str | None, stale: bool, addr: str, as_json: bool) -> None:
+    """List keys in order."""
+    data = call(addr, lambda c: c.list(prefix, limit, after, stale))
+    out(data, as_json, lambda d: table(d["items"], ["key", "revision", "value"]))
