@@ -8,14 +8,15 @@ import signal
 import socket
 import subprocess
 import sys
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 
 from axon.client.http import AxonClient, ClientError
 from axon.launcher.layout import Layout, LayoutError, NodeSpec, load_layout, save_layout
-from axon.launcher.supervisor import LaunchError, Supervisor, build_api, discovery_args, node_args, role_of
+from axon.launcher.api import build_api
+from axon.launcher.supervisor import LaunchError, Supervisor, discovery_args, node_args, role_of
 from axon.testing.cluster import free_ports, wait_for
+from axon.testing.inprocess import request
 
 HOST = "127.0.0.1"
 
@@ -98,17 +99,10 @@ def test_role_of() -> None:
 
 # ---------------------------------------------------------------------- API without processes
 def call(app, method: str, path: str) -> tuple[int, object]:
-    environ: dict = {"REQUEST_METHOD": method, "PATH_INFO": path}
-    setup_testing_defaults(environ)
-    seen = {}
-
-    def start_response(status, headers, exc_info=None):
-        seen["status"] = int(status.split()[0])
-        seen["type"] = dict(headers).get("Content-Type", "")
-    body = b"".join(app(environ, start_response))
-    if "json" in seen["type"]:
-        return seen["status"], json.loads(body)
-    return seen["status"], body
+    resp = app(request(method, path))
+    if "json" in dict(resp.headers).get("Content-Type", ""):
+        return resp.status, json.loads(resp.body)
+    return resp.status, resp.body
 
 
 @pytest.fixture

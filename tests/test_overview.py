@@ -1,7 +1,6 @@
 """GET /cluster/overview: the pure merge and the concurrent status fetch; the launcher's proxy with no node."""
 from __future__ import annotations
 
-import io
 import json
 import random
 import socket
@@ -9,14 +8,15 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 
 from axon.client.http import HttpPool
-from axon.launcher.supervisor import Supervisor, build_api
+from axon.launcher.api import build_api
+from axon.launcher.supervisor import Supervisor
 from axon.api.overview import (OverviewError, StatusFetcher, collect_overview, merge_overview,
-                           quorum_summary)
+                               quorum_summary)
+from axon.testing.inprocess import request
 
 
 def status_of(node_id: str, state: str = "follower", term: int = 3, leader: str | None = "a",
@@ -188,16 +188,9 @@ def test_collect_overview_end_to_end(fake_node) -> None:
 
 
 # ---------------------------------------------------------------------- the launcher's proxy, no node running
-def wsgi_call(app, method: str, path: str, query: str = "", body: bytes = b"") -> tuple[int, dict]:
-    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
-               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
-    setup_testing_defaults(environ)
-    seen = {}
-
-    def start_response(status, headers, exc_info=None):
-        seen["status"] = int(status.split()[0])
-    data = b"".join(app(environ, start_response))
-    return seen["status"], json.loads(data)
+def launcher_call(app, method: str, path: str, query: str = "", body: bytes = b"") -> tuple[int, dict]:
+    resp = app(request(method, path + ("?" + query if query else ""), body))
+    return resp.status, json.loads(resp.body)
 
 
 @pytest.fixture
@@ -213,12 +206,12 @@ def idle_launcher_app(tmp_path):
 @pytest.mark.parametrize("method,path,query", [("GET", "/cluster/overview", ""), ("GET", "/kv", "prefix=a"),
                                                ("PUT", "/kv/a/b", ""), ("DELETE", "/cluster/nodes/x", "")])
 def test_launcher_proxy_answers_503_json_when_no_node_runs(idle_launcher_app, method, path, query) -> None:
-    status, body = wsgi_call(idle_launcher_app, method, path, query, b'{"value": "x"}' if method == "PUT" else b"")
+    status, body = launcher_call(idle_launcher_app, method, path, query, b'{"value": "x"}' if method == "PUT" else b"")
     assert status == 503 and "no running node answered" in body["error"]
 
 
 def test_launcher_still_serves_its_own_api_and_json_404s(idle_launcher_app) -> None:
-    status, body = wsgi_call(idle_launcher_app, "GET", "/api/nodes")
+    status, body = launcher_call(idle_launcher_app, "GET", "/api/nodes")
     assert status == 200 and [n["state"] for n in body["nodes"]] == ["stopped", "stopped"]
-    status, body = wsgi_call(idle_launcher_app, "GET", "/nothing-here")
+    status, body = launcher_call(idle_launcher_app, "GET", "/nothing-here")
     assert status == 404 and "error" in body

@@ -1,63 +1,54 @@
-"""The one place for Axon's errors and the HTTP status each maps to."""
+"""The API's domain errors: what went wrong, in the API's terms, with the details a client needs.
+
+Nothing here knows how a client will be told; axon/web/replies.py maps each class to its
+HTTP answer.  ``details`` travel to the client beside the message (e.g. the current
+revision of a key whose condition failed).
+"""
 from __future__ import annotations
 
 
-class AxonError(Exception):
-    """Base class: an error a client should see as ``{"error": message, ...}``."""
-    status = 500
+class ApiError(Exception):
+    """Base class: a refusal or failure the client should see, as ``message`` plus ``details``."""
 
-    def __init__(self, message: str, **extra: object) -> None:
+    def __init__(self, message: str, **details: object) -> None:
         super().__init__(message)
         self.message = message
-        self.extra = extra
-
-    def body(self) -> dict:
-        return {"error": self.message, **self.extra}
+        self.details = details
 
 
-class BadRequest(AxonError):
-    status = 400
+class InvalidInput(ApiError):
+    """The request is malformed: a bad key, body, condition or parameter."""
 
 
-class NotFound(AxonError):
-    status = 404
+class NotFound(ApiError):
+    """The key, member or thing asked for does not exist."""
 
 
-class MethodNotAllowed(AxonError):
-    status = 405
+class Conflict(ApiError):
+    """The request contradicts the current state (e.g. a member re-joining with other addresses)."""
 
 
-class Conflict(AxonError):
-    status = 409
+class RevisionMismatch(ApiError):
+    """A write's condition (expected revision, or "must not exist") does not hold."""
 
 
-class PreconditionFailed(AxonError):
-    status = 412
+class TooLarge(ApiError):
+    """A value or request body is over its limit."""
 
 
-class PayloadTooLarge(AxonError):
-    status = 413
-
-
-class Unavailable(AxonError):
-    """No leader, no quorum, or the outcome could not be learned in time (retry later)."""
-    status = 503
+class Unavailable(ApiError):
+    """No leader, no quorum, or the outcome could not be learned in time: retry later."""
 
     def __init__(self, message: str, *, leader: str | None = None, retry_after: int = 1,
-                 **extra: object) -> None:
-        super().__init__(message, leader=leader, **extra)
+                 **details: object) -> None:
+        super().__init__(message, leader=leader, **details)
+        self.leader = leader
         self.retry_after = retry_after
 
 
-class NotLeaderError(AxonError):
-    """Raised inside a node when an operation needs the leader; the service forwards or answers 503."""
-    status = 503
+class NotLeader(Unavailable):
+    """The operation needs the leader; the caller may pass it on to ``leader_http``."""
 
-    def __init__(self, leader_id: str | None, leader_http: str | None) -> None:
-        super().__init__("this node is not the leader", leader=leader_id)
-        self.leader_id = leader_id
+    def __init__(self, leader: str | None, leader_http: str | None) -> None:
+        super().__init__("this node is not the leader", leader=leader)
         self.leader_http = leader_http
-
-
-class ConfigError(Exception):
-    """Bad flags, environment or data directory: the CLI prints it on one line and exits non-zero."""

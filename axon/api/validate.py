@@ -1,55 +1,68 @@
-"""Pure request validation: raw HTTP pieces in, typed values out, BadRequest otherwise."""
+"""Pure request validation: raw request pieces in, typed values out, InvalidInput otherwise."""
 from __future__ import annotations
 
 import json
 
-from axon.api.errors import BadRequest, PayloadTooLarge
+from axon.api.errors import InvalidInput, TooLarge
+from axon.config import ConfigError, check_node_id, parse_addr
 
 MAX_LIST_LIMIT = 1000
+MAX_REVISION_DIGITS = 19          # a revision is a Raft index: it fits 63 bits
+JOIN_BODY_LIMIT = 64 * 1024
+
+
+def request_body_limit(max_value_bytes: int) -> int:
+    """The largest request body worth reading: a value JSON-escaped at worst (6 bytes a byte) plus slack."""
+    return max_value_bytes * 6 + 4096
+
+
+def ascii_digits(text: str) -> bool:
+    """Whether ``text`` is a non-empty run of 0-9 (``str.isdigit`` also takes '¹' and other digits)."""
+    return text.isascii() and text.isdigit()
 
 
 def key(raw: str, max_bytes: int) -> str:
     if not raw:
-        raise BadRequest("key must not be empty")
+        raise InvalidInput("key must not be empty")
     if len(raw.encode("utf-8", "surrogatepass")) > max_bytes:
-        raise BadRequest(f"key is longer than {max_bytes} bytes")
+        raise InvalidInput(f"key is longer than {max_bytes} bytes")
     if "\x00" in raw:
-        raise BadRequest("key must not contain NUL")
+        raise InvalidInput("key must not contain NUL")
     try:
         raw.encode("utf-8")
     except UnicodeEncodeError:
-        raise BadRequest("key is not valid UTF-8") from None
+        raise InvalidInput("key is not valid UTF-8") from None
     return raw
 
 
 def json_object(body: bytes, max_bytes: int) -> dict:
     if len(body) > max_bytes:
-        raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+        raise TooLarge(f"request body is larger than {max_bytes} bytes")
     if not body:
-        raise BadRequest("request body must be a JSON object")
+        raise InvalidInput("request body must be a JSON object")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise BadRequest("request body is not valid JSON") from None
+        raise InvalidInput("request body is not valid JSON") from None
     if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object")
+        raise InvalidInput("request body must be a JSON object")
     return data
 
 
 def put_value(body: bytes, max_value_bytes: int) -> str:
-    # JSON escaping can at most ~6x a value; the exact limit is checked on the decoded value.
-    data = json_object(body, max_value_bytes * 6 + 1024)
+    # The body limit allows for JSON escaping; the exact limit is checked on the decoded value.
+    data = json_object(body, request_body_limit(max_value_bytes))
     if "value" not in data:
-        raise BadRequest('missing "value"')
+        raise InvalidInput('missing "value"')
     value = data["value"]
     if not isinstance(value, str):
-        raise BadRequest('"value" must be a string')
+        raise InvalidInput('"value" must be a string')
     if len(value.encode("utf-8", "surrogatepass")) > max_value_bytes:
-        raise PayloadTooLarge(f"value is larger than {max_value_bytes} bytes")
+        raise TooLarge(f"value is larger than {max_value_bytes} bytes")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise BadRequest('"value" is not valid UTF-8') from None
+        raise InvalidInput('"value" is not valid UTF-8') from None
     return value
 
 
@@ -58,8 +71,8 @@ def if_match(header: str | None) -> int | None:
     if header is None:
         return None
     text = header.strip().strip('"')
-    if not text.isdigit() or len(text) > 19:
-        raise BadRequest("If-Match must be a revision number")
+    if not ascii_digits(text) or len(text) > MAX_REVISION_DIGITS:
+        raise InvalidInput("If-Match must be a revision number")
     return int(text)
 
 
@@ -67,7 +80,7 @@ def if_none_match(header: str | None) -> bool:
     if header is None:
         return False
     if header.strip() != "*":
-        raise BadRequest('If-None-Match supports only "*"')
+        raise InvalidInput('If-None-Match supports only "*"')
     return True
 
 
@@ -79,21 +92,20 @@ def boolean(raw: str | None, name: str) -> bool:
         return True
     if low in ("false", "0", "no"):
         return False
-    raise BadRequest(f"{name} must be true or false")
+    raise InvalidInput(f"{name} must be true or false")
 
 
 def limit(raw: str | None, default: int = 100) -> int:
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST_LIMIT:
-        raise BadRequest(f"limit must be a number from 1 to {MAX_LIST_LIMIT}")
+    # the length check first: int() of thousands of digits raises
+    if not ascii_digits(raw) or len(raw) > len(str(MAX_LIST_LIMIT)) or not 1 <= int(raw) <= MAX_LIST_LIMIT:
+        raise InvalidInput(f"limit must be a number from 1 to {MAX_LIST_LIMIT}")
     return int(raw)
 
 
 def member(data: dict) -> tuple[str, str, str, str]:
     """A join request's {"node_id","raft","http"[,"gossip"]} -> validated tuple."""
-    from axon.config import check_node_id, parse_addr
-    from axon.config import ConfigError
     try:
         node_id = check_node_id(_text(data, "node_id"))
         raft = _text(data, "raft")
@@ -104,12 +116,12 @@ def member(data: dict) -> tuple[str, str, str, str]:
         if gossip:
             parse_addr(_text(data, "gossip"), "gossip address")
     except ConfigError as exc:
-        raise BadRequest(str(exc)) from None
+        raise InvalidInput(str(exc)) from None
     return node_id, raft, http, gossip
 
 
 def _text(data: dict, name: str) -> str:
     value = data.get(name)
     if not isinstance(value, str) or not value:
-        raise BadRequest(f'"{name}" must be a non-empty string')
+        raise InvalidInput(f'"{name}" must be a non-empty string')
     return value

@@ -1,5 +1,5 @@
 """`axon launch`: run a local cluster as child processes, supervise them, serve the dashboard and
-a supervisor API.
+a supervisor API (axon/launcher/api.py).
 
 The layout (node ids and ports) lives in ``<dir>/layout.json``; node data in
 ``<dir>/data/<node-id>``, node logs in ``<dir>/logs/<node-id>.log``.  Only the very first start
@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -23,19 +22,16 @@ import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
-from urllib.parse import quote
 
-import bottle
 import gevent
 from gevent.event import Event
 from gevent.lock import RLock
 
 from axon.client.http import AxonClient, ClientError, HttpPool
 from axon.launcher.layout import Layout, LayoutError, NodeSpec, layout_path, load_layout, save_layout
-from axon.api.errors import AxonError, Conflict, NotFound, PayloadTooLarge, Unavailable
-from axon.web.app import add_common_routes, error_reply, handler, serve
-from axon.web.server import wsgi_handler
-from axon.api.service import Reply
+from axon.api.errors import ApiError, Conflict, NotFound, Unavailable
+from axon.launcher.api import MAX_PROXY_BODY, build_api
+from axon.web.app import serve
 
 log = logging.getLogger("axon.launcher.supervisor")
 
@@ -43,8 +39,6 @@ LOCK_FILE = "launcher.lock"
 PR_SET_PDEATHSIG = 1
 STATUS_TIMEOUT = 1.5
 PROXY_TIMEOUT = 12.0      # above a node's request timeout: a write may wait for a commit
-PROXY_HEADERS = ("If-Match", "If-None-Match", "Content-Type")
-MAX_PROXY_BODY = 8 << 20
 # Variables that would change what a child node does behind the launcher's back.
 _KEEP_ENV = {"AXON_CACHE_DIR", "AXON_PYZ"}
 
@@ -190,7 +184,7 @@ class Supervisor:
         for spec in list(self.layout.nodes):
             try:
                 self.start(spec.node_id)
-            except AxonError as exc:
+            except ApiError as exc:
                 self.say(f"  {exc.message}")
 
     def start(self, node_id: str) -> dict:
@@ -349,7 +343,10 @@ class Supervisor:
         return self.describe(child, self._status(child))
 
     def proxy(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, bytes, dict]:
-        """Forward a dashboard request (/cluster/*, /kv*) to a running node: (status, body, headers)."""
+        """Forward a dashboard request (/cluster/*, /kv*) to a running node: (status, body, headers).
+
+        Unavailable when no running node answers.
+        """
         running = [c for c in self.children.values() if c.state == "running"]
         running.sort(key=lambda c: c.spec.node_id != self._proxy_target)
         last = "no node is running"
@@ -363,9 +360,9 @@ class Supervisor:
                     break
                 continue
             self._proxy_target = child.spec.node_id
-            keep = {k: v for k, v in resp.headers.items() if k in ("retry-after", "location")}
+            keep = {k: v for k, v in resp.headers.items() if k == "retry-after"}
             return resp.status, resp.body, keep
-        return 503, json.dumps({"error": f"no running node answered ({last})"}).encode(), {}
+        raise Unavailable(f"no running node answered ({last})")
 
     def _status(self, child: Child) -> dict | None:
         if child.state != "running":
@@ -392,59 +389,6 @@ def _signal(proc: subprocess.Popen, sig: int) -> None:
         proc.send_signal(sig)
     except ProcessLookupError:
         pass
-
-
-# ---------------------------------------------------------------------- HTTP
-def _api(fn: Callable[..., object], status: int = 200) -> Callable[..., str]:
-    return handler(lambda **kwargs: Reply(status, fn(**kwargs)))
-
-
-def build_api(sup: Supervisor) -> bottle.Bottle:
-    """The dashboard (axon/static) plus the supervisor API under /api."""
-    app = bottle.Bottle(catchall=True)
-    app.config["json.enable"] = False
-    actions = {"start": sup.start, "stop": sup.stop, "restart": sup.restart}
-
-    app.route("/api/nodes", "GET", _api(lambda: {"nodes": sup.nodes()}))
-    app.route("/api/nodes", "POST", _api(sup.add, status=201))
-    app.route("/api/nodes/<node_id>", "GET", _api(sup.node))
-    app.route("/api/nodes/<node_id>", "DELETE", _api(sup.decommission))
-
-    def action(node_id: str, verb: str) -> dict:
-        if verb not in actions:
-            raise NotFound(f"no action {verb!r}: use start, stop or restart")
-        return actions[verb](node_id)
-    app.route("/api/nodes/<node_id>/<verb>", "POST", _api(action))
-
-    def forward(**_kwargs: str) -> bytes | str:
-        try:
-            status, body, headers = sup.proxy(*_proxied_request())
-        except AxonError as exc:
-            return error_reply(exc)
-        bottle.response.status = status
-        bottle.response.content_type = "application/json"
-        for name, value in headers.items():
-            bottle.response.set_header(name, value)
-        return body
-    for rule in ("/cluster/<rest:path>", "/kv", "/kv/<rest:path>", "/kv/"):
-        app.route(rule, ["GET", "PUT", "POST", "DELETE"], forward)
-
-    add_common_routes(app)
-    return app
-
-
-def _proxied_request() -> tuple[str, str, bytes | None, dict[str, str]]:
-    """This request as (method, raw path + query, body, headers) for Supervisor.proxy."""
-    req = bottle.request
-    # bottle has already decoded PATH_INFO as UTF-8; quote it again so keys survive the hop
-    path = quote(req.environ.get("PATH_INFO", "/").encode("utf-8", "surrogateescape"), safe="/")
-    if req.query_string:
-        path += "?" + req.query_string
-    if req.content_length > MAX_PROXY_BODY:
-        raise PayloadTooLarge(f"request body is larger than {MAX_PROXY_BODY} bytes")
-    body = req.body.read(MAX_PROXY_BODY) if req.method in ("PUT", "POST") else None
-    headers = {h: req.get_header(h) for h in PROXY_HEADERS if req.get_header(h) is not None}
-    return req.method, path, body, headers
 
 
 # ---------------------------------------------------------------------- running it
@@ -479,7 +423,7 @@ def run(directory: str, nodes: int, port: int, host: str, base_port: int, stop_t
     stopping = Event()
     try:
         try:
-            server = serve(wsgi_handler(build_api(sup)), f"{host}:{port}", max_body=8 << 20)
+            server = serve(build_api(sup), f"{host}:{port}", max_body=MAX_PROXY_BODY)
         except OSError as exc:
             raise LaunchError(f"cannot serve the dashboard on {host}:{port}: {exc.strerror or exc}") from None
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,0 +1,152 @@
+"""A fake Raft node for tests of the layers above Raft: one process, no sockets, no log.
+
+It offers what axon.api.service needs of a RaftNode, and keeps the data in a
+``MemoryStore`` with the read side of axon.kv.store.Store.  A proposal is applied at
+once, as the next entry, by the same pure rules the real store applies
+(``axon.kv.commands.evaluate``); a membership change edits the configuration directly.
+Tests steer it: ``lead``/``follow`` set who leads, ``lose_quorum`` makes every operation
+that needs a majority time out, ``lag`` makes the applied index trail the commit index.
+"""
+from __future__ import annotations
+
+import bisect
+from typing import Mapping
+
+from axon.kv.commands import Command, Delete, Result, evaluate
+from axon.raft.core import ConfChange
+from axon.raft.errors import ConfChangeError, NotLeader, Timeout
+from axon.raft.types import ClusterConfig, Member
+
+
+class MemoryStore:
+    """Keys in a dict, and their sorted list for scans; Store's get/scan answers."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, tuple[str, int]] = {}
+        self._keys: list[str] = []
+        self.applied_index = 0
+
+    def apply(self, commands: list[Command]) -> list[Result]:
+        """Apply one entry's commands as the next index."""
+        self.applied_index += 1
+        return [self._apply(cmd) for cmd in commands]
+
+    def _apply(self, cmd: Command) -> Result:
+        result = evaluate(cmd, self.data.get(cmd.key), self.applied_index)
+        if not result.ok:
+            return result
+        if isinstance(cmd, Delete):
+            del self.data[cmd.key]
+            self._keys.remove(cmd.key)
+        else:
+            if cmd.key not in self.data:
+                bisect.insort(self._keys, cmd.key)
+            self.data[cmd.key] = (cmd.value, self.applied_index)
+        return result
+
+    def get(self, key: str) -> tuple[str, int] | None:
+        return self.data.get(key)
+
+    def scan(self, prefix: str = "", after: str | None = None,
+             limit: int = 100) -> tuple[list[tuple[str, str, int]], str | None]:
+        start = bisect.bisect_right(self._keys, after) if after is not None and after >= prefix \
+            else bisect.bisect_left(self._keys, prefix)
+        keys = []
+        for key in self._keys[start:]:
+            if not key.startswith(prefix):
+                break
+            keys.append(key)
+            if len(keys) > limit:
+                break
+        more = len(keys) > limit
+        items = [(k, *self.data[k]) for k in keys[:limit]]
+        return items, (items[-1][0] if more else None)
+
+
+class FakeRaftNode:
+    def __init__(self, node_id: str, members: Mapping[str, Member], leader: str | None = None,
+                 term: int = 1) -> None:
+        self.id = node_id
+        self.store = MemoryStore()
+        self._config = ClusterConfig(voters=dict(members))
+        self._leader = leader
+        self.term = term
+        self.quorum = True
+        self.behind = 0               # entries committed but not applied here
+        self.changes: list[ConfChange] = []
+
+    # ---------------------------------------------------------------- steering
+    def lead(self) -> None:
+        self._leader = self.id
+
+    def follow(self, leader: str | None) -> None:
+        """Make ``leader`` (None: nobody) the leader this node knows of."""
+        self._leader = leader
+
+    def lose_quorum(self) -> None:
+        self.quorum = False
+
+    def lag(self, entries: int) -> None:
+        self.behind = entries
+
+    # ---------------------------------------------------------------- RaftNode's interface
+    @property
+    def leader_id(self) -> str | None:
+        return self._leader
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leader == self.id
+
+    @property
+    def config(self) -> ClusterConfig:
+        return self._config
+
+    @property
+    def applied_index(self) -> int:
+        return self.store.applied_index
+
+    def leader_http(self) -> str | None:
+        member = self._config.members().get(self._leader) if self._leader else None
+        return member.http if member else None
+
+    def status(self) -> dict:
+        applied = self.store.applied_index
+        return {"node_id": self.id, "state": "leader" if self.is_leader else "follower",
+                "leader": self._leader, "term": self.term, "commit_index": applied + self.behind,
+                "applied_index": applied, "last_index": applied + self.behind, "snapshot_index": 0,
+                "voters": sorted(self._config.voters), "learners": sorted(self._config.learners),
+                "members": {nid: {"raft": m.raft, "http": m.http}
+                            for nid, m in self._config.members().items()}}
+
+    def propose(self, items: list, timeout: float) -> list:
+        self._require_majority("write")
+        return self.store.apply(items)
+
+    def read_barrier(self, timeout: float) -> None:
+        self._require_majority("read")
+
+    def change_membership(self, change: ConfChange, timeout: float) -> None:
+        self._require_majority("membership change")
+        voters, learners = dict(self._config.voters), dict(self._config.learners)
+        if change.op == "add_learner":
+            if change.member is None:
+                raise ConfChangeError("add_learner needs the member's addresses")
+            learners[change.node_id] = change.member
+        elif change.op == "promote":
+            voters[change.node_id] = learners.pop(change.node_id)
+        elif change.op == "remove":
+            if voters.pop(change.node_id, None) is None and learners.pop(change.node_id, None) is None:
+                raise ConfChangeError(f"{change.node_id} is not a member")
+        else:
+            raise ConfChangeError(f"unknown change {change.op!r}")
+        self._config = ClusterConfig(voters=voters, learners=learners)
+        self.changes.append(change)
+        if change.op == "remove" and change.node_id == self.id:
+            self._leader = None   # a leader that removed itself steps down
+
+    def _require_majority(self, what: str) -> None:
+        if not self.is_leader:
+            raise NotLeader(self._leader, self.leader_http())
+        if not self.quorum:
+            raise Timeout(f"{what} timed out (no quorum?); outcome unknown", self._leader)
