@@ -126,7 +126,7 @@ class NodeProcess:
         self.gossip.start()
         if self.config.seed:
             self.gossip.join_in_background(list(self.config.seed))
-        self.http = serve(build_app(self.service), self._http_listener,
+        self.http = serve(build_app(self.config, self.service, self.pool), self._http_listener,
                           max_body=request_body_limit(self.config.max_value_bytes))
         log.info("node %s serving http on %s, raft on %s, gossip on %s (data in %s)",
                  self.config.node_id, self.config.http, self.config.raft, self.config.gossip,
