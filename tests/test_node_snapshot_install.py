@@ -15,6 +15,7 @@ from axon.raft.core import encode_config_bytes
 from axon.raft.node import RaftNode
 from axon.raft.types import ClusterConfig, Entry, EntryKind, Member, Message, MsgType, SnapshotMeta
 from axon.raft.wal import WAL
+from axon.kv.machine import KVStateMachine
 from axon.kv.store import Store
 from axon.testing.polling import wait_until
 
@@ -40,10 +41,11 @@ class _Sink:
 def _source_snapshot(tmp_path, keys: int) -> tuple[SnapshotMeta, list[bytes]]:
     config = ClusterConfig(voters={"n1": LEADER, "n2": FOLLOWER})
     with Store.open(str(tmp_path / "source")) as store:
-        store.apply([Entry(1, 1, EntryKind.CONFIG, encode_config_bytes(config))])
+        machine = KVStateMachine(store)
+        machine.apply([Entry(1, 1, EntryKind.CONFIG, encode_config_bytes(config))])
         batch = [Put(f"k{i:07d}", "v" * 100) for i in range(keys)]
-        store.apply([Entry(2, 1, EntryKind.NORMAL, encode_commands(batch))])
-        meta, stream = store.snapshot_reader(64 * 1024)
+        machine.apply([Entry(2, 1, EntryKind.NORMAL, encode_commands(batch))])
+        meta, stream = machine.snapshot_reader(64 * 1024)
         return meta, list(stream)
 
 
@@ -60,7 +62,7 @@ def _follower(tmp_path) -> tuple[Store, RaftNode, list[BaseException]]:
     """A started follower node n2 with an empty store; fatal errors land in the list."""
     store = Store.open(str(tmp_path / "store"))
     failures: list[BaseException] = []
-    node = RaftNode("n2", FOLLOWER, str(tmp_path / "raft"), store, lambda _cb: _Sink(),
+    node = RaftNode("n2", FOLLOWER, str(tmp_path / "raft"), KVStateMachine(store), lambda _cb: _Sink(),
                     encode_batch=encode_commands, item_size=command_size)
     node.fatal = failures.append
     node.start()
@@ -100,8 +102,9 @@ def test_appends_that_arrive_during_an_install_stay_in_the_log(tmp_path) -> None
     log += [Entry(i, 1, EntryKind.NORMAL, encode_commands([Put(f"after{i}", str(i))]))
             for i in (4, 5, 6)]
     with Store.open(str(tmp_path / "source")) as source:
-        source.apply(log[:3])
-        meta, stream = source.snapshot_reader(64 * 1024)
+        machine = KVStateMachine(source)
+        machine.apply(log[:3])
+        meta, stream = machine.snapshot_reader(64 * 1024)
         chunks = list(stream)
     assert meta.index == 3
     store, node, failures = _follower(tmp_path)

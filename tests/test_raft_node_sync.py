@@ -7,6 +7,7 @@ import time
 from axon.kv.commands import command_size, encode_commands
 from axon.raft.node import INLINE_SYNC_BELOW, RaftNode
 from axon.raft.types import Member
+from axon.kv.machine import KVStateMachine
 from axon.kv.store import Store
 
 
@@ -42,8 +43,9 @@ def _threads(node: RaftNode, seconds: float, count: int) -> list[bool]:
 
 def test_slow_syncs_move_to_a_worker_and_quick_ones_come_back(tmp_path) -> None:
     with Store.open(str(tmp_path / "store")) as store:
-        node = RaftNode("n1", Member("127.0.0.1:1", "127.0.0.1:2"), str(tmp_path / "raft"), store,
-                        lambda _cb: _Sink(), encode_batch=encode_commands, item_size=command_size)
+        node = RaftNode("n1", Member("127.0.0.1:1", "127.0.0.1:2"), str(tmp_path / "raft"),
+                        KVStateMachine(store), lambda _cb: _Sink(),
+                        encode_batch=encode_commands, item_size=command_size)
         try:
             assert _threads(node, 0.0, 3) == [True, True, True]
             slow = _threads(node, INLINE_SYNC_BELOW * 20, 6)

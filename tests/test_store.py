@@ -1,4 +1,8 @@
-"""The LevelDB state machine (axon.kv.store) and the command batch format (axon.kv.commands)."""
+"""The LevelDB store (axon.kv.store) and the command batch format (axon.kv.commands).
+
+The store knows nothing of Raft: these tests feed it slots and an opaque config blob.
+Translating Raft entries and snapshot metas is tests/test_kv_machine.py's part.
+"""
 from __future__ import annotations
 
 import random
@@ -13,24 +17,24 @@ from hypothesis import strategies as st
 
 from axon.kv.commands import (CommandError, Delete, Put, Result, decode_commands, encode_commands,
                            evaluate, reads_current)
-from axon.raft.types import ClusterConfig, Entry, EntryKind, Member, SnapshotMeta, encode_config
-from axon.kv.store import Store, StoreError
+from axon.kv.store import Applied, Slot, Store, StoreError
 
 
 # ---- helpers ---------------------------------------------------------------
 
-def normal(index: int, *cmds, term: int = 1) -> Entry:
-    return Entry(index=index, term=term, kind=EntryKind.NORMAL, data=encode_commands(cmds))
+def normal(index: int, *cmds, term: int = 1) -> Slot:
+    return Slot(index, term, commands=encode_commands(cmds))
 
 
-def config_entry(index: int, config: ClusterConfig, term: int = 1) -> Entry:
-    return Entry(index=index, term=term, kind=EntryKind.CONFIG,
-                 data=msgpack.packb(encode_config(config)))
+def config_slot(index: int, blob: bytes, term: int = 1) -> Slot:
+    return Slot(index, term, config_blob=blob)
 
 
-THREE = ClusterConfig(voters={"n1": Member("127.0.0.1:7001", "127.0.0.1:8001"),
-                              "n2": Member("127.0.0.1:7002", "127.0.0.1:8002")},
-                      learners={"n3": Member("127.0.0.1:7003", "127.0.0.1:8003")})
+# Any one msgpack object will do: the store never looks inside.
+THREE = msgpack.packb({"voters": {"n1": ["127.0.0.1:7001", "127.0.0.1:8001"],
+                                  "n2": ["127.0.0.1:7002", "127.0.0.1:8002"]},
+                       "learners": {"n3": ["127.0.0.1:7003", "127.0.0.1:8003"]}})
+OTHER = msgpack.packb(["not", "a", {"raft": "config"}])
 
 
 @pytest.fixture
@@ -184,18 +188,31 @@ def test_commands_in_one_entry_see_each_other(store):
     assert store.get("a") == ("4", 1)
 
 
-def test_noop_config_and_bad_entries_give_empty_results(store, caplog):
+def test_slots_without_good_commands_give_empty_results(store, caplog):
     results = store.apply([
-        Entry(1, 1, EntryKind.NOOP),
-        config_entry(2, THREE),
-        Entry(3, 1, EntryKind.NORMAL, b"\xc1garbage"),
-        Entry(4, 1, EntryKind.NORMAL, b""),
-        Entry(5, 1, EntryKind.CONFIG, b"\x93not a config"),
+        Slot(1, 1),
+        config_slot(2, THREE),
+        Slot(3, 1, commands=b"\xc1garbage"),
+        Slot(4, 1, commands=b""),
+        config_slot(5, OTHER),
         normal(6, Put("k", "v")),
     ])
     assert results == [[], [], [], [], [], [Result(True, "k", "v", 6)]]
-    assert store.applied_index == 6 and store.config == THREE
+    assert store.applied_index == 6 and store.config_blob == OTHER
     assert "undecodable" in caplog.text
+
+
+def test_changes_are_reported_once_written(store):
+    changes = []
+    store.apply([normal(1, Put("a", "1"), Put("b", "2")),
+                 normal(2, Put("a", "x", if_revision=5), Delete("b"), Delete("zz"), Put("a", "3", if_revision=1)),
+                 config_slot(3, THREE), Slot(4, 1)], changes)
+    assert changes == [("a", 1, "1"), ("b", 1, "2"), ("b", 2, None), ("a", 2, "3")]
+    with pytest.raises(StoreError, match="does not follow"):
+        store.apply([normal(5, Put("c", "1")), normal(7, Put("d", "1"))], changes)
+    assert len(changes) == 4   # a failed call reports nothing
+    store.apply([normal(5, Put("c", "1"))])   # collecting them is optional
+    assert store.get("c") == ("1", 5)
 
 
 def test_apply_skips_applied_and_rejects_gaps(store):
@@ -210,13 +227,13 @@ def test_apply_skips_applied_and_rejects_gaps(store):
 
 def test_replay_after_reopen_is_idempotent(tmp_path):
     path = str(tmp_path / "db")
-    log = [normal(1, Put("a", "1")), config_entry(2, THREE, term=2), normal(3, Put("a", "x", if_revision=1), term=3),
+    log = [normal(1, Put("a", "1")), config_slot(2, THREE, term=2), normal(3, Put("a", "x", if_revision=1), term=3),
            normal(4, Put("n", "0", if_absent=True), term=3)]
     with Store.open(path) as s:
         s.apply(log)
         s.sync()
     with Store.open(path) as s:
-        assert (s.applied_index, s.applied_term, s.config) == (4, 3, THREE)
+        assert (s.applied_index, s.applied_term, s.config_blob) == (4, 3, THREE)
         assert s.apply(log) == [[], [], [], []]
         assert s.get("a") == ("x", 3) and s.get("n") == ("0", 4)
         [[r]] = s.apply([normal(5, Put("n", "1", if_absent=True), term=3)])
@@ -226,7 +243,7 @@ def test_replay_after_reopen_is_idempotent(tmp_path):
 
 
 def test_fresh_store_meta(store):
-    assert (store.applied_index, store.applied_term, store.config) == (0, 0, None)
+    assert (store.applied_index, store.applied_term, store.config_blob) == (0, 0, None)
 
 
 # ---- reads ----------------------------------------------------------------
@@ -309,11 +326,11 @@ def test_closed_store_raises_store_error(tmp_path):
 def test_snapshot_stream_restores_identically(tmp_path):
     src = Store.open(str(tmp_path / "src"))
     fill(src, 20_000)
-    src.apply([config_entry(src.applied_index + 1, THREE, term=3)])
+    src.apply([config_slot(src.applied_index + 1, THREE, term=3)])
     src.apply([normal(src.applied_index + 1, Delete("key/00000007"), Put("ü/ключ", "🔑"), term=3)])
     expected = all_items(src)
     meta, stream = src.snapshot_reader(chunk_size=4096)
-    assert (meta.index, meta.term, meta.config) == (src.applied_index, 3, THREE)
+    assert (meta.index, meta.term, meta.config_blob) == (src.applied_index, 3, THREE)
     # Writes after snapshot_reader() must not leak into the stream: before iteration starts...
     src.apply([normal(meta.index + 1, Put("key/00000001", "changed"), Put("late", "x"), Delete("key/00000002"),
                       Put("key/00019999", "changed"), Delete("key/00019998"))])
@@ -326,7 +343,7 @@ def test_snapshot_stream_restores_identically(tmp_path):
     dst = Store.open(str(tmp_path / "dst"))
     dst.apply([normal(1, Put("stale", "gone"), Put("key/00000007", "old"))])
     dst.restore(meta, rechunk(chunks, 777))
-    assert (dst.applied_index, dst.applied_term, dst.config) == (meta.index, 3, THREE)
+    assert (dst.applied_index, dst.applied_term, dst.config_blob) == (meta.index, 3, THREE)
     assert all_items(dst) == expected and dst.count() == 20_000
     assert dst.get("stale") is None and dst.get("late") is None and dst.get("later") is None
     assert dst.get("key/00015000")[0] != "changed" and dst.get("key/00015001") is not None
@@ -343,10 +360,10 @@ def test_snapshot_stream_restores_identically(tmp_path):
 def test_snapshot_of_empty_store_round_trips(tmp_path):
     with Store.open(str(tmp_path / "a")) as a, Store.open(str(tmp_path / "b")) as b:
         meta, stream = a.snapshot_reader()
-        assert meta == SnapshotMeta()
+        assert meta == Applied()
         b.apply([normal(1, Put("x", "y"))])
         b.restore(meta, list(stream))
-        assert (b.applied_index, b.config, b.count()) == (0, None, 0)
+        assert (b.applied_index, b.config_blob, b.count()) == (0, None, 0)
 
 
 def test_snapshot_stream_is_chunked_and_bounded(tmp_path):
@@ -396,7 +413,7 @@ def _snapshot(tmp_path, n=3000):
 
 
 def _assert_empty_after_failed_restore(dst: Store, path: str) -> None:
-    assert (dst.applied_index, dst.applied_term, dst.config, dst.count()) == (0, 0, None, 0)
+    assert (dst.applied_index, dst.applied_term, dst.config_blob, dst.count()) == (0, 0, None, 0)
     dst.close()
     with Store.open(path) as again:
         assert (again.applied_index, again.count()) == (0, 0)
@@ -450,8 +467,8 @@ def test_restore_with_mismatched_meta_leaves_old_data(tmp_path):
     meta, chunks = _snapshot(tmp_path)
     with Store.open(str(tmp_path / "dst")) as dst:
         dst.apply([normal(1, Put("old", "data"))])
-        for wrong in (SnapshotMeta(meta.index + 1, meta.term), SnapshotMeta(meta.index, meta.term + 1),
-                      SnapshotMeta(meta.index, meta.term, THREE)):
+        for wrong in (Applied(meta.index + 1, meta.term), Applied(meta.index, meta.term + 1),
+                      Applied(meta.index, meta.term, THREE)):
             with pytest.raises(StoreError, match="meta"):
                 dst.restore(wrong, chunks)
         for garbage in ([], [b"\xc1"], [msgpack.packb({"format": "other"})]):
@@ -477,7 +494,7 @@ def test_interrupted_restore_leaves_marker_so_reopen_is_empty(tmp_path):
     assert dst.applied_index == 0
     dst.close()
     with Store.open(path) as again:
-        assert (again.applied_index, again.config, again.count(), again.get("old")) == (0, None, 0, None)
+        assert (again.applied_index, again.config_blob, again.count(), again.get("old")) == (0, None, 0, None)
 
 
 def test_store_rejects_calls_during_restore(tmp_path):
@@ -505,7 +522,7 @@ def stored(revision, value) -> bytes:
     return msgpack.packb([revision, value])
 
 
-def hand_stream(meta: SnapshotMeta, blocks, version: int = 2) -> list[bytes]:
+def hand_stream(meta: Applied, blocks, version: int = 2) -> list[bytes]:
     """A v2 stream packed by hand from (keys, values) blocks, with a correct count and crc.
 
     A block may also be any other object, to pack a malformed one.
@@ -527,7 +544,7 @@ def stream_objects(chunks) -> list:
     return list(unpacker)
 
 
-HAND_META = SnapshotMeta(index=9, term=2)
+HAND_META = Applied(index=9, term=2)
 
 
 def test_snapshot_stream_is_header_blocks_trailer(tmp_path):
@@ -542,6 +559,23 @@ def test_snapshot_stream_is_header_blocks_trailer(tmp_path):
     with Store.open(str(tmp_path / "dst")) as dst:
         dst.restore(meta, expected)
         assert all_items(dst) == [("b", "2", 2), ("ключ", "🔑", 1)] and dst.applied_index == 2
+
+
+def test_snapshot_header_carries_the_config_blobs_object(tmp_path):
+    with Store.open(str(tmp_path / "src")) as src:
+        src.apply([config_slot(1, THREE), normal(2, Put("a", "1"))])
+        meta, stream = src.snapshot_reader()
+        chunks = list(stream)
+    assert meta == Applied(2, 1, THREE)
+    assert stream_objects(chunks)[0]["config"] == msgpack.unpackb(THREE)
+    with Store.open(str(tmp_path / "dst")) as dst:
+        for wrong in (Applied(2, 1), Applied(2, 1, OTHER)):
+            with pytest.raises(StoreError, match="config does not match"):
+                dst.restore(wrong, chunks)
+        dst.restore(meta, chunks)
+        assert (dst.config_blob, dst.get("a")) == (THREE, ("1", 2))
+    with Store.open(str(tmp_path / "dst")) as again:
+        assert again.config_blob == THREE
 
 
 def test_snapshot_blocks_are_bounded_by_bytes_and_records(tmp_path):

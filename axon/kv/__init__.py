@@ -1,0 +1,1 @@
+"""The replicated state machine: commands, the LevelDB store, the change feed, and the Raft adapter."""

@@ -1,17 +1,22 @@
-"""The replicated state machine: committed Raft entries applied to a LevelDB data set.
+"""The key-value data set in LevelDB: log slots applied in order, reads, streamed snapshots.
+
+The store knows commands (``axon.kv.commands``), not Raft: the state machine adapter
+(``axon.kv.machine``) turns Raft entries into ``Slot``s and Raft's configuration into an
+opaque config blob, which the store keeps next to the applied index without looking inside.
 
 LevelDB layout (all values msgpack unless noted):
 
     b"\\x00m/format"     -> raw b"axon-store/1"; marks the directory as ours
     b"\\x00m/applied"    -> [applied_index, applied_term]
-    b"\\x00m/config"     -> encode_config(...) of the last applied CONFIG entry
+    b"\\x00m/config"     -> raw config blob of the last slot that carried one (a msgpack object)
     b"\\x00m/restoring"  -> [index, term] while a snapshot restore is half done
     b"k" + utf8(key)    -> [revision, value]
 
 Utf-8 byte order equals code point order, so LevelDB's order is key order.
 
 Snapshot stream, version 2 (msgpack objects back to back, cut into chunks anywhere):
-a header map {"format", "version", "index", "term", "config"}; blocks, each a
+a header map {"format", "version", "index", "term", "config"} ("config" holds the config
+blob's object itself, None without one); blocks, each a
 bin object holding packb([[raw key, ...], [stored value, ...]]) - the LevelDB
 keys and values as they are, in key order, at most _BLOCK_RECORDS per block;
 then a trailer map {"end": True, "count": records, "crc": crc32 of the packed
@@ -25,13 +30,14 @@ import contextlib
 import logging
 import os
 import zlib
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 import msgpack
 import plyvel
 
 from axon.kv.commands import CommandError, Delete, Result, decode_commands, evaluate, reads_current
-from axon.raft.types import ClusterConfig, Entry, EntryKind, SnapshotMeta, decode_config, encode_config
+from axon.kv.feed import RawChange
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +69,28 @@ class StoreError(Exception):
     """The store cannot do what was asked; the message says why."""
 
 
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One position of the replicated log, as the store applies it.
+
+    ``commands`` is a batch from ``encode_commands`` (b"": none); ``config_blob``, when not
+    None, replaces the stored config blob: any one packed msgpack object (snapshot headers
+    carry it unpacked).  A slot with neither only moves the applied index.
+    """
+    index: int
+    term: int
+    commands: bytes = b""
+    config_blob: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """How far a data set goes: every slot up to ``index`` (of ``term``), and the config blob then."""
+    index: int = 0
+    term: int = 0
+    config_blob: bytes | None = None
+
+
 class Store:
     """A LevelDB-backed key-value state machine; open with ``Store.open(path)``."""
 
@@ -71,7 +99,7 @@ class Store:
         self._db = db
         self._restoring = False
         self._applied_index, self._applied_term = _read_applied(db)
-        self._config = _read_config(db)
+        self._config_blob = db.get(_CONFIG_KEY)
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -117,29 +145,34 @@ class Store:
         return self._applied_term
 
     @property
-    def config(self) -> ClusterConfig | None:
-        """The config of the last applied CONFIG entry (or of a restored snapshot)."""
-        return self._config
+    def config_blob(self) -> bytes | None:
+        """The config blob of the last applied slot that carried one (or of a restored snapshot)."""
+        return self._config_blob
 
-    # ---- applying entries ------------------------------------------------
+    # ---- applying slots --------------------------------------------------
 
-    def apply(self, entries: Sequence[Entry]) -> list[list[Result]]:
-        """Apply committed entries atomically, together with the new applied index/term.
+    def apply(self, slots: Sequence[Slot], changes: list[RawChange] | None = None) -> list[list[Result]]:
+        """Apply slots atomically, together with the new applied index/term and config blob.
 
-        Entries at or below applied_index are skipped (their result is []), so
+        Slots at or below applied_index are skipped (their result is []), so
         replaying the log after a restart changes nothing twice.  The others must
-        follow applied_index without gaps.  NOOP and CONFIG entries give [].  A
-        NORMAL entry whose data does not decode is logged and gives [].  The write
-        is not synced: the Raft log is the source of truth.
+        follow applied_index without gaps.  Each slot gives one result per command;
+        commands that do not decode are logged and give [].  The write is not
+        synced: the Raft log is the source of truth.  Once the write is done, each
+        effective put or delete is appended to ``changes`` as (key, revision, value),
+        value None for a delete; a call that raises appends nothing.
         """
         self._check_usable()
-        batch = _ApplyBatch(self._db, self._applied_index, self._applied_term, self._config)
-        results = [batch.apply_entry(entry) for entry in entries]
+        batch = _ApplyBatch(self._db, self._applied_index, self._applied_term, self._config_blob)
+        results = [batch.apply_slot(slot) for slot in slots]
         if batch.index == self._applied_index:
             return results
         with _leveldb_errors("apply"):
             batch.write()
-        self._applied_index, self._applied_term, self._config = batch.index, batch.term, batch.config
+        self._applied_index, self._applied_term = batch.index, batch.term
+        self._config_blob = batch.config_blob
+        if changes is not None:
+            changes.extend(batch.changes)
         return results
 
     # ---- reads -----------------------------------------------------------
@@ -194,8 +227,8 @@ class Store:
 
     # ---- snapshots -------------------------------------------------------
 
-    def snapshot_reader(self, chunk_size: int = 1 << 20) -> tuple[SnapshotMeta, SnapshotStream]:
-        """Freeze the data set now; return its meta and a lazy stream of chunks of at most chunk_size bytes."""
+    def snapshot_reader(self, chunk_size: int = 1 << 20) -> tuple[Applied, SnapshotStream]:
+        """Freeze the data set now: how far it goes, and a lazy stream of chunks of up to chunk_size bytes."""
         self._check_usable()
         if type(chunk_size) is not int or chunk_size < 1:
             raise StoreError(f"chunk_size must be a positive int, not {chunk_size!r}")
@@ -203,52 +236,51 @@ class Store:
             snapshot = self._db.snapshot()
         try:
             index, term = _read_applied(snapshot)
-            config = _read_config(snapshot)
+            config_blob = snapshot.get(_CONFIG_KEY)
+            header = {
+                "format": _SNAPSHOT_FORMAT,
+                "version": _SNAPSHOT_VERSION,
+                "index": index,
+                "term": term,
+                "config": _unpack_config(config_blob),
+            }
         except BaseException:
             snapshot.close()
             raise
-        header = {
-            "format": _SNAPSHOT_FORMAT,
-            "version": _SNAPSHOT_VERSION,
-            "index": index,
-            "term": term,
-            "config": None if config is None else encode_config(config),
-        }
-        meta = SnapshotMeta(index=index, term=term, config=config if config is not None else ClusterConfig())
-        return meta, SnapshotStream(snapshot, header, chunk_size)
+        return Applied(index, term, config_blob), SnapshotStream(snapshot, header, chunk_size)
 
-    def restore(self, meta: SnapshotMeta, chunks: Iterable[bytes]) -> None:
+    def restore(self, at: Applied, chunks: Iterable[bytes]) -> None:
         """Replace the whole data set with a snapshot stream's content.
 
-        A header that does not match ``meta`` is rejected before anything is
-        touched.  After that a durable marker is set first, so that a failure (bad
-        record, checksum, truncation, crash) leaves an empty store at applied index
-        0 rather than a mix of old and new data.  Errors raised by ``chunks``
-        itself propagate (after the same cleanup).
+        A header that does not match ``at`` (index, term, config blob) is rejected
+        before anything is touched.  After that a durable marker is set first, so
+        that a failure (bad record, checksum, truncation, crash) leaves an empty
+        store at applied index 0 rather than a mix of old and new data.  Errors
+        raised by ``chunks`` itself propagate (after the same cleanup).
         """
         self._check_usable()
         self._restoring = True
         try:
-            self._restore(meta, _StreamReader(chunks))
+            self._restore(at, _StreamReader(chunks))
         finally:
             self._restoring = False
 
-    def _restore(self, meta: SnapshotMeta, reader: _StreamReader) -> None:
+    def _restore(self, at: Applied, reader: _StreamReader) -> None:
         header = reader.next_object()
-        index, term, config = _validate_header(header, meta)
+        _validate_header(header, at)
         crc = zlib.crc32(_pack(header))
         with _leveldb_errors("restore"):
-            self._db.put(_RESTORING_KEY, _pack([index, term]), sync=True)
-        self._applied_index, self._applied_term, self._config = 0, 0, None
+            self._db.put(_RESTORING_KEY, _pack([at.index, at.term]), sync=True)
+        self._applied_index, self._applied_term, self._config_blob = 0, 0, None
         try:
             with _leveldb_errors("restore"):
                 _delete_data(self._db)
                 _write_records(self._db, reader, crc)
-                _finish_restore(self._db, index, term, config)
+                _finish_restore(self._db, at)
         except BaseException:
             self._cleanup_failed_restore()
             raise
-        self._applied_index, self._applied_term, self._config = index, term, config
+        self._applied_index, self._applied_term, self._config_blob = at.index, at.term, at.config_blob
 
     def _cleanup_failed_restore(self) -> None:
         try:
@@ -266,46 +298,41 @@ class Store:
 
 
 class _ApplyBatch:
-    """One apply() call: its pending write batch and the state as the batch will leave it."""
+    """One apply() call: its pending write batch, its changes, and the state as it will leave it."""
 
-    def __init__(self, db: plyvel.DB, index: int, term: int, config: ClusterConfig | None) -> None:
+    def __init__(self, db: plyvel.DB, index: int, term: int, config_blob: bytes | None) -> None:
         self._db = db
         self._writes = db.write_batch()
         # Later commands must see earlier ones' effects, which a write batch cannot show.
         self._pending: dict[bytes, tuple[str, int] | None] = {}
         self._config_changed = False
-        self.index, self.term, self.config = index, term, config
+        self.changes: list[RawChange] = []
+        self.index, self.term, self.config_blob = index, term, config_blob
 
-    def apply_entry(self, entry: Entry) -> list[Result]:
-        if entry.index <= self.index:
+    def apply_slot(self, slot: Slot) -> list[Result]:
+        if slot.index <= self.index:
             return []
-        if entry.index != self.index + 1:
-            raise StoreError(f"entry {entry.index} does not follow applied index {self.index}")
-        results: list[Result] = []
-        if entry.kind == EntryKind.NORMAL:
-            results = self._apply_normal(entry)
-        elif entry.kind == EntryKind.CONFIG:
-            self._apply_config(entry)
-        elif entry.kind != EntryKind.NOOP:
-            log.error("entry %d has unknown kind %r; skipped", entry.index, entry.kind)
-        self.index, self.term = entry.index, entry.term
+        if slot.index != self.index + 1:
+            raise StoreError(f"entry {slot.index} does not follow applied index {self.index}")
+        results = self._apply_commands(slot) if slot.commands else []
+        if slot.config_blob is not None:
+            self.config_blob, self._config_changed = slot.config_blob, True
+        self.index, self.term = slot.index, slot.term
         return results
 
     def write(self) -> None:
         self._writes.put(_APPLIED_KEY, _pack([self.index, self.term]))
         if self._config_changed:
-            self._writes.put(_CONFIG_KEY, _pack(encode_config(self.config)))
+            self._writes.put(_CONFIG_KEY, self.config_blob)
         self._writes.write()
 
-    def _apply_normal(self, entry: Entry) -> list[Result]:
-        if not entry.data:
-            return []
+    def _apply_commands(self, slot: Slot) -> list[Result]:
         try:
-            commands = decode_commands(entry.data)
+            commands = decode_commands(slot.commands)
         except CommandError as exc:
-            log.error("entry %d holds undecodable commands (%s); skipped", entry.index, exc)
+            log.error("entry %d holds undecodable commands (%s); skipped", slot.index, exc)
             return []
-        return [self._apply_command(command, entry.index) for command in commands]
+        return [self._apply_command(command, slot.index) for command in commands]
 
     def _apply_command(self, command: Any, index: int) -> Result:
         key = _data_key(command.key)
@@ -316,9 +343,11 @@ class _ApplyBatch:
         if isinstance(command, Delete):
             self._pending[key] = None
             self._writes.delete(key)
+            self.changes.append((command.key, index, None))
         else:
             self._pending[key] = (command.value, index)
             self._writes.put(key, _pack([index, command.value]))
+            self.changes.append((command.key, index, command.value))
         return result
 
     def _current(self, key: bytes) -> tuple[str, int] | None:
@@ -327,15 +356,6 @@ class _ApplyBatch:
         with _leveldb_errors("apply"):
             raw = self._db.get(key)
         return None if raw is None else _decode_stored(raw)
-
-    def _apply_config(self, entry: Entry) -> None:
-        try:
-            config = decode_config(msgpack.unpackb(entry.data, raw=False))
-        except Exception as exc:   # decode_config trusts its input's shape
-            log.error("entry %d holds an undecodable config (%s); skipped", entry.index, exc)
-            return
-        self.config = config
-        self._config_changed = True
 
 
 class SnapshotStream(Iterator[bytes]):
@@ -475,28 +495,20 @@ class _StreamReader:
         return True
 
 
-def _validate_header(header: Any, meta: SnapshotMeta) -> tuple[int, int, ClusterConfig | None]:
+def _validate_header(header: Any, at: Applied) -> None:
     if not isinstance(header, dict) or header.get("format") != _SNAPSHOT_FORMAT:
         raise StoreError("snapshot stream has no Axon snapshot header")
     if header.get("version") != _SNAPSHOT_VERSION:
         raise StoreError(f"snapshot stream version {header.get('version')!r} is not supported")
     index, term = header.get("index"), header.get("term")
-    if (index, term) != (meta.index, meta.term) or type(index) is not int or type(term) is not int:
+    if (index, term) != (at.index, at.term) or type(index) is not int or type(term) is not int:
         raise StoreError(f"snapshot stream is at index {index!r} term {term!r}, "
-                         f"but its meta says index {meta.index} term {meta.term}")
-    config = _decode_header_config(header.get("config"))
-    if encode_config(config or ClusterConfig()) != encode_config(meta.config):
+                         f"but its meta says index {at.index} term {at.term}")
+    # The header holds the sender's blob unpacked; packing it again gives back the bytes
+    # of a blob the state machine encoded, so equal configs compare equal as bytes.
+    config = header.get("config")
+    if (None if config is None else _pack(config)) != at.config_blob:
         raise StoreError("snapshot stream's config does not match its meta")
-    return index, term, config
-
-
-def _decode_header_config(raw: Any) -> ClusterConfig | None:
-    if raw is None:
-        return None
-    try:
-        return decode_config(raw)
-    except Exception as exc:   # decode_config trusts its input's shape
-        raise StoreError(f"snapshot stream has a malformed config: {exc}") from exc
 
 
 def _write_records(db: plyvel.DB, reader: _StreamReader, crc: int) -> None:
@@ -587,13 +599,13 @@ def _check_trailer(trailer: dict, count: int, crc: int) -> None:
         raise StoreError("snapshot stream checksum mismatch")
 
 
-def _finish_restore(db: plyvel.DB, index: int, term: int, config: ClusterConfig | None) -> None:
+def _finish_restore(db: plyvel.DB, at: Applied) -> None:
     with db.write_batch(sync=True) as writes:
-        writes.put(_APPLIED_KEY, _pack([index, term]))
-        if config is None:
+        writes.put(_APPLIED_KEY, _pack([at.index, at.term]))
+        if at.config_blob is None:
             writes.delete(_CONFIG_KEY)
         else:
-            writes.put(_CONFIG_KEY, _pack(encode_config(config)))
+            writes.put(_CONFIG_KEY, at.config_blob)
         writes.delete(_RESTORING_KEY)
 
 
@@ -666,13 +678,13 @@ def _read_applied(source: Any) -> tuple[int, int]:
     return index, term
 
 
-def _read_config(source: Any) -> ClusterConfig | None:
-    raw = source.get(_CONFIG_KEY)
-    if raw is None:
+def _unpack_config(blob: bytes | None) -> Any:
+    """The config blob's msgpack object, for a snapshot header (None without a blob)."""
+    if blob is None:
         return None
     try:
-        return decode_config(msgpack.unpackb(raw, raw=False))
-    except Exception as exc:
+        return msgpack.unpackb(blob, raw=False)
+    except Exception as exc:   # msgpack's FormatError, ExtraData, UnicodeDecodeError...
         raise StoreError(f"store meta is corrupt (config): {exc}") from exc
 
 

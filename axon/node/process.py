@@ -26,6 +26,7 @@ from axon.raft.node import RaftNode
 from axon.raft.transport import TcpTransport
 from axon.raft.types import Member
 from axon.api.service import KVService
+from axon.kv.machine import KVStateMachine
 from axon.kv.store import Store, StoreError
 
 log = logging.getLogger("axon.node.process")
@@ -95,8 +96,10 @@ class NodeProcess:
         _check_port_free(config.gossip, "gossip")
         try:
             self.store = Store.open(os.path.join(config.data_dir, "store"))
+            self.machine = KVStateMachine(self.store)
         except StoreError as exc:
             raise ConfigError(str(exc)) from None
+        self.feed = self.machine.feed
         self.pool = HttpPool(timeout=config.request_timeout + 2)
         options = RaftOptions(election_ticks=config.election_ticks, heartbeat_ticks=config.heartbeat_ticks)
         member = Member(config.raft, config.http)
@@ -104,7 +107,7 @@ class NodeProcess:
         def make_transport(on_message):
             return TcpTransport(config.node_id, config.raft, on_message, cluster_key=config.cluster_key)
 
-        self.node = RaftNode(config.node_id, member, os.path.join(config.data_dir, "raft"), self.store,
+        self.node = RaftNode(config.node_id, member, os.path.join(config.data_dir, "raft"), self.machine,
                              make_transport, encode_batch=commands.encode_commands,
                              item_size=commands.command_size,
                              bootstrap=config.bootstrap, options=options,
