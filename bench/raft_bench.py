@@ -43,6 +43,7 @@ def member(args: argparse.Namespace) -> None:
     from axon.raft.transport import TcpTransport
     from axon.raft.types import ClusterConfig, Entry, EntryKind, HardState, Member
     from axon.raft.wal import WAL
+    from axon.kv.machine import KVStateMachine
     from axon.kv.store import Store
 
     peers = dict(p.split("=", 1) for p in args.peers.split(","))
@@ -53,16 +54,16 @@ def member(args: argparse.Namespace) -> None:
         wal.append([Entry(1, 1, EntryKind.CONFIG, encode_config_bytes(config))], HardState(1, None))
         wal.begin_sync().run()
         wal.close()
-    store = Store.open(os.path.join(args.dir, "store"))
-    node = RaftNode(args.id, Member(peers[args.id], ""), wal_dir, store,
+    machine = KVStateMachine(Store.open(os.path.join(args.dir, "store")))
+    node = RaftNode(args.id, Member(peers[args.id], ""), wal_dir, machine,
                     lambda cb: TcpTransport(args.id, peers[args.id], cb),
                     encode_batch=encode_commands, item_size=command_size)
     node.fatal = lambda exc: os._exit(70)
     node.start()
     deadline = time.monotonic() + 20
-    while node.core.leader is None and time.monotonic() < deadline:
+    while node.leader_id is None and time.monotonic() < deadline:
         gevent.sleep(0.05)
-    if not node.core.is_leader:
+    if not node.is_leader:
         gevent.sleep(10_000)   # followers serve until the orchestrator stops them
         return
     value = "x" * args.value_size

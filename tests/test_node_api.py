@@ -291,3 +291,19 @@ def test_unavailable_answer_shape_without_a_leader(tmp_path) -> None:
         assert resp.status == 404   # a stale read is local: the key simply is not there
     finally:
         cluster.close()
+
+
+def test_data_dirs_hold_nothing_others_can_read(cluster: Cluster) -> None:
+    """The WAL, snapshots and LevelDB's files hold every value in clear: owner-only."""
+    import os
+    import stat
+    cluster.nodes[0].client.put("private/k", "secret")
+    for node in cluster.nodes:
+        cluster.wait_for(lambda: node.client.get("private/k", stale=True)["value"] == "secret",
+                         message=f"{node.node_id} to apply the write")
+        loose = []
+        for root, dirs, files in os.walk(node.data_dir):
+            for path in [root] + [os.path.join(root, f) for f in files]:
+                if stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+                    loose.append(path)
+        assert not loose, loose

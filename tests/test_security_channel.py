@@ -48,7 +48,7 @@ def test_frames_round_trip_in_order():
     frames = [b"", b"a", os.urandom(5000)]
     for f in frames:
         sealed = sealer.seal(f)
-        assert f == b"" or f not in sealed   # encrypted, not just signed
+        assert len(f) < 64 or f not in sealed   # encrypted, not just signed
         assert opener.open(sealed) == f
 
 

@@ -1,4 +1,4 @@
-"""Background joining: ask any member to add us, follow redirects, retry until we are a voter."""
+"""Background joining: ask any member to add us (a follower forwards to the leader), retry until a voter."""
 from __future__ import annotations
 
 import logging

@@ -1,12 +1,10 @@
-"""Assemble one node process: data dir, store, Raft, HTTP, joining; run until SIGTERM."""
+"""Assemble one node process: data dir, store, Raft, gossip, HTTP, joining; run until SIGTERM."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import socket
-import time
 
 import gevent
 from gevent.event import Event
@@ -15,13 +13,14 @@ from axon.kv import commands
 from axon.client.http import HttpPool
 from axon.config import NodeConfig, parse_addr
 from axon.config import ConfigError
-from axon.raft.errors import RaftError
 from axon.web.app import bind, build_app, request_body_limit, serve
 from axon.gossip.agent import GossipAgent
 from axon.gossip.config import GossipConfig
 from axon.node.joiner import join_until_voter
-from axon.node.reaper import pick_reap
-from axon.raft.core import ConfChange, RaftOptions
+from axon.node.datadir import claim_data_dir
+from axon.node.duties import DeadVoterReaper
+from axon.node.membership import Membership
+from axon.raft.core import RaftOptions
 from axon.raft.node import RaftNode
 from axon.raft.transport import TcpTransport
 from axon.raft.types import Member
@@ -30,43 +29,6 @@ from axon.kv.machine import KVStateMachine
 from axon.kv.store import Store, StoreError
 
 log = logging.getLogger("axon.node.process")
-
-NODE_FILE = "node.json"
-
-
-def claim_data_dir(data_dir: str, node_id: str) -> None:
-    """Create the data dir or check that it belongs to this node id."""
-    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        # makedirs would only say "File exists", which hides the actual mistake.
-        raise ConfigError(f"data dir {data_dir} is not a directory")
-    try:
-        os.makedirs(data_dir, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create data dir {data_dir}: {exc.strerror}") from None
-    if not os.path.isdir(data_dir):
-        raise ConfigError(f"data dir {data_dir} is not a directory")
-    path = os.path.join(data_dir, NODE_FILE)
-    if os.path.exists(path):
-        try:
-            with open(path) as f:
-                stored = json.load(f).get("node_id")
-        except (OSError, ValueError, AttributeError):
-            raise ConfigError(f"{path} is unreadable or corrupt; is {data_dir} an Axon data dir?") from None
-        if stored != node_id:
-            raise ConfigError(f"data dir {data_dir} belongs to node {stored!r}, not {node_id!r}")
-        return
-    if any(name not in (NODE_FILE,) for name in os.listdir(data_dir)):
-        raise ConfigError(f"data dir {data_dir} is not empty and has no {NODE_FILE}; refusing to use it")
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "w") as f:
-            json.dump({"node_id": node_id, "format": 1}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
-
 
 def _check_port_free(listen: str, what: str) -> None:
     host, port = parse_addr(listen)
@@ -85,6 +47,9 @@ class NodeProcess:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        # Every file the node makes (WAL, snapshots, LevelDB's, keys) holds data or secrets
+        # in clear: owner-only whatever the caller's umask.
+        os.umask(0o077)
         claim_data_dir(config.data_dir, config.node_id)
         # Take the ports before touching cluster state: a taken port must not leave a
         # half-started node (e.g. a bootstrapped log) behind.
@@ -115,12 +80,12 @@ class NodeProcess:
                              snapshot_entries=config.snapshot_entries,
                              snapshot_rate=config.snapshot_rate_mb * 1e6)
         self.node.fatal = self._fatal
-        self.gossip = GossipAgent(GossipConfig(), config.node_id, config.gossip, self._meta(),
+        self.gossip = GossipAgent(GossipConfig(), config.node_id, config.gossip,
+                                  {"http": config.http, "raft": config.raft, "role": self._role()},
                                   key=config.gossip_key)
-        self.service = KVService(config, self.node, self.store, self.pool, self.members_view)
+        self.membership = Membership(config, self.gossip, self._role)
+        self.service = KVService(config, self.node, self.store, self.pool, self.membership.members_view)
         self.http = None
-        self._dead_since: dict[str, float] = {}
-        self._gossip_joined = bool(config.seed)
         self.stopped = Event()
         self._greenlets: list[gevent.Greenlet] = []
 
@@ -134,84 +99,22 @@ class NodeProcess:
         log.info("node %s serving http on %s, raft on %s, gossip on %s (data in %s)",
                  self.config.node_id, self.config.http, self.config.raft, self.config.gossip,
                  self.config.data_dir)
-        self._greenlets.append(gevent.spawn(self._publish_role))
+        self._greenlets.append(gevent.spawn(self.membership.publish_role))
         if self.config.reap_dead_after is not None:
-            self._greenlets.append(gevent.spawn(self._reap_dead))
+            reaper = DeadVoterReaper(self.node, self.membership.members_view, self.config.reap_dead_after,
+                                     self.config.request_timeout)
+            self._greenlets.append(gevent.spawn(reaper.run))
         wants_join = self.config.join or self.config.seed
         if wants_join and self.config.node_id not in self.node.config.voters:
             self._greenlets.append(gevent.spawn(
-                join_until_voter, self.node, self._join_targets, self.pool,
+                join_until_voter, self.node, self.membership.join_targets, self.pool,
                 raft=self.config.raft, http=self.config.http, gossip=self.config.gossip,
-                on_members=self._gossip_with))
+                on_members=self.membership.gossip_with))
         elif not self.node.config.voters:
             log.info("no cluster state and no --bootstrap: waiting to be added to a cluster")
 
-    # ------------------------------------------------------------------ gossip glue
-    def _meta(self) -> dict:
-        return {"http": self.config.http, "raft": self.config.raft,
-                "role": self.node.status()["state"] if hasattr(self, "node") else "follower"}
-
-    def members_view(self) -> list[dict]:
-        """The gossip view in the API's shape."""
-        out = []
-        for m in self.gossip.members():
-            meta = m.get("meta") or {}
-            out.append({"node_id": m["node_id"], "status": m["status"], "gossip": m["gossip"],
-                        "http": meta.get("http", ""), "raft": meta.get("raft", ""),
-                        "role": meta.get("role", "")})
-        return sorted(out, key=lambda m: m["node_id"])
-
-    def _join_targets(self) -> list[str]:
-        """--join addresses, then what gossip says: the leader first, then any other member."""
-        targets = list(self.config.join)
-        others = [m for m in self.members_view()
-                  if m["node_id"] != self.config.node_id and m["status"] == "alive" and m["http"]]
-        others.sort(key=lambda m: m["role"] != "leader")
-        targets += [m["http"] for m in others if m["http"] not in targets]
-        return targets
-
-    def _gossip_with(self, members: dict) -> None:
-        """Join gossip through members a join answer named (nodes joined with --join, not --seed)."""
-        if self._gossip_joined:
-            return
-        seeds = [m.get("gossip") for nid, m in members.items()
-                 if nid != self.config.node_id and isinstance(m, dict) and m.get("gossip")]
-        if seeds:
-            self._gossip_joined = True
-            self.gossip.join_in_background([s for s in seeds if isinstance(s, str)])
-
-    def _publish_role(self) -> None:
-        """Keep our gossip metadata's role current (the dashboard and joiners read it)."""
-        published = None
-        while True:
-            meta = self._meta()
-            if meta != published:
-                self.gossip.update_meta(meta)
-                published = meta
-            gevent.sleep(0.25)
-
-    def _reap_dead(self) -> None:
-        after = self.config.reap_dead_after
-        while True:
-            gevent.sleep(min(1.0, after / 4))
-            now = time.monotonic()
-            status = {m["node_id"]: m["status"] for m in self.members_view()}
-            for nid in list(self._dead_since):
-                if status.get(nid) != "dead":
-                    del self._dead_since[nid]
-            for nid, st in status.items():
-                if st == "dead":
-                    self._dead_since.setdefault(nid, now)
-            if not self.node.core.is_leader:
-                continue
-            victim = pick_reap(sorted(self.node.config.voters), self._dead_since, now, after,
-                               self.config.node_id)
-            if victim is not None:
-                log.warning("removing %s: gossip has reported it dead for over %gs", victim, after)
-                try:
-                    self.node.change_membership(ConfChange("remove", victim), self.config.request_timeout)
-                except RaftError as exc:
-                    log.warning("could not remove %s: %s", victim, exc)
+    def _role(self) -> str:
+        return self.node.status()["state"]
 
     def stop(self) -> None:
         """Graceful stop: drain HTTP requests, stop Raft, close the log and the store."""
@@ -226,7 +129,7 @@ class NodeProcess:
         if self.http is not None:
             self.http.stop(timeout=self.config.request_timeout)
         self.node.stop()
-        self.store.close()
+        self.machine.close()
         self.pool.close()
         self.stopped.set()
 

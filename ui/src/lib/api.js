@@ -21,12 +21,9 @@ export async function request(method, url, { body, headers = {}, timeoutMs = 100
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: ctl.signal,
       cache: "no-store",
-      // a join sent to a follower answers 307 to the leader's origin, which fetch cannot follow
-      redirect: "manual",
+      // nodes forward leader-only calls themselves; a redirect would be to another origin
+      redirect: "error",
     });
-    if (res.type === "opaqueredirect") {
-      throw new ApiError(307, "this node is not the leader: open the dashboard on the leader and retry");
-    }
     const text = await res.text();
     let data = null;
     try {
