@@ -9,8 +9,9 @@ import random
 
 import pytest
 
-from axon.raft.core import (ConfChange, ConfChangeError, NotLeader, ProgressState, RaftCore,
-                            RaftOptions, ReadState, Role, bootstrap_entry, encode_config_bytes)
+from axon.raft.core import (ConfChange, ProgressState, RaftCore, RaftOptions, ReadState, Role,
+                            bootstrap_entry, encode_config_bytes)
+from axon.raft.errors import ConfChangeError, NotLeader
 from axon.raft.types import (ClusterConfig, Entry, EntryKind, HardState, Member, Message, MsgType,
                              SnapshotMeta)
 

@@ -5,8 +5,9 @@ import threading
 import time
 
 from axon.kv.commands import command_size, encode_commands
-from axon.raft.node import INLINE_SYNC_BELOW, RaftNode
+from axon.raft.node import RaftNode
 from axon.raft.types import Member
+from axon.raft.wal_sync import INLINE_SYNC_BELOW
 from axon.kv.machine import KVStateMachine
 from axon.kv.store import Store
 
@@ -36,7 +37,7 @@ def _threads(node: RaftNode, seconds: float, count: int) -> list[bool]:
     inline = []
     for _ in range(count):
         token = _Token(seconds)
-        node._run_sync(token)
+        node.wal_syncer.run(token)
         inline.append(token.thread == threading.get_ident())
     return inline
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from axon.raft.core import ConfChange, ConfChangeError, Role
+from axon.raft import rules
+from axon.raft.core import ConfChange, Role
+from axon.raft.errors import ConfChangeError
 from axon.raft.types import Member
 from axon.testing.linearizability import check_history
 from axon.testing.raft_sim import SimConfig, SimFailure, Simulation, run_seed, write_command
@@ -63,10 +65,10 @@ def test_history_is_linearizable(seed):
     assert result.ok, result.explanation
 
 
-def test_failure_message_names_the_replay_command():
+def test_failure_message_names_the_replay_command(monkeypatch):
     """The checks bite: a driver that acks APPENDs before its fsync loses committed data."""
-    cfg = SimConfig(seed=4, nodes=3, nemesis=False, fsync_delay=(0.3, 0.5),
-                    unsafe_ack_before_fsync=True)
+    monkeypatch.setattr(rules, "must_wait_for_sync", lambda written, synced: False)
+    cfg = SimConfig(seed=4, nodes=3, nemesis=False, fsync_delay=(0.3, 0.5))
     sim = Simulation(cfg)
     with pytest.raises(SimFailure) as info:
         sim.run()

@@ -30,7 +30,7 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
 import gevent
 import gevent.pool
@@ -42,6 +42,7 @@ import msgpack
 from axon.address import AddressError, parse_addr
 from axon.raft.codec import (DEFAULT_MAX_FRAME, MAX_ID_LEN, PROTOCOL_VERSION, CodecError,
                              FrameDecoder, decode_message, encode_frame, encode_message)
+from axon.raft.interfaces import Transport
 from axon.raft.types import Message
 
 HANDSHAKE_MAX_FRAME = 64 * 1024      # unauthenticated peers must not make us buffer much
@@ -67,13 +68,6 @@ class HandshakeError(TransportError):
 
 class _ConnectionClosed(TransportError):
     """The peer closed the connection."""
-
-
-class Transport(Protocol):
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def set_peers(self, peers: Mapping[str, str]) -> None: ...
-    def send(self, msg: Message) -> None: ...
 
 
 # ---------------------------------------------------------------- pure helpers

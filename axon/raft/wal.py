@@ -375,7 +375,7 @@ class SyncToken:
     def run(self) -> None:
         """Thread-safe: fdatasync every file the token covers, then the directory if it changed.
 
-        Runs in a worker thread while the event loop keeps appending; uses and closes only
+        May run in a worker thread while the event loop keeps appending; uses and closes only
         its own dup'd fds, so WAL.close() or a rollover cannot pull them away.
         """
         fds, dir_fd = self._fds, self._dir_fd
@@ -548,16 +548,21 @@ class WAL:
         """Entries <= index are in a durable snapshot: record the marker durably, delete old segments.
 
         Entries > index are kept unless drop_newer (an installed snapshot replaces the whole
-        log).  Syncs synchronously: compaction is rare and the marker must be durable before
-        any segment is deleted.  An index below the current marker is ignored.
+        log).  Syncs synchronously, marker or not: compaction is rare, the marker must be
+        durable before any segment is deleted, and the driver counts on every record
+        appended before (and the directory entry of every segment) being durable on return.
+        An index below the current marker is ignored.
         """
         self._check_usable()
         _check_u64("compact index", index)
         _check_u64("compact term", term)
-        if index < self.compacted[0] or (index == self.compacted[0] and not drop_newer):
-            return
-        self._write(_encode_compact(index, term, drop_newer))
+        ignored = index < self.compacted[0] or (index == self.compacted[0] and not drop_newer)
+        if not ignored:
+            self._write(_encode_compact(index, term, drop_newer))
         self._sync_current()
+        self._sync_directory()
+        if ignored:
+            return
         if drop_newer:
             self._entries.clear()
         else:
@@ -609,6 +614,14 @@ class WAL:
         except OSError as exc:
             self._broken = f"fdatasync failed: {exc}"
             raise WalError(f"WAL sync of {self._segments[-1].path} failed: {exc}") from exc
+
+    def _sync_directory(self) -> None:
+        # a rolled segment's entry may still wait for the token that carries the directory
+        try:
+            os.fsync(self._dir_fd)
+        except OSError as exc:
+            self._broken = f"directory fsync failed: {exc}"
+            raise WalError(f"WAL directory sync of {self.directory} failed: {exc}") from exc
 
     def _roll(self) -> None:
         # synced here, not in the token: recovery relies on only the last segment being torn

@@ -9,12 +9,18 @@ checked; a violation raises ``SimFailure`` whose message says how to replay it:
 
     python -m axon.testing.raft_sim --seed N --nodes 3 [--steps S] [-v]
 
-Model of a node (``SimNode``): its durable ``Disk`` (hard state, log, snapshot of
-the state machine) changes only when a simulated fsync completes; a crash keeps a
-random prefix of the unsynced writes and loses the rest together with the
-in-memory state machine, which is rebuilt from the snapshot on restart.  Installing a
-received snapshot takes simulated time during which the node keeps taking messages,
-as ``RaftNode`` does while its store restores in a worker thread.
+Model of a node (``SimNode``): its durable ``Disk`` (hard state, log, compaction
+marker, the state machine as last synced) changes only when a simulated fsync
+completes; a crash keeps a random prefix of the unsynced writes and loses the rest
+together with the in-memory state machine, which is rebuilt from the disk on restart.
+
+The node follows the same driver rules as ``RaftNode``: they live in
+``axon.raft.rules`` and both call them (what goes out before the write and what waits
+for the fsync, which committed entries may be applied, how snapshot chunks are staged,
+how an install ends, when the log may be compacted, how a restart recovers).  Only the
+I/O is simulated here.  Installing a received snapshot takes simulated time during which
+the node keeps taking messages, as ``RaftNode`` does while its store restores in a worker
+thread; a snapshot is streamed one chunk at a time, in order, as over TCP.
 """
 from __future__ import annotations
 
@@ -29,10 +35,12 @@ from typing import Callable
 
 import msgpack
 
-from axon.raft.core import (ConfChange, NotLeader, RaftCore, RaftError,
-                            RaftOptions, Role, decode_config_bytes, encode_config_bytes)
+from axon.raft import rules
+from axon.raft.core import (ConfChange, RaftCore, RaftOptions, Ready, Role, decode_config_bytes,
+                            encode_config_bytes)
+from axon.raft.errors import NotLeader, RaftError
 from axon.raft.types import (ClusterConfig, Entry, EntryKind, HardState, Member, Message, MsgType,
-                             SnapshotMeta)
+                             SnapshotMeta, decode_config, encode_config)
 from axon.testing.clock import FakeClock, Handle
 from axon.testing.history import History, Op
 from axon.testing.simnet import SimNetwork
@@ -64,11 +72,12 @@ class SimConfig:
     max_extra_nodes: int = 2              # nodes the nemesis may add over a run
     compact_every: int = 24               # entries applied beyond the snapshot before compacting
     chunk_size: int = 48                  # bytes per InstallSnapshot chunk
+    chunk_interval: float = 0.04          # seconds between chunks of a stream (>= the delay
+                                          # spread, so that a stream arrives in order as over TCP)
     install_delay: tuple[float, float] = (0.0, 0.5)   # seconds a snapshot install takes; the
                                           # core keeps taking messages meanwhile, as in RaftNode
     settle: bool = True                   # heal everything at the end and demand progress
     settle_ticks: int = 400
-    unsafe_ack_before_fsync: bool = False  # a deliberately broken driver, to prove the checks bite
     options: dict = field(default_factory=lambda: {"election_ticks": 8})
     verbose: bool = False
 
@@ -89,24 +98,27 @@ class DiskSnapshot:
 
 
 class Disk:
-    """What survives a crash: hard state, log after the snapshot, the snapshot itself."""
+    """What survives a crash: hard state, the state machine as last synced, the log after
+    its compaction marker (as in the WAL, the marker may lag behind the state machine)."""
 
     def __init__(self, hard_state: HardState, entries: list[Entry]) -> None:
         self.hard_state = hard_state
         self.snapshot = DiskSnapshot(SnapshotMeta(), StateMachine().encode())
+        self.compacted: tuple[int, int] = (0, 0)
         self.log: list[Entry] = list(entries)
 
     @property
     def snap_index(self) -> int:
+        """Index of the durable state machine."""
         return self.snapshot.meta.index
 
     def last_index(self) -> int:
-        return self.log[-1].index if self.log else self.snap_index
+        return self.log[-1].index if self.log else self.compacted[0]
 
     def term_at(self, index: int) -> int | None:
-        if index == self.snap_index:
-            return self.snapshot.meta.term
-        pos = index - self.snap_index - 1
+        if index == self.compacted[0]:
+            return self.compacted[1]
+        pos = index - self.compacted[0] - 1
         if 0 <= pos < len(self.log):
             return self.log[pos].term
         return None
@@ -118,20 +130,26 @@ class Disk:
     def write(self, entries: list[Entry]) -> None:
         """Append entries; one at index <= last replaces that index and everything after."""
         for entry in entries:
-            if entry.index <= self.snap_index:
-                continue   # already covered by a newer snapshot
-            pos = entry.index - self.snap_index - 1
+            if entry.index <= self.compacted[0]:
+                continue   # behind the compaction marker: a snapshot holds it
+            pos = entry.index - self.compacted[0] - 1
             if pos > len(self.log):
                 raise SimFailure(f"gap in the durable log: {entry.index} after {self.last_index()}")
             del self.log[pos:]
             self.log.append(entry)
 
-    def install(self, snapshot: DiskSnapshot, keep_log: bool) -> None:
-        """Store a snapshot; the log keeps only entries after it (none if not keep_log)."""
+    def save_state(self, snapshot: DiskSnapshot) -> None:
+        """The state machine is durable as of ``snapshot`` (a sync, or a restore)."""
         self.snapshot = snapshot
-        self.log = [e for e in self.log if e.index > snapshot.meta.index] if keep_log else []
-        if self.log and self.log[0].index != snapshot.meta.index + 1:
+
+    def compact(self, index: int, term: int, drop_newer: bool = False) -> None:
+        """Like ``WAL.compact``: drop the log up to index (all of it if drop_newer)."""
+        if index < self.compacted[0] or (index == self.compacted[0] and not drop_newer):
+            return
+        self.log = [] if drop_newer else [e for e in self.log if e.index > index]
+        if self.log and self.log[0].index != index + 1:
             self.log = []
+        self.compacted = (index, term)
 
 
 @dataclass
@@ -139,38 +157,48 @@ class WriteBatch:
     """One Ready's writes, durable only after the next fsync."""
     hard_state: HardState | None
     entries: list[Entry]
-    messages: list[Message]
 
 
 # ---------------------------------------------------------------------- state machine
 
 class StateMachine:
-    """A key-value map; ``digest`` chains every applied entry so prefixes compare in O(1)."""
+    """A key-value map; ``digest`` chains every applied entry so prefixes compare in O(1).
+
+    Like the store, it knows the term and the configuration of what it applied."""
 
     def __init__(self) -> None:
         self.kv: dict[str, tuple[str, int]] = {}
         self.applied = 0
+        self.term = 0
+        self.config = ClusterConfig()
         self.digest = 0
 
     def apply(self, entry: Entry) -> None:
         if entry.index != self.applied + 1:
             raise SimFailure(f"applied {entry.index} after {self.applied}")
-        self.applied = entry.index
+        self.applied, self.term = entry.index, entry.term
         self.digest = hash((self.digest, entry.index, entry.term, int(entry.kind), entry.data))
         if entry.kind == EntryKind.NORMAL:
             _, key, value = entry.data.decode().split("|")
             self.kv[key] = (value, entry.index)
+        elif entry.kind == EntryKind.CONFIG:
+            self.config = decode_config_bytes(entry.data)
+
+    def meta(self) -> SnapshotMeta:
+        return SnapshotMeta(self.applied, self.term, self.config)
 
     def encode(self) -> bytes:
         return msgpack.packb({"kv": {k: list(v) for k, v in self.kv.items()},
-                              "applied": self.applied, "digest": self.digest})
+                              "applied": self.applied, "term": self.term,
+                              "config": encode_config(self.config), "digest": self.digest})
 
     @classmethod
     def decode(cls, data: bytes) -> "StateMachine":
         raw = msgpack.unpackb(data)
         sm = cls()
         sm.kv = {k: (v[0], v[1]) for k, v in raw["kv"].items()}
-        sm.applied, sm.digest = raw["applied"], raw["digest"]
+        sm.applied, sm.term, sm.digest = raw["applied"], raw["term"], raw["digest"]
+        sm.config = decode_config(raw["config"])
         return sm
 
 
@@ -202,17 +230,25 @@ class SimNode:
         self.incarnation = 0
         self.core: RaftCore | None = None
         self.sm = StateMachine()
+        # the driver's rules, fresh at every boot (as RaftNode's are at every start)
+        self.durability = rules.Durability(0)
+        self.apply_queue = rules.ApplyQueue()
+        self.staging = rules.SnapshotStaging()
+        self.staged = bytearray()                # the stream being staged (RaftNode: a file)
         self.unsynced: list[WriteBatch] = []
         self.fsync_handle: Handle | None = None
         self.tick_handle: Handle | None = None
         self.apply_handle: Handle | None = None
-        self.apply_queue: deque[Entry] = deque()
+        self.installing: Handle | None = None    # a received snapshot being installed
+        self.streams: dict[str, Handle] = {}     # snapshot streams to peers, by peer
         self.writes: dict[int, PendingWrite] = {}
         self.reads: dict[int, PendingRead] = {}
-        self.staged: tuple | None = None       # (key, {offset: data}, total or None)
-        self.installing: Handle | None = None  # a received snapshot being installed
         self.in_ready = False
         self.role_seen: tuple[Role, int] | None = None
+
+    def handles(self) -> list[Handle]:
+        return [h for h in (self.fsync_handle, self.tick_handle, self.apply_handle, self.installing,
+                            *self.streams.values()) if h is not None]
 
 
 # ---------------------------------------------------------------------- the simulation
@@ -269,13 +305,24 @@ class Simulation:
 
     # ------------------------------------------------------------------ node lifecycle
     def _boot(self, node: SimNode) -> None:
-        """Start a node from its disk (first start or restart after a crash)."""
+        """Start a node from its disk (first start or restart after a crash), as RaftNode does."""
         disk = node.disk
         node.incarnation += 1
         node.sm = StateMachine.decode(disk.snapshot.data)
-        node.core = RaftCore(node.id, hard_state=disk.hard_state, snapshot=disk.snapshot.meta,
-                             entries=disk.log, applied=disk.snap_index, options=self.options,
+        store = disk.snapshot.meta
+        try:
+            if rules.log_behind_store(store.index, disk.compacted[0], disk.last_index()):
+                disk.compact(store.index, store.term, drop_newer=True)
+        except RuntimeError as e:
+            self.fail(f"{node.id} cannot restart: {e}")
+        node.core = RaftCore(node.id, hard_state=disk.hard_state, snapshot=store,
+                             entries=[e for e in disk.log if e.index > store.index],
+                             applied=store.index, options=self.options,
                              rng=random.Random(self.rng.getrandbits(64)))
+        node.durability = rules.Durability(disk.last_index())
+        node.apply_queue = rules.ApplyQueue()
+        node.staging = rules.SnapshotStaging()
+        node.staged = bytearray()
         node.up = True
         node.role_seen = None
         self.net.register(node.id, lambda src, msg, node=node: self._on_message(node, msg))
@@ -292,6 +339,11 @@ class Simulation:
                 self._schedule_tick(node, self.cfg.tick)
         node.tick_handle = self.clock.call_later(delay, fire)
 
+    def _later(self, node: SimNode, delay: float, fn: Callable[[], None]) -> Handle:
+        """Run fn after delay unless the node crashed meanwhile."""
+        inc = node.incarnation
+        return self.clock.call_later(delay, lambda: fn() if node.up and node.incarnation == inc else None)
+
     def crash(self, nid: str) -> None:
         """Kill a node: a random prefix of its unsynced writes reaches the disk, the rest is lost."""
         node = self.nodes[nid]
@@ -305,12 +357,10 @@ class Simulation:
         node.unsynced = []
         node.up = False
         node.incarnation += 1
-        for handle in (node.fsync_handle, node.tick_handle, node.apply_handle, node.installing):
-            if handle is not None:
-                handle.cancel()
+        for handle in node.handles():
+            handle.cancel()
         node.fsync_handle = node.apply_handle = node.tick_handle = node.installing = None
-        node.apply_queue.clear()
-        node.staged = None
+        node.streams = {}
         self.net.unregister(nid)
         for pw in node.writes.values():
             self.history.unknown(pw.op)
@@ -336,7 +386,7 @@ class Simulation:
         self._process(node)
 
     def _process(self, node: SimNode) -> None:
-        """Drain the core's Ready the way a real driver does, checking invariants on the way."""
+        """Drain the core's Ready the way RaftNode does, checking invariants on the way."""
         if node.in_ready or not node.up:
             return
         node.in_ready = True
@@ -344,28 +394,33 @@ class Simulation:
             core = node.core
             self._check_role(node)
             while node.up and core.has_ready():
-                rd = core.ready()
-                if rd.entries:
-                    self._check_new_entries(node, rd.entries)
-                if rd.hard_state or rd.entries or rd.persist_messages:
-                    self._queue_writes(node, rd.hard_state, rd.entries, rd.persist_messages)
-                for msg in rd.messages:
-                    self._send(node, msg)
-                if rd.committed:
-                    self._hand_out_committed(node, rd.committed)
-                for rs in rd.read_states:
-                    self._read_granted(node, rs.ctx, rs.index)
-                for ctx in rd.failed_reads:
-                    pr = node.reads.pop(ctx, None)
-                    if pr is not None:
-                        self.history.discard(pr.op)
-                for peer in rd.snapshot_sends:
-                    self._send_snapshot(node, peer)
-                for chunk in rd.snapshot_chunks:
-                    self._stage_chunk(node, chunk)
+                self._handle_ready(node, core.ready())
                 self._check_role(node)
         finally:
             node.in_ready = False
+
+    def _handle_ready(self, node: SimNode, rd: Ready) -> None:
+        if rd.entries:
+            self._check_new_entries(node, rd.entries)
+        for msg in rd.messages:
+            self._send(node, msg)
+        writes, free = node.durability.track(rd)
+        if writes:
+            self._queue_write(node, WriteBatch(rd.hard_state, list(rd.entries)))
+        for msg in free:
+            self._send(node, msg)
+        if rd.committed:
+            self._hand_out_committed(node, rd.committed)
+        for rs in rd.read_states:
+            self._read_granted(node, rs.ctx, rs.index)
+        for ctx in rd.failed_reads:
+            pr = node.reads.pop(ctx, None)
+            if pr is not None:
+                self.history.discard(pr.op)
+        for peer in rd.snapshot_sends:
+            self._send_snapshot(node, peer)
+        for chunk in rd.snapshot_chunks:
+            self._stage_chunk(node, chunk)
 
     def _send(self, node: SimNode, msg: Message) -> None:
         self.stats["messages"] += 1
@@ -373,90 +428,79 @@ class Simulation:
             self.stats["heartbeats"] += 1
         self.net.send(node.id, msg.dst, msg)
 
-    def _queue_writes(self, node: SimNode, hs: HardState | None, entries: list[Entry],
-                      held: list[Message]) -> None:
-        if self.cfg.unsafe_ack_before_fsync:
-            for msg in held:
-                self._send(node, msg)
-            held = []
-        if hs is None and not entries:
-            if not node.unsynced:
-                for msg in held:
-                    self._send(node, msg)
-                return
-            if not held:
-                return
-        node.unsynced.append(WriteBatch(hs, list(entries), list(held)))
+    def _queue_write(self, node: SimNode, batch: WriteBatch) -> None:
+        node.unsynced.append(batch)
         if node.fsync_handle is None:
-            inc = node.incarnation
             delay = self.rng.uniform(*self.cfg.fsync_delay)
-            node.fsync_handle = self.clock.call_later(
-                delay, lambda: self._fsync(node) if node.up and node.incarnation == inc else None)
+            node.fsync_handle = self._later(node, delay, lambda: self._fsync(node))
 
     def _write_batch(self, node: SimNode, batch: WriteBatch) -> None:
         if batch.hard_state is not None:
             node.disk.hard_state = batch.hard_state
         node.disk.write(batch.entries)
 
-    def _fsync(self, node: SimNode) -> None:
-        """Every write queued so far is now durable: release the messages that waited for it."""
-        node.fsync_handle = None
+    def _flush(self, node: SimNode) -> None:
+        """Every write queued so far reaches the disk (the fsync completes)."""
+        if node.fsync_handle is not None:
+            node.fsync_handle.cancel()
+            node.fsync_handle = None
         batches, node.unsynced = node.unsynced, []
         for batch in batches:
             self._write_batch(node, batch)
-        for batch in batches:
-            for msg in batch.messages:
-                self._send(node, msg)
-        last = node.disk.last_index()
-        node.core.persisted(last, node.disk.term_at(last))
-        self._process(node)
 
-    def _sync_now(self, node: SimNode) -> None:
-        if node.fsync_handle is not None:
-            node.fsync_handle.cancel()
-        if node.unsynced:
-            self._fsync(node)
-        node.fsync_handle = None
+    def _fsync(self, node: SimNode) -> None:
+        """Every write queued so far is now durable: release what waited for it."""
+        self._flush(node)
+        self._synced(node, node.durability.sync_completed(node.durability.written))
+
+    def _synced(self, node: SimNode, done: rules.Synced) -> None:
+        if done.persisted is not None:
+            node.core.persisted(*done.persisted)
+        for msg in done.release:
+            self._send(node, msg)
+        self._resume_apply(node)
+        self._process(node)
 
     # ------------------------------------------------------------------ applying
     def _hand_out_committed(self, node: SimNode, entries: list[Entry]) -> None:
         for entry in entries:
             self._record_committed(node, entry)
-        node.apply_queue.extend(entries)
+        node.apply_queue.push(entries)
         self._resume_apply(node)
 
     def _resume_apply(self, node: SimNode) -> None:
-        if node.installing is not None:
-            return   # as in RaftNode: the applier is busy installing the snapshot
-        if self.cfg.apply_delay <= 0:
-            self._apply_all(node)
-        elif node.apply_handle is None and node.apply_queue:
-            self._schedule_apply(node)
-
-    def _schedule_apply(self, node: SimNode) -> None:
-        inc = node.incarnation
-
-        def fire() -> None:
-            if not node.up or node.incarnation != inc:
+        """Apply what the rules allow, as RaftNode's applier: in order, durable entries only,
+        a received snapshot at its place (the applier is busy while it installs)."""
+        if node.installing is not None or node.apply_handle is not None or not node.up:
+            return
+        slow = self.cfg.apply_delay > 0
+        while True:
+            work = node.apply_queue.take(node.sm.applied, node.durability.durable_index,
+                                         1 if slow else None)
+            if work is None:
                 return
-            node.apply_handle = None
-            if node.installing is not None:
-                return   # the install resumes applying when it is done
-            if node.apply_queue:
-                self._apply_one(node, node.apply_queue.popleft())
-                self._after_apply(node)
-            if node.apply_queue:
-                self._schedule_apply(node)
-        node.apply_handle = self.clock.call_later(self.cfg.apply_delay, fire)
+            if isinstance(work, SnapshotMeta):
+                self._start_install(node, work)
+                return
+            if slow:
+                node.apply_handle = self._later(node, self.cfg.apply_delay,
+                                                lambda work=work: self._apply_later(node, work))
+                return
+            for entry in work:
+                self._apply_one(node, entry)
+            self._after_apply(node)
 
-    def _apply_all(self, node: SimNode) -> None:
-        while node.apply_queue:
-            self._apply_one(node, node.apply_queue.popleft())
+    def _apply_later(self, node: SimNode, entries: list[Entry]) -> None:
+        node.apply_handle = None
+        for entry in entries:
+            self._apply_one(node, entry)
         self._after_apply(node)
+        self._resume_apply(node)
 
     def _apply_one(self, node: SimNode, entry: Entry) -> None:
-        if entry.index <= node.sm.applied:
-            return   # covered by an installed snapshot
+        if not node.disk.holds(entry.index, entry.term):
+            self.fail(f"{node.id} applies entry {entry.index} (term {entry.term}) that its own "
+                      f"disk does not hold: the state machine got ahead of the local log")
         node.sm.apply(entry)
         known = self.digests.setdefault(entry.index, node.sm.digest)
         if known != node.sm.digest:
@@ -473,70 +517,70 @@ class Simulation:
 
     def _after_apply(self, node: SimNode) -> None:
         self._serve_reads(node)
-        if node.sm.applied - node.disk.snap_index >= self.cfg.compact_every:
-            self.compact(node.id)
+        target = rules.compaction_index(node.sm.applied, node.core.snap_index, 0,
+                                        self.cfg.compact_every)
+        if target is not None:
+            self._compact(node, target)
 
     def compact(self, nid: str) -> None:
-        """Take a durable snapshot at the node's applied index and compact its log to it."""
+        """Compact the node's log to its applied index (after syncing its state machine)."""
         node = self.nodes[nid]
-        index = node.sm.applied
-        if not node.up or index <= node.disk.snap_index or index < node.core.snap_index:
-            return
-        meta = node.core.snapshot_meta(index)
-        node.disk.install(DiskSnapshot(meta, node.sm.encode()), keep_log=True)
-        node.core.compact(index)
-        self.log(f"{nid} compacts to {index}")
-        self._process(node)
+        if node.up:
+            self._compact(node, node.sm.applied)
+
+    def _compact(self, node: SimNode, index: int) -> None:
+        def sync_state_machine() -> None:
+            node.disk.save_state(DiskSnapshot(node.sm.meta(), node.sm.encode()))
+
+        if rules.compact(node.core, index, sync_state_machine, node.disk.compact):
+            self.log(f"{node.id} compacts to {index}")
+            self._process(node)
 
     # ------------------------------------------------------------------ snapshots
     def _send_snapshot(self, node: SimNode, peer: str) -> None:
-        index = node.sm.applied
-        meta = node.core.snapshot_meta(index)
-        data = node.sm.encode()
-        size = self.cfg.chunk_size
-        chunks = [data[i:i + size] for i in range(0, len(data), size)] or [b""]
-        for n, chunk in enumerate(chunks):
-            done = n == len(chunks) - 1
-            self._send(node, Message(MsgType.SNAPSHOT, node.id, peer, term=node.core.term,
-                                     snapshot=meta, offset=n * size, data=chunk, done=done))
+        """Stream the state machine to peer, one chunk per chunk_interval, as RaftNode's sender."""
+        if peer in node.streams:
+            return   # a stream to it is under way
+        meta, data = node.sm.meta(), node.sm.encode()
+        size, term = self.cfg.chunk_size, node.core.term
+        offsets = list(range(0, len(data), size)) or [0]
         self.stats["snapshots_sent"] += 1
-        self.stats["snapshot_chunks"] += len(chunks)
-        self.log(f"{node.id} streams snapshot {index} to {peer} in {len(chunks)} chunks")
-        node.core.snapshot_send_done(peer, True)
+        self.log(f"{node.id} streams snapshot {meta.index} to {peer} in {len(offsets)} chunks")
+
+        def send(n: int) -> None:
+            node.streams.pop(peer, None)
+            if not rules.snapshot_sending_allowed(node.core, term):
+                return
+            offset, done = offsets[n], n == len(offsets) - 1
+            self._send(node, Message(MsgType.SNAPSHOT, node.id, peer, term=term, snapshot=meta,
+                                     offset=offset, data=data[offset:offset + size], done=done))
+            self.stats["snapshot_chunks"] += 1
+            if not done:
+                node.streams[peer] = self._later(node, self.cfg.chunk_interval, lambda: send(n + 1))
+                return
+            node.core.snapshot_send_done(peer, True)
+            self._process(node)
+        send(0)
 
     def _stage_chunk(self, node: SimNode, msg: Message) -> None:
-        if node.installing is not None:
-            return   # as in RaftNode: a new stream must wait until the install is done
-        key = (msg.src, msg.term, msg.snapshot.index, msg.snapshot.term)
-        if node.staged is None or node.staged[0] != key:
-            node.staged = (key, {}, None)
-        _, parts, total = node.staged
-        parts[msg.offset] = msg.data
-        if msg.done:
-            total = msg.offset + len(msg.data)
-            node.staged = (key, parts, total)
-        if total is None:
+        step = node.staging.chunk(msg)
+        if step is None:
             return
-        data, pos = b"", 0
-        while pos < total and pos in parts:
-            data += parts[pos]
-            pos += len(parts[pos]) or total
-        if pos < total or len(data) != total:
-            return
-        node.staged = None
-        meta = msg.snapshot
-        if not node.core.snapshot_received(meta, msg.src):
-            return
-        inc = node.incarnation
-        delay = self.rng.uniform(*self.cfg.install_delay)
-        node.installing = self.clock.call_later(
-            delay, lambda: self._install(node, meta, data, msg.src)
-            if node.up and node.incarnation == inc else None)
+        if step.restart:
+            node.staged = bytearray()
+        node.staged += step.data
+        if step.complete is not None and node.staging.received(node.core, step.complete, msg.src):
+            node.apply_queue.push_snapshot(step.complete)
+            self._resume_apply(node)
 
-    def _install(self, node: SimNode, meta: SnapshotMeta, data: bytes, leader: str) -> None:
+    def _start_install(self, node: SimNode, meta: SnapshotMeta) -> None:
+        data = bytes(node.staged)
+        delay = self.rng.uniform(*self.cfg.install_delay)
+        node.installing = self._later(node, delay, lambda: self._install(node, meta, data))
+
+    def _install(self, node: SimNode, meta: SnapshotMeta, data: bytes) -> None:
         """The install finishes: the core decides whether the snapshot replaces the log."""
         node.installing = None
-        self._sync_now(node)   # the WAL marker is written after, and synced with, earlier writes
         sm = StateMachine.decode(data)
         if sm.applied != meta.index:
             self.fail(f"{node.id}: snapshot data at {sm.applied} but meta says {meta.index}")
@@ -547,17 +591,23 @@ class Simulation:
         if known is not None and known != sm.digest:
             self.fail(f"{node.id}: installed a snapshot whose state differs at {meta.index}")
         node.sm = sm
+        node.disk.save_state(DiskSnapshot(meta, data))   # a restore is durable when it returns
         for index in [i for i in node.writes if i <= meta.index]:
             # skipped over by the snapshot: this node can't tell whether its entry made it
             self.history.unknown(node.writes.pop(index).op)
-        replaced = node.core.snapshot_installed(meta, leader)
-        node.disk.install(DiskSnapshot(meta, data), keep_log=not replaced)
+        replaced: list[bool] = []
+
+        def compact_log(index: int, term: int, drop_newer: bool) -> None:
+            self._flush(node)   # as WAL.compact: every earlier write is durable with the marker
+            node.disk.compact(index, term, drop_newer)
+            replaced.append(drop_newer)
+
+        done = rules.finish_install(node.core, node.staging, node.durability, meta, compact_log)
         self.stats["snapshots_installed"] += 1
-        self.log(f"{node.id} installs snapshot {meta.index} (term {meta.term}) from {leader}"
-                 f"{'' if replaced else ', keeping the log after it'}")
-        self._resume_apply(node)
+        self.log(f"{node.id} installs snapshot {meta.index} (term {meta.term})"
+                 f"{'' if replaced[0] else ', keeping the log after it'}")
         self._serve_reads(node)
-        self._process(node)
+        self._synced(node, done)
 
     # ------------------------------------------------------------------ client workload
     def write(self, nid: str, key: str, value: str | None = None, client: int = 0) -> Op | None:
