@@ -113,7 +113,8 @@ class NodeConfig:
         load=read_cluster_key))
     gossip_key: bytes | None = field(default=None, metadata=_flag(
         "--gossip-key-file", "AXON_GOSSIP_KEY_FILE",
-        "Key file encrypting gossip: 16, 24 or 32 bytes as hex, base64 or raw (mode 0600).",
+        "Deprecated: give the file as --cluster-key-file, which keys gossip too. Used for gossip only "
+        "when there is no cluster key (16, 24 or 32 bytes, mode 0600); ignored, with a warning, beside one.",
         load=read_gossip_key))
     reap_dead_after: float | None = field(default=None, metadata=_flag(
         "--reap-dead-after", "AXON_REAP_DEAD_AFTER",

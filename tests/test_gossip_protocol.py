@@ -12,7 +12,7 @@ from axon.gossip.broadcast import BroadcastQueue, retransmit_limit
 from axon.gossip.config import GossipConfig
 from axon.gossip.crypto import Cipher
 from axon.gossip.errors import GossipError
-from axon.gossip.protocol import Gossip, MemberEvent, PushPullRequest, SendPacket
+from axon.gossip.protocol import Gossip, MemberEvent, Notice, PushPullRequest, SendPacket
 from axon.gossip.suspicion import Suspicion, suspicion_timeout
 from axon.testing.clock import FakeClock
 from axon.testing.simnet import SimNetwork
@@ -33,6 +33,7 @@ class SimNode:
         self.proto = Gossip(cluster.config, name, addr, meta_for(name), random.Random(cluster.rng.random()),
                             key=key, now=cluster.clock.now)
         self.events: list[tuple[float, str, str]] = []
+        self.notices: list[str] = []
         self.joined = False
         self.crashed = False
         self._timer = None
@@ -51,6 +52,8 @@ class SimNode:
                 self.cluster.net.send(self.addr, out.addr, ("pp", self._requests, out.data))
             elif isinstance(out, MemberEvent):
                 self.events.append((self.cluster.clock.now, out.kind, out.member["node_id"]))
+            elif isinstance(out, Notice):
+                self.notices.append(out.message)
         self._reschedule()
 
     def _reschedule(self) -> None:
@@ -76,7 +79,7 @@ class SimNode:
                 self.cluster.net.send(self.addr, src, ("pp_reply", payload[1], reply))
             self._dispatch(outs)
         elif kind == "pp_reply":
-            ok, outs = self.proto.handle_push_pull_reply(now, src, payload[2])
+            ok, outs = self.proto.handle_push_pull_reply(now, src, payload[2], join=payload[1] == -1)
             self.joined = self.joined or ok
             self._dispatch(outs)
 
@@ -85,7 +88,7 @@ class SimNode:
         """Push-pull with the seed, retrying (like join_in_background) until one answer arrives."""
         if self.joined or self.crashed:
             return
-        self.cluster.net.send(self.addr, seed_addr, ("pp", -1, self.proto.join_request()))
+        self.cluster.net.send(self.addr, seed_addr, ("pp", -1, self.proto.join_request(self.cluster.clock.now)))
         self.cluster.clock.call_later(retry, lambda: self.join(seed_addr, retry))
 
     def crash(self) -> None:
@@ -242,7 +245,7 @@ def test_suspected_node_refutes_with_higher_incarnation():
     cluster = start_cluster(7, 10)
     victim, accuser = cluster.nodes["n4"], cluster.nodes["n1"]
     old = victim.proto.incarnation
-    rumour = codec.seal([codec.encode_message(codec.Suspect(old, "n4", "n1"))], None)
+    rumour = codec.Sender(None).seal([codec.encode_message(codec.Suspect(old, "n4", "n1"))], cluster.clock.now)
     for name in ("n2", "n3", "n6"):
         cluster.net.send(accuser.addr, cluster.nodes[name].addr, ("udp", rumour))
     assert cluster.clock.run_until(lambda: victim.proto.incarnation > old, timeout=10, step=0.05)
@@ -333,7 +336,8 @@ def test_node_with_other_key_or_none_cannot_join(bad_key, reason):
     # even told about the members, its UDP probes and gossip are dropped by everyone
     members = tuple(codec.MemberRecord(n.name, n.addr, {}, 0, "alive") for n in cluster.live() if n is not intruder)
     cipher = Cipher(bad_key) if bad_key else None
-    frame = codec.seal([codec.encode_message(codec.PushPull(False, "n0", members))], cipher)
+    frame = codec.Sender(cipher).seal([codec.encode_message(codec.PushPull(False, "n0", members))],
+                                      cluster.clock.now)
     intruder._dispatch(intruder.proto.handle_push_pull_reply(cluster.clock.now, "n0", frame)[1])
     before = sum(n.proto.stats[reason] for n in cluster.live() if n is not intruder)
     cluster.clock.advance(10)
@@ -369,7 +373,12 @@ def make_node(key=None) -> Gossip:
 def valid_packet(cipher=None) -> bytes:
     msgs = [codec.Ping(1, "me"), codec.Alive(3, "peer", "127.0.0.2:7946", {"node_id": "peer"}),
             codec.Suspect(1, "other", "peer")]
-    return codec.seal([codec.encode_message(m) for m in msgs], cipher)
+    return codec.Sender(cipher).seal([codec.encode_message(m) for m in msgs], 0.0)
+
+
+def plain(body: bytes) -> bytes:
+    """An unencrypted packet of this version around ``body`` (which need not be valid)."""
+    return codec.HEADER.pack(codec.MAGIC, codec.VERSION, 0, bytes(16), 0, 0) + body
 
 
 @pytest.mark.parametrize("key", [None, KEY])
@@ -392,11 +401,12 @@ def test_foreign_oversized_and_wrong_version_packets_are_dropped_and_counted():
         "dropped_version": bytes([codec.MAGIC, 99, 0]) + good[3:],
         "dropped_foreign": b"GET / HTTP/1.1\r\n\r\n",
         "dropped_oversized": good + b"\x00" * 1400,
-        "dropped_encrypted": bytes([codec.MAGIC, codec.VERSION, codec.FLAG_ENCRYPTED]) + b"\x00" * 40,
-        "dropped_malformed": bytes([codec.MAGIC, codec.VERSION, 0]) + codec.msgpack.packb([[codec.MsgKind.PING, "x"]]),
+        "dropped_encrypted": bytes([codec.MAGIC, codec.VERSION, codec.FLAG_ENCRYPTED]) + b"\x00" * 60,
+        "dropped_malformed": plain(codec.msgpack.packb([[codec.MsgKind.PING, "x"]])),
     }
     for counter, packet in cases.items():
-        assert node.handle_packet(0.0, "1.2.3.4:5", packet) == []
+        outs = node.handle_packet(0.0, "1.2.3.4:5", packet)
+        assert all(isinstance(o, Notice) for o in outs)     # nothing sent, nobody learnt
         assert node.stats[counter] == 1, counter
     assert node.stats["dropped"] == len(cases)
     assert node.members() == [node.member("me")]
@@ -404,12 +414,12 @@ def test_foreign_oversized_and_wrong_version_packets_are_dropped_and_counted():
 
 def test_push_pull_on_udp_and_garbage_streams_are_dropped():
     node = make_node()
-    frame = node.join_request()
+    frame = node.join_request(0.0)
     node.handle_packet(0.0, "1.2.3.4:5", frame)
     assert node.stats["dropped_unexpected"] == 1
     reply, _ = node.handle_push_pull(0.0, "1.2.3.4:5", valid_packet())
     assert reply is None and node.stats["dropped_unexpected"] == 2
-    ok, _ = node.handle_push_pull_reply(0.0, "1.2.3.4:5", b"\xa7\x01\x00\xc1")
+    ok, _ = node.handle_push_pull_reply(0.0, "1.2.3.4:5", plain(b"\xc1"))
     assert not ok and node.stats["dropped_malformed"] == 1
 
 
@@ -418,8 +428,8 @@ def test_push_pull_on_udp_and_garbage_streams_are_dropped():
 def test_random_bytes_never_crash(data):
     node = make_node()
     node.handle_packet(0.0, "1.2.3.4:5", data)
-    node.handle_packet(0.0, "1.2.3.4:5", bytes([codec.MAGIC, codec.VERSION, 0]) + data)
-    node.handle_push_pull(0.0, "1.2.3.4:5", bytes([codec.MAGIC, codec.VERSION, 0]) + data)
+    node.handle_packet(0.0, "1.2.3.4:5", plain(data))
+    node.handle_push_pull(0.0, "1.2.3.4:5", plain(data))
     assert node.member("me")["status"] == "alive"
 
 
@@ -432,7 +442,7 @@ def test_random_bytes_never_crash(data):
 def test_structured_garbage_never_crashes(obj):
     node = make_node()
     for body in (obj, [obj], [[5, obj]], [[8, False, "x", obj]], [[2, 1, "a", obj, True]]):
-        packet = bytes([codec.MAGIC, codec.VERSION, 0]) + codec.msgpack.packb(body, use_bin_type=True)
+        packet = plain(codec.msgpack.packb(body, use_bin_type=True))
         node.handle_packet(0.0, "1.2.3.4:5", packet)
         node.handle_push_pull(0.0, "1.2.3.4:5", packet)
     assert node.member("me")["status"] == "alive"
@@ -444,8 +454,8 @@ def test_codec_round_trip_all_kinds():
             codec.Dead(7, "f", "f"),
             codec.PushPull(True, "g", (codec.MemberRecord("h", "1.1.1.1:1", {}, 8, "suspect"),))]
     for cipher in (None, Cipher(KEY)):
-        packet = codec.seal([codec.encode_message(m) for m in msgs], cipher)
-        assert codec.open_packet(packet, cipher, 1 << 20) == msgs
+        packet = codec.Sender(cipher).seal([codec.encode_message(m) for m in msgs], 0.0)
+        assert codec.open_packet(packet, cipher, 1 << 20)[1] == msgs
 
 
 # ---------------------------------------------------------------- pieces and validation

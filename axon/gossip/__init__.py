@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from axon.gossip.config import GossipConfig
+from axon.gossip.crypto import gossip_key_for
 from axon.gossip.errors import CodecError, GossipError, TransportError
-from axon.gossip.protocol import Gossip, MemberEvent, PushPullRequest, SendPacket
+from axon.gossip.protocol import Gossip, MemberEvent, Notice, PushPullRequest, SendPacket
 
-__all__ = ["GossipConfig", "GossipError", "CodecError", "TransportError", "Gossip", "MemberEvent",
-           "PushPullRequest", "SendPacket", "GossipAgent"]
+__all__ = ["GossipConfig", "GossipError", "CodecError", "TransportError", "Gossip", "MemberEvent", "Notice",
+           "PushPullRequest", "SendPacket", "GossipAgent", "gossip_key_for"]
 
 
 def __getattr__(name: str):

@@ -1,7 +1,8 @@
 """GossipAgent: drives the pure protocol with gevent UDP/TCP sockets and the monotonic clock.
 
 Use it from the gevent hub's thread (greenlets); member-event callbacks run in the
-agent's greenlets and must not block for long.
+agent's greenlets and must not block for long.  Packets carry the wall clock
+(``time.time``) for the replay window; timers run on the monotonic clock.
 """
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from gevent.server import StreamServer
 from axon.gossip import transport
 from axon.gossip.address import format_addr, parse_addr
 from axon.gossip.config import GossipConfig
-from axon.gossip.crypto import check_key
-from axon.gossip.errors import GossipError, TransportError
-from axon.gossip.protocol import Gossip, MemberEvent, Output, PushPullRequest, SendPacket, check_meta
+from axon.gossip.crypto import check_key, gossip_key_for
+from axon.gossip.errors import GossipError, StreamClosedError, TransportError
+from axon.gossip.protocol import (NOTICE_INTERVAL, Gossip, MemberEvent, Notice, Output, PushPullRequest, SendPacket,
+                                  check_meta)
+from axon.gossip.ratelimit import LogLimiter
 
 ChangeCallback = Callable[[str, dict], None]
 _WILDCARDS = ("", "0.0.0.0", "::")
@@ -51,6 +54,12 @@ class GossipAgent:
         self._running = False
         self._address = ""
         self._io_stats: Counter[str] = Counter()
+        self._join_warnings = LogLimiter(NOTICE_INTERVAL)
+
+    @staticmethod
+    def key_for(cluster_key: bytes | None, legacy_gossip_key: bytes | None = None) -> bytes | None:
+        """The ``key`` for a node with these key files (see crypto.gossip_key_for); logs deprecations."""
+        return gossip_key_for(cluster_key, legacy_gossip_key)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -61,7 +70,7 @@ class GossipAgent:
         self._udp = udp
         self._address = self._advertise or format_addr(self._advertised_host(), port)
         self._proto = Gossip(self._config, self._name, self._address, self._meta, random.Random(),
-                             key=self._key, now=time.monotonic())
+                             key=self._key, now=time.monotonic(), wall_clock=time.time)
         self._running = True
         self._server = StreamServer(tcp, self._serve_stream)
         self._server.start()
@@ -84,7 +93,8 @@ class GossipAgent:
         """Push-pull with every seed (in parallel); returns how many answered."""
         proto = self._started()
         targets = [s for s in seeds if s and s != self._address]
-        jobs = [self._greenlets.spawn(self._push_pull, seed, proto.join_request()) for seed in targets]
+        jobs = [self._greenlets.spawn(self._push_pull, seed, proto.join_request(time.monotonic()), True)
+                for seed in targets]
         gevent.joinall(jobs)
         return sum(1 for job in jobs if job.value is True)
 
@@ -132,6 +142,11 @@ class GossipAgent:
         merged.update(self._io_stats)
         return dict(merged)
 
+    @property
+    def auth_failures(self) -> int:
+        """Packets and frames dropped because the sender's key differs from ours (or they were tampered)."""
+        return self.stats.get("auth_failures", 0)
+
     def members(self) -> list[dict]:
         """Every known member: {"node_id", "status", "gossip", "incarnation", "meta"}."""
         return self._started().members()
@@ -163,6 +178,8 @@ class GossipAgent:
                 self._greenlets.spawn(self._push_pull, out.addr, out.data)
             elif isinstance(out, MemberEvent):
                 self._notify(out)
+            elif isinstance(out, Notice):
+                self._log.warning("%s", out.message)
         if wake:
             self._wake.set()   # an input may have moved the next timer deadline
 
@@ -211,14 +228,28 @@ class GossipAgent:
         finally:
             sock.close()
 
-    def _push_pull(self, addr: str, data: bytes) -> bool:
+    def _push_pull(self, addr: str, data: bytes, join: bool = False) -> bool:
         try:
             reply = transport.exchange(addr, data, self._config.stream_timeout, self._config.max_stream_size)
-        except (OSError, GossipError):
+        except (OSError, GossipError) as exc:
             self._io_stats["push_pull_failures"] += 1
+            if join:
+                self._warn_join_failed(addr, exc)
             return False
         if not self._running:
             return False
-        ok, outputs = self._proto.handle_push_pull_reply(time.monotonic(), addr, reply)
+        ok, outputs = self._proto.handle_push_pull_reply(time.monotonic(), addr, reply, join=join)
         self._dispatch(outputs)
         return ok
+
+    def _warn_join_failed(self, seed: str, exc: Exception) -> None:
+        """One line per seed and NOTICE_INTERVAL: why a join got no answer (refusals are the protocol's)."""
+        if not self._join_warnings.allow(seed, time.monotonic()):
+            return
+        if isinstance(exc, StreamClosedError):
+            # a current seed answers a frame it cannot authenticate with a refusal; silence means
+            # an older protocol version, or not a gossip port at all
+            self._log.warning("gossip join via %s failed: the seed closed the connection without answering "
+                              "(another version or another cluster key?)", seed)
+        else:
+            self._log.info("gossip join via %s failed: %s", seed, exc)

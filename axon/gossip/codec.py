@@ -1,30 +1,51 @@
-"""Wire format of gossip packets and push-pull frames.
+"""Wire format of gossip packets and push-pull frames (version 2).
 
-A packet is ``MAGIC VERSION FLAGS`` followed by a msgpack array of messages (each a
-list whose first item is the MsgKind), AES-GCM sealed when a key is set; the
-3-byte header is authenticated as associated data.  Several messages travel in
-one packet (a compound packet); a push-pull frame carries exactly one PUSH_PULL.
-Decoding validates every field and raises CodecError whose ``reason`` names the
+A packet (UDP) or push-pull frame (TCP) is a 35-byte header followed by a msgpack array
+of messages (each a list whose first item is the MsgKind)::
+
+    magic 0xA7 | version 2 | flags | boot id (16) | counter (u64) | timestamp ms (u64) | body
+
+all integers big-endian.  ``boot id`` is the sender's random id for this run, ``counter``
+grows by one with every packet or frame it sends, ``timestamp`` is its wall clock.  With a
+key (FLAG_ENCRYPTED) the body is ChaCha20-Poly1305 sealed under the sender's boot subkey
+with the counter as nonce and the whole header as associated data (see crypto), so no
+header field can be altered; the receiver's replay guard (replay) then admits each
+(boot id, counter) once and only near its own clock.  Several messages travel in one
+packet (a compound packet); a push-pull frame carries exactly one PUSH_PULL.
+
+A refusal (FLAG_REFUSAL) is the 4-byte ``magic version flags reason`` a push-pull server
+answers to a frame it could not authenticate, so the other side can say why; it is not
+authenticated and only ever feeds a log line.  Another version, or anything malformed, is
+dropped: decoding validates every field and raises CodecError whose ``reason`` names the
 drop counter.
 """
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass
 from typing import Union
 
 import msgpack
 
 from axon.gossip.address import parse_addr
-from axon.gossip.crypto import OVERHEAD, Cipher
+from axon.gossip.crypto import BOOT_SIZE, MAX_COUNTER, OVERHEAD, Cipher, new_boot_id
 from axon.gossip.errors import CodecError, GossipError
 
 MAGIC = 0xA7
-VERSION = 1
-HEADER_SIZE = 3
+VERSION = 2
+HEADER = struct.Struct(">BBB16sQQ")
+HEADER_SIZE = HEADER.size
 FLAG_ENCRYPTED = 0x01
+FLAG_REFUSAL = 0x02
 MAX_NAME_LEN = 128
 MAX_SEQ = 2 ** 63 - 1
+_PACKET_ID = slice(3, 3 + BOOT_SIZE + 8)   # boot id + counter: unique per packet
+
+# why a push-pull server refused a frame (the byte after a refusal's flags)
+REFUSED_AUTH, REFUSED_KEY_REQUIRED, REFUSED_NO_KEY, REFUSED_CLOCK = 1, 2, 3, 4
+REFUSAL_FOR_DROP = {"decrypt": REFUSED_AUTH, "unencrypted": REFUSED_KEY_REQUIRED, "encrypted": REFUSED_NO_KEY,
+                    "stale": REFUSED_CLOCK}
 
 ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
 STATUS_CODES = {ALIVE: 0, SUSPECT: 1, DEAD: 2, LEFT: 3}
@@ -145,27 +166,67 @@ def array_header(count: int) -> bytes:
 
 
 def packet_overhead(encrypted: bool) -> int:
-    """Bytes a packet adds around its message array (header, and nonce + tag when sealed)."""
+    """Bytes a packet adds around its message array (header, and the tag when sealed)."""
     return HEADER_SIZE + (OVERHEAD if encrypted else 0)
 
 
-def seal(encoded_messages: list[bytes], cipher: Cipher | None) -> bytes:
-    """Already-encoded messages -> one packet (or push-pull frame)."""
-    body = array_header(len(encoded_messages)) + b"".join(encoded_messages)
-    header = bytes([MAGIC, VERSION, FLAG_ENCRYPTED if cipher else 0])
-    return header + (cipher.seal(header, body) if cipher else body)
+def timestamp_ms(wall: float) -> int:
+    """Wall-clock seconds -> the header's unsigned milliseconds (clamped to the field)."""
+    return min(max(int(wall * 1000), 0), MAX_COUNTER)
+
+
+class Sender:
+    """One member's outgoing side: its boot id and packet counter, so (boot, counter) never repeats."""
+
+    def __init__(self, cipher: Cipher | None, boot: bytes | None = None) -> None:
+        self.cipher = cipher
+        self.boot = boot if boot is not None else new_boot_id()
+        if len(self.boot) != BOOT_SIZE:
+            raise GossipError(f"a boot id is {BOOT_SIZE} bytes")
+        self.counter = 0
+
+    def seal(self, encoded_messages: list[bytes], wall: float) -> bytes:
+        """Already-encoded messages -> one packet (or push-pull frame) stamped with ``wall`` seconds."""
+        if self.counter > MAX_COUNTER:
+            raise GossipError("packet counter exhausted; restart the agent")
+        counter, self.counter = self.counter, self.counter + 1
+        body = array_header(len(encoded_messages)) + b"".join(encoded_messages)
+        flags = FLAG_ENCRYPTED if self.cipher else 0
+        header = HEADER.pack(MAGIC, VERSION, flags, self.boot, counter, timestamp_ms(wall))
+        return header + (self.cipher.seal(self.boot, counter, header, body) if self.cipher else body)
+
+
+def refusal(reason: int) -> bytes:
+    """The answer of a push-pull server to a frame it could not authenticate."""
+    return bytes([MAGIC, VERSION, FLAG_REFUSAL, reason])
+
+
+def refusal_reason(data: bytes) -> int | None:
+    """A refusal's reason code, or None when ``data`` is not a refusal."""
+    if len(data) == 4 and data[0] == MAGIC and data[1] == VERSION and data[2] == FLAG_REFUSAL:
+        return data[3]
+    return None
 
 
 # ---------------------------------------------------------------- decoding
 
-def open_packet(data: bytes, cipher: Cipher | None, max_size: int) -> list[Message]:
-    """Check framing, decrypt and decode; raises CodecError(reason)."""
+@dataclass(frozen=True, slots=True)
+class Header:
+    encrypted: bool
+    boot: bytes
+    counter: int
+    timestamp: float       # the sender's wall clock, seconds
+    packet_id: bytes       # boot id + counter, what the replay guard remembers
+
+
+def open_packet(data: bytes, cipher: Cipher | None, max_size: int) -> tuple[Header, list[Message]]:
+    """Check framing, authenticate and decrypt, decode; raises CodecError(reason)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError("malformed", "not bytes")
     data = bytes(data)
     if len(data) > max_size:
         raise CodecError("oversized", f"{len(data)} > {max_size} bytes")
-    if len(data) < HEADER_SIZE + 1:
+    if len(data) < 3:
         raise CodecError("truncated", "shorter than a header")
     if data[0] != MAGIC:
         raise CodecError("foreign", "bad magic byte")
@@ -174,14 +235,18 @@ def open_packet(data: bytes, cipher: Cipher | None, max_size: int) -> list[Messa
     flags = data[2]
     if flags & ~FLAG_ENCRYPTED:
         raise CodecError("malformed", "unknown flags")
-    header, body = data[:HEADER_SIZE], data[HEADER_SIZE:]
-    if flags & FLAG_ENCRYPTED:
+    if len(data) <= HEADER_SIZE:
+        raise CodecError("truncated", "shorter than a header")
+    _, _, _, boot, counter, stamp = HEADER.unpack_from(data)
+    header = Header(bool(flags & FLAG_ENCRYPTED), boot, counter, stamp / 1000, data[_PACKET_ID])
+    body = data[HEADER_SIZE:]
+    if header.encrypted:
         if cipher is None:
             raise CodecError("encrypted", "sealed packet but no key configured")
-        body = cipher.open(header, body)
+        body = cipher.open(boot, counter, data[:HEADER_SIZE], body)
     elif cipher is not None:
         raise CodecError("unencrypted", "plain packet but a key is configured")
-    return decode_messages(body, max_size)
+    return header, decode_messages(body, max_size)
 
 
 def decode_messages(body: bytes, max_size: int) -> list[Message]:

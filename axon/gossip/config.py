@@ -26,6 +26,8 @@ class GossipConfig:
     stream_timeout: float = 10.0           # TCP push-pull connect/read/write timeout
     join_backoff_max: float = 30.0         # cap of join_in_background's retry delay
     meta_max_size: int = 512               # encoded metadata bytes
+    replay_window: float = 30.0            # accept packets stamped within this many seconds of our clock
+    replay_memory: int = 16384             # packet ids remembered against replays (bounded; see replay.py)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -41,7 +43,8 @@ class GossipConfig:
         if self.meta_max_size > self.packet_size // 2:
             raise GossipError("meta_max_size must be at most half of packet_size")
         for name in ("indirect_checks", "suspicion_mult", "suspicion_max_timeout_mult", "awareness_max_multiplier",
-                     "retransmit_mult", "gossip_nodes", "packet_size", "max_stream_size", "meta_max_size"):
+                     "retransmit_mult", "gossip_nodes", "packet_size", "max_stream_size", "meta_max_size",
+                     "replay_memory"):
             if not isinstance(getattr(self, name), int):
                 raise GossipError(f"GossipConfig.{name} must be an int")
 

@@ -16,3 +16,7 @@ class CodecError(GossipError):
 
 class TransportError(GossipError):
     """A socket-level exchange failed (timeout, oversize frame, closed early)."""
+
+
+class StreamClosedError(TransportError):
+    """The peer closed the stream before a whole frame arrived (e.g. it would not answer)."""

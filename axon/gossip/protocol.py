@@ -2,9 +2,12 @@
 
 No sockets and no clock reads: every input method takes ``now`` (seconds, any
 monotonic origin) and returns the outputs it caused -- packets to send, push-pull
-exchanges to start, member events.  Timers live in an internal heap; the driver
-calls ``tick(now)`` at ``next_deadline()`` (and again whenever an input may have
-moved that deadline).  All randomness comes from the injected ``random.Random``.
+exchanges to start, member events, warnings to log.  Packet timestamps (the replay
+window, see codec and replay) come from the injected ``wall_clock``; without one they
+are ``now`` itself, which suits simulations where every member shares one clock.
+Timers live in an internal heap; the driver calls ``tick(now)`` at ``next_deadline()``
+(and again whenever an input may have moved that deadline).  All randomness comes from
+the injected ``random.Random``.
 
 Semantics follow hashicorp/memberlist: randomized round-robin probing, ping-req
 through k helpers with nacks, suspicion with incarnation refutation and a
@@ -32,10 +35,14 @@ from axon.gossip.codec import (ALIVE, DEAD, LEFT, SUSPECT, Ack, Alive, Dead, Ind
 from axon.gossip.config import GossipConfig
 from axon.gossip.crypto import Cipher
 from axon.gossip.errors import CodecError, GossipError
+from axon.gossip.ratelimit import LogLimiter
+from axon.gossip.replay import ReplayGuard
 from axon.gossip.suspicion import Suspicion, suspicion_timeout
 
 
 NACK_TIMEOUT_FRACTION = 0.8
+NOTICE_INTERVAL = 30.0          # seconds between two warnings about the same peer and problem
+AUTH_DROPS = ("decrypt", "unencrypted", "encrypted")   # the sender's key differs from ours
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +66,19 @@ class MemberEvent:
     member: dict
 
 
-Output = Union[SendPacket, PushPullRequest, MemberEvent]
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A warning for the operator's log (already rate-limited), e.g. a peer with another key."""
+    message: str
+
+
+Output = Union[SendPacket, PushPullRequest, MemberEvent, Notice]
+
+
+@dataclass(frozen=True, slots=True)
+class _Dropped:
+    reason: str
+    skew: float = 0.0      # the sender's clock minus ours, for "stale"
 
 
 @dataclass(slots=True)
@@ -114,10 +133,15 @@ def check_meta(meta: dict, max_size: int) -> dict:
 
 
 class Gossip:
-    """One member's view of the cluster and its protocol timers."""
+    """One member's view of the cluster and its protocol timers.
+
+    ``key`` seals every packet and frame (see codec); ``wall_clock`` stamps them for the
+    replay window; ``boot`` is this run's sender id (random unless a test fixes it).
+    """
 
     def __init__(self, config: GossipConfig, name: str, addr: str, meta: dict, rng: random.Random, *,
-                 key: bytes | None = None, now: float = 0.0, incarnation: int = 0) -> None:
+                 key: bytes | None = None, now: float = 0.0, incarnation: int = 0,
+                 wall_clock: Callable[[], float] | None = None, boot: bytes | None = None) -> None:
         if not isinstance(name, str) or not 0 < len(name) <= codec.MAX_NAME_LEN:
             raise GossipError(f"bad member name {name!r}")
         parse_addr(addr)
@@ -126,6 +150,11 @@ class Gossip:
         self.addr = addr
         self._rng = rng
         self._cipher = Cipher(key) if key is not None else None
+        self._sender = codec.Sender(self._cipher, boot)
+        self._replay = ReplayGuard(config.replay_window, config.replay_memory)
+        self._notices = LogLimiter(NOTICE_INTERVAL)
+        self._wall_clock = wall_clock
+        self._now = now
         self._me = _Member(name, addr, check_meta(meta, config.meta_max_size), incarnation, ALIVE, now)
         self._members: dict[str, _Member] = {name: self._me}
         self._broadcasts = BroadcastQueue()
@@ -176,6 +205,7 @@ class Gossip:
 
     def tick(self, now: float) -> list[Output]:
         """Run every timer due at ``now``."""
+        self._now = now
         while self._timers and self._timers[0][0] <= now:
             _, _, fn, args = heapq.heappop(self._timers)
             fn(now, *args)
@@ -183,11 +213,11 @@ class Gossip:
 
     def handle_packet(self, now: float, src: str, data: bytes) -> list[Output]:
         """A UDP datagram arrived from ``src`` ("host:port")."""
+        self._now = now
         self.stats["packets_received"] += 1
-        try:
-            messages = codec.open_packet(data, self._cipher, self.config.packet_size)
-        except CodecError as exc:
-            self._drop(exc.reason)
+        messages = self._open(data, self.config.packet_size)
+        if isinstance(messages, _Dropped):
+            self._notice_dropped(now, src, src, "packet", messages)
             return self._drain()
         self._stale_accusation = False
         for msg in messages:
@@ -198,15 +228,23 @@ class Gossip:
             self._send(src, Alive(me.incarnation, me.name, me.addr, me.meta))
         return self._drain()
 
-    def join_request(self) -> bytes:
+    def join_request(self, now: float) -> bytes:
         """The push-pull frame to send to a seed when joining."""
+        self._now = now
         return self._push_pull_frame(join=True)
 
     def handle_push_pull(self, now: float, src: str, data: bytes) -> tuple[bytes | None, list[Output]]:
-        """A peer's push-pull frame arrived on a stream: merge it, return our (merged) state as the reply."""
+        """A peer's push-pull frame arrived on a stream: merge it, return our (merged) state as the reply.
+
+        A frame refused for its key or clock is answered with a refusal, so the peer can
+        log why; other bad frames get no answer (None: close the stream).
+        """
+        self._now = now
         state = self._open_push_pull(data)
-        if state is None:
-            return None, self._drain()
+        if isinstance(state, _Dropped):
+            self._notice_dropped(now, src, _host(src), "push-pull", state)
+            code = codec.REFUSAL_FOR_DROP.get(state.reason)
+            return (codec.refusal(code) if code else None), self._drain()
         self._merge(now, state)
         self.stats["push_pull_served"] += 1
         if state.join:
@@ -214,10 +252,19 @@ class Gossip:
             self._gossip_round(now)
         return self._push_pull_frame(join=False), self._drain()
 
-    def handle_push_pull_reply(self, now: float, src: str, data: bytes) -> tuple[bool, list[Output]]:
-        """The answer to one of our push-pull requests; False when it was dropped."""
+    def handle_push_pull_reply(self, now: float, src: str, data: bytes,
+                               join: bool = False) -> tuple[bool, list[Output]]:
+        """The answer to one of our push-pull requests (``join``: to a join_request); False when dropped."""
+        self._now = now
+        code = codec.refusal_reason(data)
+        if code is not None:
+            self.stats["streams_received"] += 1
+            self._drop("refused")
+            self._notice_exchange(now, src, join, _refusal_text(code, self.config.replay_window))
+            return False, self._drain()
         state = self._open_push_pull(data)
-        if state is None:
+        if isinstance(state, _Dropped):
+            self._notice_exchange(now, src, join, _bad_answer_text(state, self.config.replay_window))
             return False, self._drain()
         self._merge(now, state)
         self.stats["push_pull_merged"] += 1
@@ -225,6 +272,7 @@ class Gossip:
 
     def update_meta(self, now: float, meta: dict) -> list[Output]:
         """Replace our metadata and re-announce ourselves with a higher incarnation."""
+        self._now = now
         self._me.meta = check_meta(meta, self.config.meta_max_size)
         self._me.incarnation += 1
         self._broadcast_self()
@@ -232,6 +280,7 @@ class Gossip:
 
     def leave(self, now: float) -> list[Output]:
         """Announce a graceful leave; probing stops, gossip goes on so the news spreads."""
+        self._now = now
         if not self._leaving:
             self._leaving = True
             self._probe = None
@@ -256,6 +305,54 @@ class Gossip:
     def _drop(self, reason: str) -> None:
         self.stats["dropped"] += 1
         self.stats["dropped_" + reason] += 1
+        if reason in AUTH_DROPS:
+            self.stats["auth_failures"] += 1
+
+    def _wall(self) -> float:
+        return self._wall_clock() if self._wall_clock is not None else self._now
+
+    def _open(self, data: bytes, max_size: int) -> list[Message] | _Dropped:
+        """Authenticate, check freshness (when keyed) and decode one packet or frame; drops are counted."""
+        try:
+            header, messages = codec.open_packet(data, self._cipher, max_size)
+        except CodecError as exc:
+            self._drop(exc.reason)
+            return _Dropped(exc.reason)
+        if self._cipher is not None:
+            # only an authentic header is worth remembering: forgeries cannot fill the guard
+            wall = self._wall()
+            reason = self._replay.admit(header.packet_id, header.timestamp, wall)
+            if reason is not None:
+                self._drop(reason)
+                return _Dropped(reason, header.timestamp - wall)
+        return messages
+
+    def _notice(self, now: float, key: tuple, message: str) -> None:
+        if self._notices.allow(key, now):
+            self._out.append(Notice(message))
+
+    def _notice_dropped(self, now: float, src: str, key: str, what: str, dropped: _Dropped) -> None:
+        """Warn (rate-limited per ``key``) about a packet or frame refused for its key or clock."""
+        reason = dropped.reason
+        if reason == "decrypt":
+            text = f"gossip {what} from {src} failed authentication: is it using another cluster key?"
+        elif reason == "unencrypted":
+            text = f"unencrypted gossip {what} from {src} refused: this node requires the cluster key"
+        elif reason == "encrypted":
+            text = (f"encrypted gossip {what} from {src} refused: this node has no cluster key "
+                    f"(give every node the same --cluster-key-file)")
+        elif reason == "stale":
+            text = (f"gossip {what} from {src} refused: its timestamp is {dropped.skew:+.0f}s off this node's "
+                    f"clock (limit {self.config.replay_window:g}s): clocks out of sync (check NTP), or a replay")
+        else:
+            return
+        self._notice(now, (reason, key), text)
+
+    def _notice_exchange(self, now: float, addr: str, join: bool, problem: str) -> None:
+        """Warn (rate-limited per peer) that our push-pull with ``addr`` failed."""
+        what = f"gossip join via {addr} failed" if join else f"gossip push-pull with {addr} failed"
+        peer = "the seed" if join else "the peer"
+        self._notice(now, ("exchange", addr), f"{what}: {problem.format(peer=peer)}")
 
     def _schedule(self, when: float, fn: Callable, *args: object) -> None:
         heapq.heappush(self._timers, (when, next(self._timer_order), fn, args))
@@ -291,7 +388,7 @@ class Gossip:
 
     def _emit_packet(self, addr: str, encoded: list[bytes]) -> None:
         self.stats["packets_sent"] += 1
-        self._out.append(SendPacket(addr, codec.seal(encoded, self._cipher)))
+        self._out.append(SendPacket(addr, self._sender.seal(encoded, self._wall())))
 
     def _packet_budget(self) -> int:
         # 3 bytes: the largest msgpack array header a packet can need
@@ -479,18 +576,16 @@ class Gossip:
 
     def _push_pull_frame(self, join: bool) -> bytes:
         records = tuple(m.record() for m in self._members.values())
-        return codec.seal([codec.encode_message(PushPull(join, self.name, records))], self._cipher)
+        return self._sender.seal([codec.encode_message(PushPull(join, self.name, records))], self._wall())
 
-    def _open_push_pull(self, data: bytes) -> PushPull | None:
+    def _open_push_pull(self, data: bytes) -> PushPull | _Dropped:
         self.stats["streams_received"] += 1
-        try:
-            messages = codec.open_packet(data, self._cipher, self.config.max_stream_size)
-        except CodecError as exc:
-            self._drop(exc.reason)
-            return None
+        messages = self._open(data, self.config.max_stream_size)
+        if isinstance(messages, _Dropped):
+            return messages
         if len(messages) != 1 or not isinstance(messages[0], PushPull):
             self._drop("unexpected")
-            return None
+            return _Dropped("unexpected")
         return messages[0]
 
     # ------------------------------------------------------------ timers
@@ -603,3 +698,42 @@ class Gossip:
             if m.status in (DEAD, LEFT) and now - m.changed_at >= self.config.dead_retention:
                 del self._members[m.name]
                 self._emit("reap", m)
+
+
+# ------------------------------------------------------------ warning texts ({peer}: "the seed" or "the peer")
+
+def _refusal_text(code: int, window: float) -> str:
+    if code == codec.REFUSED_AUTH:
+        return "{peer} did not accept our packets (different cluster key?)"
+    if code == codec.REFUSED_KEY_REQUIRED:
+        return "{peer} requires the cluster key and this node has none (give it --cluster-key-file)"
+    if code == codec.REFUSED_NO_KEY:
+        return ("{peer} has no cluster key but this node encrypts gossip "
+                "(give every node the same --cluster-key-file)")
+    if code == codec.REFUSED_CLOCK:
+        return f"{{peer}} says our clock is more than {window:g}s off its own (check NTP)"
+    return f"{{peer}} refused our packets (reason {code})"
+
+
+def _bad_answer_text(dropped: _Dropped, window: float) -> str:
+    reason = dropped.reason
+    if reason == "decrypt":
+        return "the answer of {peer} failed authentication (different cluster key?)"
+    if reason == "unencrypted":
+        return "{peer} answered unencrypted: it has no cluster key and this node requires one"
+    if reason == "encrypted":
+        return "{peer} answered encrypted: it uses a cluster key and this node has none"
+    if reason == "stale":
+        return f"the answer of {{peer}} is {dropped.skew:+.0f}s off our clock (limit {window:g}s; check NTP)"
+    if reason == "replayed":
+        # no network repeats a TCP frame: someone on the path replays traffic
+        return "the answer of {peer} was a replay of an earlier frame (someone on the path?)"
+    return f"the answer of {{peer}} is not a gossip frame we understand ({reason}: another version or service?)"
+
+
+def _host(addr: str) -> str:
+    """The host of "host:port" (a stream's port is ephemeral: warnings are limited per host)."""
+    try:
+        return parse_addr(addr)[0]
+    except GossipError:
+        return addr

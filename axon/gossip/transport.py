@@ -7,7 +7,7 @@ import struct
 from gevent import socket
 
 from axon.gossip.address import parse_addr
-from axon.gossip.errors import TransportError
+from axon.gossip.errors import StreamClosedError, TransportError
 
 _LENGTH = struct.Struct(">I")
 
@@ -42,7 +42,7 @@ def read_exact(sock: socket.socket, size: int) -> bytes:
     while remaining:
         chunk = sock.recv(min(remaining, 65536))
         if not chunk:
-            raise TransportError("connection closed mid-frame")
+            raise StreamClosedError("connection closed mid-frame")
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)

@@ -82,7 +82,7 @@ class NodeProcess:
         self.node.fatal = self._fatal
         self.gossip = GossipAgent(GossipConfig(), config.node_id, config.gossip,
                                   {"http": config.http, "raft": config.raft, "role": self._role()},
-                                  key=config.gossip_key)
+                                  key=GossipAgent.key_for(config.cluster_key, config.gossip_key))
         self.membership = Membership(config, self.gossip, self._role)
         self.service = KVService(config, self.node, self.store, self.pool, self.membership.members_view)
         self.http = None
