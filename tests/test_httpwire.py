@@ -11,6 +11,7 @@ from typing import Iterable
 
 import pytest
 
+from axon.web.limits import ByteBudget
 from axon.web.sse import KEEPALIVE, format_comment, format_event, sse_response
 from axon.web.wire import (CONTINUE, LAST_CHUNK, MAX_HEAD_BYTES, MAX_HEADERS, Framing, HttpError,
                            Request, RequestParser, Response, format_response, frame_chunk, http_date,
@@ -710,3 +711,75 @@ def test_sse_response_streams_the_events_uncached() -> None:
     assert resp.status == 200 and resp.stream is events and resp.body == b""
     assert resp.headers == [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
                             ("X-Extra", "1")]
+
+
+# ---------------------------------------------------------------- in-flight body budget
+
+def test_content_length_is_taken_from_the_budget_when_the_head_is_parsed_and_held_until_release() -> None:
+    budget = ByteBudget(100)
+    parser = RequestParser(MAX_BODY, budget)
+    parser.feed(b"PUT /a HTTP/1.1\r\nContent-Length: 40\r\n\r\n" + b"x" * 10)
+    assert parser.next_request() is None
+    assert (budget.used, parser.reserved, parser.receiving_body, parser.buffered) == (40, 40, True, 10)
+    parser.feed(b"x" * 30)
+    assert parser.next_request().body == b"x" * 40
+    assert budget.used == 40 and not parser.receiving_body   # the handler still holds the body
+    parser.release()
+    assert budget.used == 0 and parser.reserved == 0
+    parser.release()   # twice is harmless
+    assert budget.used == 0
+
+
+def test_content_length_past_the_budget_is_503_retry_after_without_reading_the_body() -> None:
+    budget = ByteBudget(100)
+    budget.take(70)   # other connections' bodies
+    parser = RequestParser(MAX_BODY, budget)
+    parser.feed(b"PUT /a HTTP/1.1\r\nContent-Length: 31\r\n\r\n")
+    with pytest.raises(HttpError) as info:
+        parser.next_request()
+    assert (info.value.status, info.value.retry_after, info.value.discard) == (503, 1, 0)
+    assert budget.used == 70 and parser.reserved == 0
+
+
+def test_small_bodies_pass_while_the_budget_has_room_and_bodiless_requests_take_nothing() -> None:
+    budget = ByteBudget(100)
+    budget.take(70)
+    parser = RequestParser(MAX_BODY, budget)
+    parser.feed(b"PUT /a HTTP/1.1\r\nContent-Length: 30\r\n\r\n" + b"x" * 30 + b"GET /b HTTP/1.1\r\n\r\n")
+    assert parser.next_request().body == b"x" * 30
+    assert budget.used == 100
+    parser.release()
+    assert parser.next_request().path == "/b" and parser.reserved == 0
+
+
+def test_chunked_body_takes_from_the_budget_chunk_by_chunk_and_is_refused_at_the_chunk_that_does_not_fit() -> None:
+    budget = ByteBudget(100)
+    parser = RequestParser(MAX_BODY, budget)
+    parser.feed(b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n32\r\n" + b"y" * 50 + b"\r\n")
+    assert parser.next_request() is None and budget.used == 50
+    parser.feed(b"33\r\n")   # 51 more: past the 100
+    with pytest.raises(HttpError) as info:
+        parser.next_request()
+    assert (info.value.status, info.value.retry_after) == (503, 1)
+    assert budget.used == 50   # what it holds until the connection gives it back
+    parser.release()
+    assert budget.used == 0
+
+
+def test_chunked_body_within_the_budget_is_held_whole_until_release() -> None:
+    budget = ByteBudget(100)
+    parser = RequestParser(MAX_BODY, budget)
+    parser.feed(CHUNKED)
+    assert parser.next_request().body == b"hello world"
+    assert budget.used == 11
+    parser.release()
+    assert budget.used == 0
+
+
+def test_budget_refusal_comes_instead_of_100_continue() -> None:
+    budget = ByteBudget(10)
+    parser = RequestParser(MAX_BODY, budget)
+    parser.feed(b"PUT /a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n")
+    with pytest.raises(HttpError) as info:
+        parser.next_request()
+    assert info.value.status == 503 and not parser.expects_continue

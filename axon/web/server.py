@@ -8,21 +8,29 @@ applications (bottle) plug in through ``wsgi_handler``.
 A Response with a ``stream`` takes a path of its own (``_stream``): its pieces are sent as
 they are produced, each only once the previous one is in the socket's buffer, so a client
 that stops reading stops the producer instead of growing the node's memory.
+
+What clients may hold is bounded (see HttpServer): connections, the time they take to
+send a request, and the request body bytes in memory at once.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
+import resource
 import socket
 import sys
+import weakref
 from contextlib import contextmanager
+from time import monotonic
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import unquote
 
 import gevent
 from gevent.server import StreamServer
 
+from axon.web.limits import ByteBudget, ConnectionCount, connection_cap
 from axon.web.wire import (CONTINUE, LAST_CHUNK, Framing, HttpError, Request, RequestParser, Response,
                            StreamHead, format_response, frame_chunk, stream_head)
 
@@ -32,6 +40,18 @@ Handler = Callable[[Request], Response]
 RECV_SIZE = 64 * 1024
 MAX_DISCARD = 64 << 20        # an oversized body is read and dropped up to this, then we close
 SEND_TIMEOUT = 60.0           # seconds a streamed answer may wait for room in the socket's buffer
+MAX_CONNECTIONS = 4096
+IDLE_TIMEOUT = 60.0           # seconds a keep-alive connection may wait for its next request
+HEADER_TIMEOUT = 10.0         # seconds a request head may take from its first byte to its last
+BODY_TIMEOUT = 30.0           # seconds a request body may go without a byte
+MAX_INFLIGHT_BYTES = 256 << 20
+FD_RESERVE = 1024             # file descriptors kept for the rest of the process (WAL, LevelDB, peers)
+REFUSAL_TIMEOUT = 5.0         # seconds an error answer (and the drain of what follows it) may take
+ACCEPT_PAUSE = (0.05, 1.0)    # first and longest pause of accepts while out of file descriptors
+SWEEP_EVERY = (0.01, 1.0)     # shortest and longest interval between checks of input deadlines
+WARN_EVERY = 60.0             # seconds between warnings of one kind (clients can trigger them at will)
+_OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+_LIVE: weakref.WeakSet[HttpServer] = weakref.WeakSet()   # started servers, whose caps share the fd limit
 
 
 def json_response(status: int, body: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
@@ -43,54 +63,249 @@ class HttpServer(StreamServer):
 
     ``send_timeout``: a streamed answer whose client takes no byte for that many seconds
     is ended (connection closed, stream closed), so a stalled reader cannot hold it forever.
+
+    Limits on what clients hold (each waits only for client input: a handler or a streamed
+    answer may take as long as it takes):
+
+    - ``max_connections``: past it a new connection gets a 503 (``Retry-After: 1``) if its
+      socket takes it at once, and is closed; open connections are not touched.  At
+      ``start`` the soft RLIMIT_NOFILE is raised to fit the cap plus ``fd_reserve``
+      descriptors for the rest of the process; where the hard limit is too low the cap is
+      lowered instead (one warning), so that the WAL and LevelDB never meet EMFILE.
+      Should accept() meet EMFILE/ENFILE anyway, accepting pauses (50 ms doubling to 1 s).
+    - ``idle_timeout``: a connection with no request begun for that long is closed, no answer.
+    - ``header_timeout``: a request head not complete that long after its first byte
+      (however it trickles) gets 408 and the close.
+    - ``body_timeout``: a request body with no byte for that long gets 408 and the close.
+    - ``max_inflight_bytes``: request body bytes held at once, by every connection (being
+      received, or received and being handled).  A request whose Content-Length does not
+      fit in what is left gets 503 with ``Retry-After: 1`` before its body is read, and
+      the close; a chunked body is refused the same way at the chunk that does not fit.
+
+    Input deadlines are checked by one timer per server (every quarter of the shortest
+    timeout, at most every second), so a deadline fires up to that late.  A plain answer
+    too big for the socket's buffer waits for room at most ``send_timeout`` each time.
     """
 
     def __init__(self, listener: socket.socket, handler: Handler, max_body: int,
-                 send_timeout: float = SEND_TIMEOUT) -> None:
+                 send_timeout: float = SEND_TIMEOUT, *, max_connections: int = MAX_CONNECTIONS,
+                 idle_timeout: float = IDLE_TIMEOUT, header_timeout: float = HEADER_TIMEOUT,
+                 body_timeout: float = BODY_TIMEOUT, max_inflight_bytes: int = MAX_INFLIGHT_BYTES,
+                 fd_reserve: int = FD_RESERVE) -> None:
+        for name, seconds in [("send_timeout", send_timeout), ("idle_timeout", idle_timeout),
+                              ("header_timeout", header_timeout), ("body_timeout", body_timeout)]:
+            if not seconds > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
         super().__init__(listener, self._connection)
         self.handler = handler
         self.max_body = max_body
         self.send_timeout = send_timeout
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.fd_reserve = fd_reserve
+        self.connections = ConnectionCount(max_connections)   # its limit may shrink at start()
+        self.inflight = ByteBudget(max_inflight_bytes)
+        self.turned_away = 0          # connections refused at the cap, ever
+        self._cap_warning = _Every(WARN_EVERY)
+        self._fd_warning = _Every(WARN_EVERY)
+        self._accept_pause = 0.0      # seconds of the current pause of accepts; 0 when accepting
+        self._resume_timer: Any = None
+        self._waits: set[_InputWait] = set()   # one per open connection
+        self._sweeper: Any = None
+
+    # ------------------------------------------------------------ accepting
+
+    def start(self) -> None:
+        """Fit the connection cap to the file descriptor limit, start the deadline checks, accept."""
+        if not self.started:
+            self._fit_connection_cap()
+            self._start_sweeping()
+        super().start()
+
+    def _fit_connection_cap(self) -> None:
+        """Raise the soft fd limit for the cap (and other servers' caps) plus the reserve; else lower the cap."""
+        claimed = sum(s.connections.limit for s in _LIVE if s is not self and s.started)
+        nofile = raise_nofile_limit(claimed + self.max_connections + self.fd_reserve)
+        cap = connection_cap(self.max_connections, nofile, self.fd_reserve, claimed)
+        if cap < self.max_connections:
+            log.warning("the open file limit is %d: serving at most %d connections on %s instead of %d "
+                        "(raise the hard RLIMIT_NOFILE to %d for all of them)", nofile, cap, self.address,
+                        self.max_connections, claimed + self.max_connections + self.fd_reserve)
+        self.connections.limit = cap
+        _LIVE.add(self)
+
+    def do_read(self) -> tuple[socket.socket, Any] | None:
+        """The next connection from accept(); None, with accepts paused, when out of file descriptors."""
+        try:
+            accepted = super().do_read()
+        except OSError as exc:
+            if exc.errno not in _OUT_OF_RESOURCES:
+                raise
+            self._pause_accepting(exc)
+            return None
+        self._accept_pause = 0.0
+        return accepted
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        """Stop accepting for a while: the pending connection keeps the listener readable,
+        so retrying at once would spin on EMFILE at full CPU."""
+        if self._fd_warning.due():
+            log.warning("cannot accept connections on %s (%s): pausing accepts until descriptors "
+                        "free up", self.address, exc)
+        first, longest = ACCEPT_PAUSE
+        self._accept_pause = min(longest, self._accept_pause * 2 or first)
+        self.stop_accepting()
+        self._resume_timer = self.loop.timer(self._accept_pause)
+        self._resume_timer.start(self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if self.started:
+            self.start_accepting()
+
+    def stop_accepting(self) -> None:
+        super().stop_accepting()
+        if self._resume_timer is not None:
+            self._resume_timer.stop()
+            self._resume_timer.close()
+            self._resume_timer = None
+
+    def do_handle(self, sock: socket.socket, address: Any) -> None:
+        """Serve a new connection in its own greenlet, or turn it away at once past the cap."""
+        if not self.connections.try_open():
+            self._turn_away(sock)
+            return
+        super().do_handle(sock, address)   # when the greenlet is done, do_close
+
+    def do_close(self, sock: socket.socket, *args: Any) -> None:
+        self.connections.close()
+        sock.close()
+
+    def _turn_away(self, sock: socket.socket) -> None:
+        """A 503 if the fresh socket's buffer takes it without waiting, then the close."""
+        self.turned_away += 1
+        if self._cap_warning.due():
+            log.warning("%d connections open on %s, the most allowed: turning new ones away "
+                        "(%d so far)", self.connections.open, self.address, self.turned_away)
+        try:
+            sock.settimeout(0.0)
+            sock.send(_busy_answer("too many connections; retry"))
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    @property
+    def inflight_bytes(self) -> int:
+        """Request body bytes held now (received or being received, not yet handled)."""
+        return self.inflight.used
+
+    # ------------------------------------------------------------ input deadlines
+
+    def _start_sweeping(self) -> None:
+        if self._sweeper is not None:
+            return
+        first, longest = SWEEP_EVERY
+        every = max(first, min(longest, min(self.idle_timeout, self.header_timeout, self.body_timeout) / 4))
+        # ref=False: the timer alone does not keep the hub running
+        self._sweeper = self.loop.timer(every, every, ref=False)
+        self._sweeper.start(self._sweep)
+
+    def _sweep(self) -> None:
+        """(In the hub.)  Interrupt every connection whose wait for client input is past its deadline.
+
+        Only a greenlet parked in that wait has a deadline, so the interrupt never lands
+        in a handler or a streamed answer.  The sweep ends with the server and its last connection.
+        """
+        now = monotonic()
+        for wait in [w for w in self._waits if 0.0 < w.deadline <= now]:
+            if 0.0 < wait.deadline <= now:   # an interrupt before this one may have run other code
+                wait.deadline = 0.0
+                wait.greenlet.throw(_InputTimeout())
+        if not self._waits and not self.started:
+            self._sweeper.stop()
+            self._sweeper.close()
+            self._sweeper = None
+
+    # ------------------------------------------------------------ connections
 
     def _connection(self, sock: socket.socket, address: Any) -> None:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass   # not TCP (tests may hand us a unix socket)
-        parser = RequestParser(self.max_body)
-        remote = address[0] if isinstance(address, tuple) else str(address)
-        answered = False
+        parser = RequestParser(self.max_body, self.inflight)
+        wait = _InputWait(gevent.getcurrent())
+        self._waits.add(wait)
         try:
-            while True:
+            self._serve(sock, parser, wait, address[0] if isinstance(address, tuple) else str(address))
+        except OSError:
+            return   # the client went away: nothing more to say
+        finally:
+            self._waits.discard(wait)
+            parser.release()   # a body cut short gives its bytes back too
+
+    def _serve(self, sock: socket.socket, parser: RequestParser, wait: _InputWait, remote: str) -> None:
+        """Requests in, answers out, until either side closes or the client runs out of time.
+
+        Each wait for client input sets ``wait.deadline`` for the sweep (a store, where a
+        socket timeout would cost a gevent Timeout, ~4 us, per request).
+        """
+        head_deadline = 0.0   # by when the head being received must be complete (0: none begun)
+        answered = False
+        while True:
+            try:
+                req = parser.next_request()
+            except HttpError as exc:
+                self._refuse(sock, exc)
+                return
+            if req is None:
+                if parser.expects_continue:
+                    parser.continue_sent = True
+                    sock.sendall(CONTINUE)
+                if parser.receiving_body:
+                    wait.deadline = monotonic() + self.body_timeout
+                elif parser.buffered:
+                    head_deadline = head_deadline or monotonic() + self.header_timeout
+                    wait.deadline = head_deadline
+                else:
+                    wait.deadline = monotonic() + self.idle_timeout
                 try:
-                    req = parser.next_request()
-                except HttpError as exc:
-                    self._refuse(sock, exc)
-                    return
-                if req is None:
-                    if parser.expects_continue:
-                        parser.continue_sent = True
-                        sock.sendall(CONTINUE)
                     if answered:
                         _wait_readable(sock)
                         answered = False
                     data = sock.recv(RECV_SIZE)
-                    if not data:
-                        return
-                    parser.feed(data)
-                    continue
-                req.remote = remote
-                answer = self._answer(req)
-                if type(answer) is tuple:
-                    data, keep_alive = answer
-                    _send(sock, data)
-                else:   # a streamed body: a path of its own, off this hot one
-                    keep_alive = self._stream(sock, req, answer)
-                if not keep_alive:
+                except _InputTimeout:
+                    self._timed_out(sock, parser, remote)
                     return
-                answered = True
-        except OSError:
-            return   # the client went away or idled out: nothing to answer
+                wait.deadline = 0.0
+                if not data:
+                    return
+                parser.feed(data)
+                continue
+            head_deadline = 0.0
+            req.remote = remote
+            answer = self._answer(req)
+            if parser.reserved:
+                parser.release()   # the handler is done with the body
+            if type(answer) is tuple:
+                data, keep_alive = answer
+                _send(sock, data, self.send_timeout)
+            else:   # a streamed body: a path of its own, off this hot one
+                keep_alive = self._stream(sock, req, answer)
+            if not keep_alive:
+                return
+            answered = True
+
+    def _timed_out(self, sock: socket.socket, parser: RequestParser, remote: str) -> None:
+        """The client sent nothing in time: between requests just close; mid-request answer 408 first."""
+        if parser.idle:
+            log.debug("closing the idle connection from %s", remote)
+            return
+        part = "body" if parser.receiving_body else "head"
+        log.debug("%s stalled sending a request %s; closing", remote, part)
+        self._refuse(sock, HttpError(408, f"the request {part} took too long"))
 
     def _answer(self, req: Request) -> tuple[bytes, bool] | Response:
         """The handler's response to ``req`` as bytes, and whether the connection stays open;
@@ -117,10 +332,10 @@ class HttpServer(StreamServer):
             except Exception:   # nothing is sent yet: a 500, as for any handler bug
                 log.exception("unhandled error in %s %s", req.method, req.path)
                 data, keep_alive = _internal_error(req)
-                _send(sock, data)
+                _send(sock, data, self.send_timeout)
                 return keep_alive
             if head.framing is Framing.NONE:   # HEAD, or a status without content
-                _send(sock, head.data)
+                _send(sock, head.data, self.send_timeout)
                 return head.keep_alive
             return self._pump(sock, req, head, pieces)
         finally:
@@ -161,15 +376,40 @@ class HttpServer(StreamServer):
 
     def _refuse(self, sock: socket.socket, exc: HttpError) -> None:
         """Answer a request we cannot read, drop what the client still sends of it, close."""
-        sock.sendall(format_response(exc.status, [("Content-Type", "application/json")],
-                                     json.dumps({"error": exc.message}).encode(), keep_alive=False))
+        headers = [("Content-Type", "application/json")]
+        if exc.retry_after is not None:
+            headers.append(("Retry-After", str(exc.retry_after)))
+        sock.settimeout(REFUSAL_TIMEOUT)
+        sock.sendall(format_response(exc.status, headers, json.dumps({"error": exc.message}).encode(),
+                                     keep_alive=False))
         left = exc.discard if exc.discard <= MAX_DISCARD else 0
-        sock.settimeout(5.0)
         while left > 0:   # so the client reads our answer instead of a reset
             data = sock.recv(min(left, RECV_SIZE))
             if not data:
                 break
             left -= len(data)
+
+
+def raise_nofile_limit(needed: int) -> int:
+    """Raise the soft RLIMIT_NOFILE to min(needed, hard) unless it is that high already;
+    the soft limit then in force (sys.maxsize when unlimited).  Never lowers it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return sys.maxsize
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target <= soft:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):   # macOS refuses more than OPEN_MAX whatever the hard limit says
+        return soft
+    return target
+
+
+def _busy_answer(message: str) -> bytes:
+    """A 503 telling the client to come back in a second; the connection closes after it."""
+    return format_response(503, [("Content-Type", "application/json"), ("Retry-After", "1")],
+                           json.dumps({"error": message}).encode(), keep_alive=False)
 
 
 def _internal_error(req: Request) -> tuple[bytes, bool]:
@@ -179,11 +419,20 @@ def _internal_error(req: Request) -> tuple[bytes, bool]:
                            req.version), req.keep_alive
 
 
-def _send(sock: socket.socket, data: bytes) -> None:
-    """sendall, minus gevent's per-call getsockopt and chunking for the usual small answer."""
+def _send(sock: socket.socket, data: bytes, timeout: float) -> None:
+    """sendall, minus gevent's per-call getsockopt and chunking for the usual small answer.
+
+    What the socket's buffer does not take at once is sent with ``timeout`` bounding each
+    wait for room (a client that takes none of it for that long is gone: TimeoutError).
+    """
     sent = sock.send(data)
     if sent < len(data):
-        sock.sendall(memoryview(data)[sent:])
+        before = sock.gettimeout()
+        sock.settimeout(timeout)
+        try:
+            _send_progressing(sock, memoryview(data)[sent:])
+        finally:
+            sock.settimeout(before)
 
 
 def _wait_readable(sock: socket.socket) -> None:
@@ -197,6 +446,34 @@ def _wait_readable(sock: socket.socket) -> None:
     event = getattr(sock, "_read_event", None)
     if wait is not None and event is not None:
         wait(event)
+
+
+class _Every:
+    """Says yes at most once every ``seconds`` (for warnings a client could repeat at will)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.last = -seconds
+
+    def due(self) -> bool:
+        now = monotonic()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
+
+
+class _InputWait:
+    """A connection's greenlet and when its current wait for client input runs out (0: not waiting)."""
+    __slots__ = ("greenlet", "deadline")
+
+    def __init__(self, greenlet: Any) -> None:
+        self.greenlet = greenlet
+        self.deadline = 0.0
+
+
+class _InputTimeout(Exception):
+    """Thrown by the sweep into a connection's greenlet whose wait for client input ran out."""
 
 
 # ---------------------------------------------------------------- streamed answers

@@ -4,6 +4,8 @@ Like h11, the parser is a state machine fed whatever the socket gave; unlike h11
 only what a JSON API server needs (Content-Length and chunked bodies, keep-alive,
 ``Expect: 100-continue``, pipelining) and so costs a few microseconds a request.
 Malformed input raises ``HttpError`` with the status to answer; the connection then closes.
+Given a ``ByteBudget``, the parser takes each body's bytes from it before buffering them
+(a Content-Length whole, a chunked body chunk by chunk) and refuses with 503 when it is spent.
 
 Responses come out as bytes too: ``format_response`` for a body in hand, and for a body
 streamed as it is produced, ``stream_head`` (which also says how the body is framed),
@@ -17,7 +19,9 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from enum import Enum
 from http import HTTPStatus
-from typing import Iterable
+from typing import Callable, Iterable
+
+from axon.web.limits import ByteBudget
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
@@ -35,11 +39,12 @@ MAX_CHUNK_LINE = 1024         # a chunk size line, extensions included
 class HttpError(Exception):
     """The request cannot be read; answer ``status`` with ``message`` and close the connection."""
 
-    def __init__(self, status: int, message: str, discard: int = 0) -> None:
+    def __init__(self, status: int, message: str, discard: int = 0, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.discard = discard   # body bytes still on the wire that the client will send anyway
+        self.retry_after = retry_after   # seconds, for a Retry-After header: the refusal is temporary
 
 
 @dataclass(slots=True)
@@ -79,10 +84,17 @@ class _Head:
 
 
 class RequestParser:
-    """Bytes from one connection in (``feed``), complete requests out (``next_request``)."""
+    """Bytes from one connection in (``feed``), complete requests out (``next_request``).
 
-    def __init__(self, max_body: int) -> None:
+    With a ``budget``, the bytes of the body being received are taken from it (``reserved``)
+    and stay taken after ``next_request`` returns its request, until ``release``: the
+    body is still in memory while the request is handled.
+    """
+
+    def __init__(self, max_body: int, budget: ByteBudget | None = None) -> None:
         self.max_body = max_body
+        self.budget = budget
+        self.reserved = 0     # bytes taken from the budget and not yet released
         self._buf = bytearray()
         self._head: _Head | None = None
         self._chunks: _ChunkedBody | None = None
@@ -105,6 +117,33 @@ class RequestParser:
         """No partial request is buffered (a close now loses nothing)."""
         return self._head is None and not self._buf.strip(b"\r\n")
 
+    @property
+    def receiving_body(self) -> bool:
+        """A head is parsed and its body is not complete yet."""
+        return self._head is not None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned in a request (after next_request: a partial head or body)."""
+        return len(self._buf)
+
+    def release(self) -> None:
+        """Give the body bytes taken so far back to the budget: the handler is done with the
+        body, or the connection ended before it was complete."""
+        if self.reserved and self.budget is not None:
+            self.budget.give(self.reserved)
+            self.reserved = 0
+
+    def _reserve(self, n: int) -> None:
+        """Take ``n`` body bytes from the budget before they are buffered; 503 when it is spent."""
+        if self.budget is None:
+            return
+        if not self.budget.take(n):
+            # discard 0: the body is not read; the client may retry once others' bodies are handled
+            raise HttpError(503, "the server is receiving too many request bodies at once; retry",
+                            retry_after=1)
+        self.reserved += n
+
     def next_request(self) -> Request | None:
         """The next complete request, or None until more bytes arrive."""
         if self._head is None:
@@ -113,13 +152,18 @@ class RequestParser:
                 return None
         head = self._head
         if head.length is not None:
-            if len(self._buf) < head.length:
+            buf = self._buf
+            if len(buf) < head.length:
                 return None
-            body = bytes(self._buf[:head.length])
-            del self._buf[:head.length]
+            if len(buf) == head.length:   # the usual end of a big body: one copy, not two
+                body = bytes(buf)
+                buf.clear()
+            else:
+                body = bytes(buf[:head.length])
+                del buf[:head.length]
         else:
             if self._chunks is None:
-                self._chunks = _ChunkedBody(self.max_body)
+                self._chunks = _ChunkedBody(self.max_body, self._reserve)
             body = self._chunks.read(self._buf)
             if body is None:
                 return None
@@ -148,10 +192,13 @@ class RequestParser:
         raw = bytes(buf[:end])
         del buf[:end + 4]
         try:
-            return parse_head(raw, self.max_body)
+            head = parse_head(raw, self.max_body)
         except HttpError as exc:
             exc.discard -= min(exc.discard, len(buf))   # what arrived already is discarded with us
             raise
+        if head.length:
+            self._reserve(head.length)
+        return head
 
 
 def parse_head(raw: bytes, max_body: int) -> _Head:
@@ -227,10 +274,15 @@ def _body_length(headers: dict[str, str], max_body: int) -> int | None:
 
 
 class _ChunkedBody:
-    """Decodes a chunked body incrementally from the connection's buffer."""
+    """Decodes a chunked body incrementally from the connection's buffer.
 
-    def __init__(self, max_body: int) -> None:
+    ``reserve`` is called with each chunk's size before its data is buffered (it raises
+    HttpError to refuse).
+    """
+
+    def __init__(self, max_body: int, reserve: Callable[[int], None]) -> None:
         self.max_body = max_body
+        self.reserve = reserve
         self.parts: list[bytes] = []
         self.size = 0
         self.remaining: int | None = None   # bytes of the current chunk still to read (+2 for CRLF)
@@ -259,6 +311,7 @@ class _ChunkedBody:
                     # discard: the rest of this chunk, which the client is sending anyway
                     raise HttpError(413, f"request body is larger than {self.max_body} bytes",
                                     discard=max(0, size + 2 - len(buf)))
+                self.reserve(size)
                 self.remaining = size
             if len(buf) < self.remaining + 2:
                 return None
