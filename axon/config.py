@@ -131,6 +131,21 @@ class NodeConfig:
         "--log-level", "AXON_LOG_LEVEL", "How much to log.", choices=LOG_LEVELS))
     log_json: bool = field(default=False, metadata=_flag(
         "--log-json", "AXON_LOG_JSON", "Log JSON lines.", kind=bool))
+    # limits on what clients may hold of a node (every listener)
+    max_connections: int = field(default=4096, metadata=_flag(
+        "--max-connections", "AXON_MAX_CONNECTIONS",
+        "HTTP connections open at once; past it new ones get 503 and are closed (RLIMIT_NOFILE is "
+        "raised to fit).", kind=int))
+    idle_timeout: float = field(default=60.0, metadata=_flag(
+        "--idle-timeout", "AXON_IDLE_TIMEOUT", "Seconds a keep-alive connection may idle.", kind=float))
+    header_timeout: float = field(default=10.0, metadata=_flag(
+        "--header-timeout", "AXON_HEADER_TIMEOUT", "Seconds a request head may take to arrive (408).",
+        kind=float))
+    body_timeout: float = field(default=30.0, metadata=_flag(
+        "--body-timeout", "AXON_BODY_TIMEOUT", "Seconds a request body may stall (408).", kind=float))
+    max_inflight_bytes: int = field(default=256 << 20, metadata=_flag(
+        "--max-inflight-bytes", "AXON_MAX_INFLIGHT_BYTES",
+        "Request-body bytes held at once across connections; past it 503 with Retry-After.", kind=int))
     # not flags: fixed for every node
     max_key_bytes: int = 1024
     tick_interval: float = 0.05           # one Raft tick
@@ -168,6 +183,10 @@ class NodeConfig:
             parse_addr(addr, "--seed address")
         if self.request_timeout <= 0:
             raise ConfigError("--request-timeout must be positive")
+        for name in ("max_connections", "idle_timeout", "header_timeout", "body_timeout",
+                     "max_inflight_bytes"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if self.reap_dead_after is not None and self.reap_dead_after <= 0:
             raise ConfigError("--reap-dead-after must be positive")
         if self.snapshot_rate_mb < 0:

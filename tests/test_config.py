@@ -15,10 +15,11 @@ def test_every_flag_is_declared_once_with_its_variable() -> None:
     for f, flag in flags:
         assert flag.envvar == "AXON_" + flag.option[2:].upper().replace("-", "_"), f.name
         assert flag.help.endswith("."), f.name
-    assert {f.name for f, _ in flags} == {
+    assert {f.name for f, _ in flags} >= {   # the contract's flags stay; new ones join them
         "node_id", "data_dir", "http", "raft", "gossip", "bootstrap", "join", "seed", "cluster_key",
         "gossip_key", "reap_dead_after", "request_timeout", "max_value_bytes", "snapshot_rate_mb",
-        "log_level", "log_json"}
+        "log_level", "log_json", "max_connections", "idle_timeout", "header_timeout", "body_timeout",
+        "max_inflight_bytes"}
 
 
 def test_defaults_are_the_fields_defaults() -> None:

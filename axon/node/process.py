@@ -42,6 +42,13 @@ def _check_port_free(listen: str, what: str) -> None:
         probe.close()
 
 
+def server_limits(config: NodeConfig) -> dict:
+    """The HTTP server's limits as the node's flags set them."""
+    return {"max_connections": config.max_connections, "idle_timeout": config.idle_timeout,
+            "header_timeout": config.header_timeout, "body_timeout": config.body_timeout,
+            "max_inflight_bytes": config.max_inflight_bytes}
+
+
 class NodeProcess:
     """Everything one node runs, wired together."""
 
@@ -95,7 +102,8 @@ class NodeProcess:
         if self.config.seed:
             self.gossip.join_in_background(list(self.config.seed))
         self.http = serve(build_app(self.config, self.service, self.pool), self._http_listener,
-                          max_body=request_body_limit(self.config.max_value_bytes))
+                          max_body=request_body_limit(self.config.max_value_bytes),
+                          **server_limits(self.config))
         log.info("node %s serving http on %s, raft on %s, gossip on %s (data in %s)",
                  self.config.node_id, self.config.http, self.config.raft, self.config.gossip,
                  self.config.data_dir)

@@ -48,9 +48,14 @@ def bind(listen: str) -> socket.socket:
     return _tcp_listener((host, port), reuse_addr=True, backlog=1024)
 
 
-def serve(handler: Handler, listen: str | socket.socket, max_body: int = 1 << 20) -> HttpServer:
-    """Serve ``handler`` on ``listen`` (an address, or a socket from ``bind``); returns the started server."""
+def serve(handler: Handler, listen: str | socket.socket, max_body: int = 1 << 20,
+          **limits: float) -> HttpServer:
+    """Serve ``handler`` on ``listen`` (an address, or a socket from ``bind``); returns the started server.
+
+    ``limits`` are HttpServer's (max_connections, idle_timeout, header_timeout, body_timeout,
+    max_inflight_bytes).
+    """
     listener = bind(listen) if isinstance(listen, str) else listen
-    server = HttpServer(listener, handler, max_body)
+    server = HttpServer(listener, handler, max_body, **limits)
     server.start()
     return server
