@@ -382,14 +382,7 @@ def format_response(status: int, headers: Iterable[tuple[str, str]], body: bytes
     bodiless = status < 200 or status == 204 or status == 304   # RFC 9110 6.4.1
     if not has_length and not bodiless:
         lines.append(f"Content-Length: {len(body)}")
-    if not has_date:
-        lines.append(f"Date: {http_date()}")
-    if not keep_alive:
-        lines.append("Connection: close")
-    elif request_version == "HTTP/1.0":
-        lines.append("Connection: keep-alive")
-    lines.append("\r\n")
-    head = "\r\n".join(lines).encode("latin-1")
+    head = _finish_head(lines, has_date, keep_alive, request_version)
     return head if head_only or bodiless else head + body
 
 
@@ -433,14 +426,7 @@ def stream_head(status: int, headers: Iterable[tuple[str, str]], keep_alive: boo
     else:
         framing = Framing.CLOSE
         keep_alive = False
-    if not has_date:
-        lines.append(f"Date: {http_date()}")
-    if not keep_alive:
-        lines.append("Connection: close")
-    elif request_version == "HTTP/1.0":
-        lines.append("Connection: keep-alive")
-    lines.append("\r\n")
-    return StreamHead("\r\n".join(lines).encode("latin-1"), framing, keep_alive)
+    return StreamHead(_finish_head(lines, has_date, keep_alive, request_version), framing, keep_alive)
 
 
 def _stream_header_lines(status: int, headers: Iterable[tuple[str, str]]) -> tuple[list[str], bool]:
@@ -465,3 +451,15 @@ def frame_chunk(data: bytes) -> bytes:
     if not data:
         return b""
     return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def _finish_head(lines: list[str], has_date: bool, keep_alive: bool, request_version: str) -> bytes:
+    """The head's closing lines (Date, Connection) and its bytes."""
+    if not has_date:
+        lines.append(f"Date: {http_date()}")
+    if not keep_alive:
+        lines.append("Connection: close")
+    elif request_version == "HTTP/1.0":
+        lines.append("Connection: keep-alive")
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("latin-1")
