@@ -146,6 +146,27 @@ class NodeConfig:
     max_inflight_bytes: int = field(default=256 << 20, metadata=_flag(
         "--max-inflight-bytes", "AXON_MAX_INFLIGHT_BYTES",
         "Request-body bytes held at once across connections; past it 503 with Retry-After.", kind=int))
+    # HTTPS, browser safety and the audit log (a cluster is all-https or all-http: a node that
+    # serves https forwards to its leader over https too)
+    tls_cert_file: str | None = field(default=None, metadata=_flag(
+        "--tls-cert-file", "AXON_TLS_CERT_FILE",
+        "Serve the HTTP API over TLS with this certificate (PEM; with --tls-key-file)."))
+    tls_key_file: str | None = field(default=None, metadata=_flag(
+        "--tls-key-file", "AXON_TLS_KEY_FILE", "The private key of --tls-cert-file (PEM, mode 0600)."))
+    tls_client_ca_file: str | None = field(default=None, metadata=_flag(
+        "--tls-client-ca-file", "AXON_TLS_CLIENT_CA_FILE",
+        "Require client certificates signed by this CA (PEM)."))
+    tls_ca_file: str | None = field(default=None, metadata=_flag(
+        "--tls-ca-file", "AXON_TLS_CA_FILE",
+        "The CA that signed the nodes' certificates, trusted when forwarding to the leader and "
+        "joining [default: --tls-client-ca-file]."))
+    allowed_origin: list[str] = field(default_factory=list, metadata=_flag(
+        "--allowed-origin", "AXON_ALLOWED_ORIGIN",
+        "A web origin (scheme://host:port) whose pages may send state-changing requests "
+        "(repeatable); others get 403.", repeat=True))
+    audit_log: str | None = field(default=None, metadata=_flag(
+        "--audit-log", "AXON_AUDIT_LOG",
+        "Append membership and auth changes as JSON lines to this file (mode 0600)."))
     # not flags: fixed for every node
     max_key_bytes: int = 1024
     tick_interval: float = 0.05           # one Raft tick
@@ -193,6 +214,13 @@ class NodeConfig:
             raise ConfigError("--snapshot-rate must be 0 (no limit) or positive")
         if self.max_value_bytes <= 0:
             raise ConfigError("--max-value-bytes must be positive")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("--tls-cert-file and --tls-key-file go together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError("--tls-client-ca-file needs --tls-cert-file and --tls-key-file")
+        for origin in self.allowed_origin:
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ConfigError(f"--allowed-origin {origin!r}: give scheme://host[:port], no path")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         return self

@@ -244,7 +244,8 @@ def test_launch_supervises_nodes_through_the_api(tmp_path) -> None:
         out = launched.output()
         assert f"http://{HOST}:{launched.port}/" in out
         for node in nodes.values():
-            assert node["http"] in out and os.path.exists(node["log"])
+            assert node["http"] in out and "data_dir" not in node and "log" not in node
+            assert os.path.exists(os.path.join(launched.directory, "logs", node["node_id"] + ".log"))
         first = AxonClient(nodes["node-1"]["http"], timeout=10)
         wait_for(lambda: first.put("greeting", "hello"), 20, message="a first write")
 
@@ -289,7 +290,7 @@ def test_launch_supervises_nodes_through_the_api(tmp_path) -> None:
         pid4 = launched.nodes()["node-4"]["pid"]
         assert launched.action("DELETE", "/api/nodes/node-4") == {"removed": "node-4"}
         wait_gone({pid4})
-        assert not os.path.exists(added["data_dir"])
+        assert not os.path.exists(os.path.join(launched.directory, "data", "node-4"))
         assert "node-4" not in launched.nodes()
         wait_for(lambda: voters(nodes["node-1"]["http"]) == ["node-1", "node-2", "node-3"], 20,
                  message="node-4 removed from the voters")

@@ -20,19 +20,29 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+def _keep_cacert(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Kept in the context's meta for ``call``, so no command has to take and pass it on."""
+    ctx.meta["axon.cacert"] = value
+
+
 def client_options(fn: Callable) -> Callable:
-    """--addr (the node to ask) and --json, for commands that talk to a node over HTTP."""
+    """--addr (the node to ask), --cacert and --json, for commands that talk to a node over HTTP."""
     fn = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+    fn = click.option("--cacert", envvar="AXON_CACERT", default=None, expose_value=False,
+                      callback=_keep_cacert, type=click.Path(dir_okay=False),
+                      help="CA certificate (PEM) to trust for https:// addresses [default: the system's].")(fn)
     fn = click.option("--addr", envvar="AXON_ADDR", default=DEFAULT_ADDR, show_default=True,
-                      help="HTTP address of any node.")(fn)
+                      help="HTTP address of any node; https://HOST:PORT for a node serving TLS.")(fn)
     return fn
 
 
 def call(addr: str, fn: Callable[[Any], Any]) -> Any:
     """fn(AxonClient(addr)); a client error ends the command with one line."""
     from axon.client.http import AxonClient, ClientError
+    ctx = click.get_current_context(silent=True)
+    cacert = ctx.meta.get("axon.cacert") if ctx is not None else None
     try:
-        return fn(AxonClient(addr))
+        return fn(AxonClient(addr, cacert=cacert))
     except ClientError as exc:
         fail(str(exc))
 

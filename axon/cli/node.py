@@ -93,8 +93,15 @@ def _local_address_towards(targets: list[str]) -> str:
               help="Seconds a node gets to stop after SIGTERM before SIGKILL.")
 @click.option("--log-level", default=flag_default("log_level"), show_default=True,
               type=click.Choice(LOG_LEVELS), help="The nodes' log level.")
+@click.option("--tls", is_flag=True, envvar="AXON_LAUNCH_TLS",
+              help="Serve the nodes and the dashboard over https, with a CA and certificates made in DIR/tls.")
+@click.option("--audit-log", type=click.Path(dir_okay=False), default=None, envvar="AXON_AUDIT_LOG",
+              help="Audit the launcher's node actions to this file (JSON lines, 0600); each node "
+                   "audits to DIR/logs/NODE.audit.jsonl.")
+@click.option("--max-nodes", type=click.IntRange(1, 99), default=16, show_default=True,
+              help="The most nodes POST /api/nodes may bring the cluster to.")
 def launch(nodes: int, directory: str, port: int, host: str, base_port: int, stop_timeout: float,
-           log_level: str) -> None:
+           log_level: str, tls: bool, audit_log: str | None, max_nodes: int) -> None:
     """Run a local cluster of node processes with the dashboard and a supervisor API.
 
     The first start creates the cluster; later starts on the same --dir bring the same nodes
@@ -104,6 +111,7 @@ def launch(nodes: int, directory: str, port: int, host: str, base_port: int, sto
     monkey.patch_all()
     from axon.launcher.supervisor import LaunchError, run
     try:
-        run(directory, nodes, port, host, base_port, stop_timeout, log_level, say=click.echo)
+        run(directory, nodes, port, host, base_port, stop_timeout, log_level, say=click.echo, tls=tls,
+            audit_log=audit_log, max_nodes=max_nodes)
     except LaunchError as exc:
         fail(str(exc))

@@ -2,12 +2,17 @@
 
 Used by the service (forwarding to the leader), the joiner, the CLI, the launcher,
 benchmarks and tests.  Works with gevent (the node monkey-patches sockets) and without.
+
+Addresses stay "host:port".  HTTPS is chosen per address by an "https://" prefix
+("http://" is accepted too), or for every address when the pool has an SSL context:
+a cluster is all-https or all-http, so a node that serves https talks https to its peers.
 """
 from __future__ import annotations
 
 import http.client
 import json
 import select
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -46,12 +51,44 @@ _RETRYABLE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetEr
 _SAFE_TO_RESEND = ("GET", "HEAD")
 
 
-class HttpPool:
-    """Keep-alive connections per 'host:port'."""
+HTTPS = "https://"
+HTTP = "http://"
 
-    def __init__(self, timeout: float = 10.0, max_idle: int = 64) -> None:
+
+def split_scheme(addr: str) -> tuple[str | None, str]:
+    """'https://h:p' -> ('https', 'h:p'); 'h:p' -> (None, 'h:p'); a trailing '/' is dropped."""
+    for scheme, prefix in (("https", HTTPS), ("http", HTTP)):
+        if addr[:len(prefix)].lower() == prefix:
+            return scheme, addr[len(prefix):].rstrip("/")
+    return None, addr
+
+
+def tls_client_context(cacert: str | None = None, cert_file: str | None = None,
+                       key_file: str | None = None) -> ssl.SSLContext:
+    """A verifying client context: ``cacert`` (or the system's CAs), and our certificate if given."""
+    try:
+        ctx = ssl.create_default_context(cafile=cacert)
+        if cert_file and key_file:
+            ctx.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load TLS material ({cacert or 'system CAs'}): {exc}") from None
+    return ctx
+
+
+class HttpPool:
+    """Keep-alive connections per address ('host:port', or 'https://host:port').
+
+    ``ssl_context``: speak HTTPS to every address (a node in an https cluster);
+    ``cacert``: the CA file trusted for "https://" addresses when there is no context.
+    """
+
+    def __init__(self, timeout: float = 10.0, max_idle: int = 64,
+                 ssl_context: ssl.SSLContext | None = None, cacert: str | None = None) -> None:
         self.timeout = timeout
         self.max_idle = max_idle
+        self.ssl_context = ssl_context
+        self.cacert = cacert
+        self.https = ssl_context is not None
         self._idle: dict[str, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
 
@@ -91,11 +128,24 @@ class HttpPool:
             if conn.sock is not None:
                 conn.sock.settimeout(conn.timeout)
             return conn, True
+        scheme, hostport = split_scheme(addr)
         try:
-            host, port = parse_addr(addr)
+            host, port = parse_addr(hostport)
         except ConfigError as exc:
             raise ClientError(str(exc)) from None
+        if scheme == "https" or (scheme is None and self.https):
+            try:
+                context = self._context()
+            except ConfigError as exc:
+                raise ClientError(str(exc)) from None
+            return http.client.HTTPSConnection(host, port, timeout=timeout or self.timeout,
+                                               context=context), False
         return http.client.HTTPConnection(host, port, timeout=timeout or self.timeout), False
+
+    def _context(self) -> ssl.SSLContext:
+        if self.ssl_context is None:   # made on first use: most pools never speak https
+            self.ssl_context = tls_client_context(self.cacert)
+        return self.ssl_context
 
     def _put(self, addr: str, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
         if resp.will_close:
@@ -142,9 +192,10 @@ def kv_path(key: str) -> str:
 class AxonClient:
     """The HTTP API of one node as Python calls; errors raise ClientError."""
 
-    def __init__(self, addr: str, timeout: float = 10.0, pool: HttpPool | None = None) -> None:
+    def __init__(self, addr: str, timeout: float = 10.0, pool: HttpPool | None = None,
+                 cacert: str | None = None) -> None:
         self.addr = addr
-        self.pool = pool or HttpPool(timeout)
+        self.pool = pool or HttpPool(timeout, cacert=cacert)
         self.timeout = timeout
 
     def call(self, method: str, path: str, payload: Any = None, headers: Mapping[str, str] | None = None,
@@ -205,5 +256,7 @@ class AxonClient:
 
 
 def _addr_of(location: str) -> str:
-    rest = location.split("://", 1)[-1]
-    return rest.split("/", 1)[0]
+    """The address a redirect points to; "https://" kept, so the next hop speaks TLS too."""
+    scheme, rest = location.split("://", 1) if "://" in location else ("", location)
+    hostport = rest.split("/", 1)[0]
+    return HTTPS + hostport if scheme.lower() == "https" else hostport

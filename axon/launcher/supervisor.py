@@ -27,10 +27,13 @@ import gevent
 from gevent.event import Event
 from gevent.lock import RLock
 
+from axon.address import format_addr
 from axon.client.http import AxonClient, ClientError, HttpPool
 from axon.launcher.layout import Layout, LayoutError, NodeSpec, layout_path, load_layout, save_layout
 from axon.api.errors import ApiError, Conflict, NotFound, Unavailable
+from axon.audit import AuditLog
 from axon.launcher.api import MAX_PROXY_BODY, build_api
+from axon.launcher.tls import TlsFiles
 from axon.web.app import serve
 
 log = logging.getLogger("axon.launcher.supervisor")
@@ -38,6 +41,8 @@ log = logging.getLogger("axon.launcher.supervisor")
 LOCK_FILE = "launcher.lock"
 PR_SET_PDEATHSIG = 1
 STATUS_TIMEOUT = 1.5
+MAX_NODES = 16            # POST /api/nodes starts a process each time: a cap on what one call may add
+TLS_DIR = "tls"           # `axon launch --tls`: the cluster CA and each node's certificate
 PROXY_TIMEOUT = 12.0      # above a node's request timeout: a write may wait for a commit
 # Variables that would change what a child node does behind the launcher's back.
 _KEEP_ENV = {"AXON_CACHE_DIR", "AXON_PYZ"}
@@ -125,13 +130,21 @@ class Supervisor:
 
     def __init__(self, directory: str, host: str = "127.0.0.1", base_port: int = 7000,
                  nodes: int = 3, stop_timeout: float = 15.0, log_level: str = "info",
-                 say: Callable[[str], None] = print) -> None:
+                 say: Callable[[str], None] = print, *, tls: bool = False, max_nodes: int = MAX_NODES,
+                 audit: bool = False) -> None:
+        """``tls``: nodes serve https with certificates of a CA made in <dir>/tls; ``audit``:
+        each node writes its own audit log, logs/<node-id>.audit.jsonl (one writer per file)."""
         self.directory = os.path.abspath(directory)
         self.stop_timeout = stop_timeout
         self.log_level = log_level
         self.say = say
+        self.max_nodes = max_nodes
+        self.audit = audit
         self.lock = RLock()
-        self.pool = HttpPool(timeout=STATUS_TIMEOUT)
+        self.tls = TlsFiles(os.path.join(self.directory, TLS_DIR)) if tls else None
+        self.scheme = "https" if tls else "http"
+        self.pool = HttpPool(timeout=STATUS_TIMEOUT,
+                             ssl_context=self.tls.client_context() if self.tls else None)
         self.children: dict[str, Child] = {}
         self._lock_fd: int | None = None
         self._proxy_target: str | None = None   # the node that answered the last proxied request
@@ -195,7 +208,7 @@ class Supervisor:
             bootstrap = not self.layout.bootstrapped and self.layout.nodes[0].node_id == node_id
             others = [n for n in self.layout.nodes if n.node_id != node_id]
             args = node_args(child.spec, self.data_dir(node_id), others, bootstrap, self.log_level)
-            self._spawn(child, args)
+            self._spawn(child, args + self._own_args(child.spec))
             if bootstrap:
                 self.layout.bootstrapped = True
                 try:
@@ -203,6 +216,15 @@ class Supervisor:
                 except LayoutError as exc:
                     raise Conflict(f"{node_id} started, but {exc}") from None
             return self.describe(child)
+
+    def _own_args(self, spec: NodeSpec) -> list[str]:
+        """The flags this launcher adds to every node: TLS material, the node's audit log."""
+        args: list[str] = []
+        if self.tls is not None:
+            args += self.tls.node_args(spec)
+        if self.audit:
+            args += ["--audit-log", os.path.join(self.directory, "logs", spec.node_id + ".audit.jsonl")]
+        return args
 
     def _spawn(self, child: Child, args: list[str]) -> None:
         node_id = child.spec.node_id
@@ -269,6 +291,9 @@ class Supervisor:
 
     def add(self) -> dict:
         with self.lock:
+            if len(self.children) >= self.max_nodes:
+                raise Conflict(f"the cluster has {len(self.children)} nodes, the most this launcher "
+                               f"starts ({self.max_nodes}); decommission one first")
             try:
                 spec = self.layout.add_node(lambda ports: ports_free(self.layout.host, ports))
                 save_layout(self.directory, self.layout)
@@ -327,8 +352,8 @@ class Supervisor:
                 "state": child.state, "exit_code": child.exit_code,
                 "http": spec.http, "raft": spec.raft, "gossip": spec.gossip,
                 "role": role_of(spec.node_id, status) if running else None,
-                "leader": (status or {}).get("leader") if running else None,
-                "data_dir": self.data_dir(spec.node_id), "log": self.log_file(spec.node_id)}
+                "leader": (status or {}).get("leader") if running else None}
+        # no filesystem paths: they are the launcher's business (printed at start), not the API's
 
     def nodes(self) -> list[dict]:
         """Every node with its process state and its Raft role (asked in parallel)."""
@@ -396,7 +421,7 @@ def _print_table(sup: Supervisor, say: Callable[[str], None]) -> None:
     rows = [sup.describe(c) for c in sup.children.values()]
     width = max(len(r["http"]) for r in rows) + 7 if rows else 0
     for r in rows:
-        say(f"  {r['node_id']:<8} {'http://' + r['http']:<{width}}  raft {r['raft']}  gossip {r['gossip']}  "
+        say(f"  {r['node_id']:<8} {sup.scheme + '://' + r['http']:<{width}}  raft {r['raft']}  gossip {r['gossip']}  "
             f"pid {r['pid'] or '-'} ({r['state']})")
 
 
@@ -414,16 +439,28 @@ def _announce_ready(sup: Supervisor, say: Callable[[str], None], deadline: float
 
 
 def run(directory: str, nodes: int, port: int, host: str, base_port: int, stop_timeout: float,
-        log_level: str, say: Callable[[str], None] = print) -> None:
-    """Start (or bring back) the cluster, serve the API, and wait for SIGINT/SIGTERM."""
+        log_level: str, say: Callable[[str], None] = print, *, tls: bool = False,
+        audit_log: str | None = None, max_nodes: int = MAX_NODES) -> None:
+    """Start (or bring back) the cluster, serve the API, and wait for SIGINT/SIGTERM.
+
+    ``audit_log``: the launcher's actions go there, each node's to logs/<node-id>.audit.jsonl.
+    """
     try:
-        sup = Supervisor(directory, host, base_port, nodes, stop_timeout, log_level, say)
+        sup = Supervisor(directory, host, base_port, nodes, stop_timeout, log_level, say, tls=tls,
+                         max_nodes=max_nodes, audit=audit_log is not None)
+        audit = AuditLog(audit_log) if audit_log else None
     except LayoutError as exc:
         raise LaunchError(str(exc)) from None
+    except OSError as exc:
+        raise LaunchError(f"cannot open the audit log {audit_log}: {exc.strerror or exc}") from None
     stopping = Event()
+    scheme = "https" if tls else "http"
+    listen = format_addr(host, port)
     try:
         try:
-            server = serve(build_api(sup), f"{host}:{port}", max_body=MAX_PROXY_BODY)
+            server = serve(build_api(sup, listen, https=tls, audit_log=audit), listen,
+                           max_body=MAX_PROXY_BODY,
+                           ssl_context=sup.tls.server_context(host) if sup.tls else None)
         except OSError as exc:
             raise LaunchError(f"cannot serve the dashboard on {host}:{port}: {exc.strerror or exc}") from None
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -437,7 +474,9 @@ def run(directory: str, nodes: int, port: int, host: str, base_port: int, stop_t
         sup.start_all()
         _print_table(sup, say)
         say(f"  data in {os.path.join(sup.directory, 'data')}, logs in {os.path.join(sup.directory, 'logs')}")
-        say(f"dashboard and supervisor API: http://{host}:{port}/  (GET /api/nodes; Ctrl-C stops every node)")
+        say(f"dashboard and supervisor API: {scheme}://{listen}/  (GET /api/nodes; Ctrl-C stops every node)")
+        if sup.tls is not None:
+            say(f"  https with the cluster CA {sup.tls.ca_file} (give it to clients: --cacert)")
         sys.stdout.flush()
         gevent.spawn(_announce_ready, sup, say, time.monotonic() + 60)
         stopping.wait()
@@ -445,4 +484,6 @@ def run(directory: str, nodes: int, port: int, host: str, base_port: int, stop_t
         server.stop(timeout=1)
     finally:
         sup.shutdown()
+        if audit is not None:
+            audit.close()
     say("all nodes stopped")

@@ -5,10 +5,12 @@ import logging
 import os
 import signal
 import socket
+import ssl
 
 import gevent
 from gevent.event import Event
 
+from axon.audit import AuditLog
 from axon.kv import commands
 from axon.client.http import HttpPool
 from axon.config import NodeConfig, parse_addr
@@ -42,6 +44,35 @@ def _check_port_free(listen: str, what: str) -> None:
         probe.close()
 
 
+def tls_contexts(config: NodeConfig) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """(server, client) SSL contexts of an https node, or (None, None).
+
+    The client context is for this node's own calls (forwarding to the leader, joining, the
+    overview's fetches): a cluster is all-https, so it trusts --tls-ca-file (by default the
+    client CA) and presents the node's certificate, which peers requiring one accept.
+    """
+    if not config.tls_cert_file or not config.tls_key_file:
+        return None, None
+    # imported here: cryptography takes ~80 ms to load, and only an https node needs it
+    from axon.security.tls import TlsError, client_context, server_context
+    try:
+        server = server_context(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
+        client = client_context(config.tls_ca_file or config.tls_client_ca_file,
+                                config.tls_cert_file, config.tls_key_file)
+    except TlsError as exc:
+        raise ConfigError(str(exc)) from None
+    return server, client
+
+
+def open_audit_log(path: str | None) -> AuditLog | None:
+    if not path:
+        return None
+    try:
+        return AuditLog(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot open the audit log {path}: {exc.strerror or exc}") from None
+
+
 def server_limits(config: NodeConfig) -> dict:
     """The HTTP server's limits as the node's flags set them."""
     return {"max_connections": config.max_connections, "idle_timeout": config.idle_timeout,
@@ -72,7 +103,9 @@ class NodeProcess:
         except StoreError as exc:
             raise ConfigError(str(exc)) from None
         self.feed = self.machine.feed
-        self.pool = HttpPool(timeout=config.request_timeout + 2)
+        self.server_tls, client_tls = tls_contexts(config)
+        self.audit_log = open_audit_log(config.audit_log)
+        self.pool = HttpPool(timeout=config.request_timeout + 2, ssl_context=client_tls)
         options = RaftOptions(election_ticks=config.election_ticks, heartbeat_ticks=config.heartbeat_ticks)
         member = Member(config.raft, config.http)
 
@@ -101,11 +134,12 @@ class NodeProcess:
         self.gossip.start()
         if self.config.seed:
             self.gossip.join_in_background(list(self.config.seed))
-        self.http = serve(build_app(self.config, self.service, self.pool), self._http_listener,
-                          max_body=request_body_limit(self.config.max_value_bytes),
-                          **server_limits(self.config))
-        log.info("node %s serving http on %s, raft on %s, gossip on %s (data in %s)",
-                 self.config.node_id, self.config.http, self.config.raft, self.config.gossip,
+        self.http = serve(build_app(self.config, self.service, self.pool, audit_log=self.audit_log),
+                          self._http_listener, max_body=request_body_limit(self.config.max_value_bytes),
+                          ssl_context=self.server_tls, **server_limits(self.config))
+        log.info("node %s serving %s on %s, raft on %s, gossip on %s (data in %s)",
+                 self.config.node_id, "https" if self.server_tls else "http", self.config.http,
+                 self.config.raft, self.config.gossip,
                  self.config.data_dir)
         self._greenlets.append(gevent.spawn(self.membership.publish_role))
         if self.config.reap_dead_after is not None:
@@ -139,6 +173,8 @@ class NodeProcess:
         self.node.stop()
         self.machine.close()
         self.pool.close()
+        if self.audit_log is not None:
+            self.audit_log.close()
         self.stopped.set()
 
     def _fatal(self, exc: BaseException) -> None:

@@ -96,8 +96,10 @@ class NodeHandle:
     def __init__(self, base_dir: str, node_id: str, *, extra_args: Sequence[str] = (),
                  request_timeout: float = 2.0, client_timeout: float = 10.0,
                  env: dict[str, str] | None = None, host: str = HOST,
-                 ports: Sequence[int] | None = None, command_prefix: Sequence[str] = ()) -> None:
-        """``host``/``ports``/``command_prefix`` let a node run elsewhere, e.g. in a network namespace."""
+                 ports: Sequence[int] | None = None, command_prefix: Sequence[str] = (),
+                 ssl_context: Any = None) -> None:
+        """``host``/``ports``/``command_prefix`` let a node run elsewhere, e.g. in a network namespace;
+        ``ssl_context`` (an ssl.SSLContext) makes the harness speak https to a node serving TLS."""
         self.node_id = node_id
         self.base_dir = str(base_dir)
         self.data_dir = os.path.join(self.base_dir, node_id)
@@ -111,7 +113,7 @@ class NodeHandle:
         self.request_timeout = request_timeout
         self.env = dict(env or {})
         self.proc: subprocess.Popen | None = None
-        self.pool = HttpPool(timeout=client_timeout)
+        self.pool = HttpPool(timeout=client_timeout, ssl_context=ssl_context)
         self.client = AxonClient(self.http, timeout=client_timeout, pool=self.pool)
         self.paused = False
 

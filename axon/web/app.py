@@ -7,15 +7,19 @@ and what it does not claim goes to bottle for the dashboard's files.
 from __future__ import annotations
 
 import socket
+import ssl
 from typing import Sequence
 
 from gevent.server import _tcp_listener
 
 from axon.api.service import KVService
+from axon.audit import AuditLog
 # the server's body limit: node/process.py imports it from here
 from axon.api.validate import request_body_limit  # noqa: F401
 from axon.client.http import HttpPool
 from axon.config import NodeConfig, parse_addr
+from axon.web.audit import audit_middleware, node_audited
+from axon.web.browser import BrowserGuard
 from axon.web.dashboard import dashboard_handler
 from axon.web.endpoints import api_routes
 from axon.web.forward import Forwarder
@@ -28,18 +32,28 @@ from axon.web.server import HttpServer
 FORWARD_SLACK = 1.0   # the leader answers within its request timeout; allow for the hop
 
 
-def node_middlewares(trust: PeerTrust) -> list[Middleware]:
-    """What every request passes, outermost first (a new concern is one more entry here)."""
-    return [error_replies, trust]
+def node_middlewares(trust: PeerTrust, guard: BrowserGuard | None = None,
+                     audit: Middleware | None = None) -> list[Middleware]:
+    """What every request passes, outermost first (a new concern is one more entry here).
+
+    The audit sits outside error_replies so it records the status the client got, refusals
+    included; the browser guard refuses before anything else looks at the request.
+    """
+    return [*([audit] if audit else []), error_replies, *([guard] if guard else []), trust]
+
+
+def browser_guard(config: NodeConfig) -> BrowserGuard:
+    return BrowserGuard(config.http, https=bool(config.tls_cert_file), allowed_origins=config.allowed_origin)
 
 
 def build_app(config: NodeConfig, service: KVService, pool: HttpPool,
-              extra: Sequence[Middleware] = ()) -> Handler:
+              extra: Sequence[Middleware] = (), audit_log: AuditLog | None = None) -> Handler:
     """The node's request handler; ``extra`` middlewares go innermost (tests record with them)."""
     trust = PeerTrust(config.node_id, config.cluster_key, service)
     forwarder = Forwarder(pool, trust, config.request_timeout + FORWARD_SLACK)
     router = Router(api_routes(service, forwarder, config.node_id), fallback=dashboard_handler())
-    return chain([*node_middlewares(trust), *extra], router)
+    audit = audit_middleware(audit_log, node_audited(config.node_id)) if audit_log is not None else None
+    return chain([*node_middlewares(trust, browser_guard(config), audit), *extra], router)
 
 
 def bind(listen: str) -> socket.socket:
@@ -49,13 +63,13 @@ def bind(listen: str) -> socket.socket:
 
 
 def serve(handler: Handler, listen: str | socket.socket, max_body: int = 1 << 20,
-          **limits: float) -> HttpServer:
+          ssl_context: ssl.SSLContext | None = None, **limits: float) -> HttpServer:
     """Serve ``handler`` on ``listen`` (an address, or a socket from ``bind``); returns the started server.
 
     ``limits`` are HttpServer's (max_connections, idle_timeout, header_timeout, body_timeout,
-    max_inflight_bytes).
+    max_inflight_bytes); with ``ssl_context`` the listener speaks TLS.
     """
     listener = bind(listen) if isinstance(listen, str) else listen
-    server = HttpServer(listener, handler, max_body, **limits)
+    server = HttpServer(listener, handler, max_body, ssl_context=ssl_context, **limits)
     server.start()
     return server

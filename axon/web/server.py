@@ -11,6 +11,10 @@ that stops reading stops the producer instead of growing the node's memory.
 
 What clients may hold is bounded (see HttpServer): connections, the time they take to
 send a request, and the request body bytes in memory at once.
+
+With an SSL context the listener speaks TLS: each accepted socket is wrapped in its
+connection's greenlet and the handshake is bounded by the header timeout, so the accept
+loop never waits on a client and a stalled handshake cannot hold a connection.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import json
 import logging
 import resource
 import socket
+import ssl
 import sys
 import weakref
 from contextlib import contextmanager
@@ -28,6 +33,7 @@ from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import unquote
 
 import gevent
+import gevent.ssl
 from gevent.server import StreamServer
 
 from axon.web.limits import ByteBudget, ConnectionCount, connection_cap
@@ -91,7 +97,7 @@ class HttpServer(StreamServer):
                  send_timeout: float = SEND_TIMEOUT, *, max_connections: int = MAX_CONNECTIONS,
                  idle_timeout: float = IDLE_TIMEOUT, header_timeout: float = HEADER_TIMEOUT,
                  body_timeout: float = BODY_TIMEOUT, max_inflight_bytes: int = MAX_INFLIGHT_BYTES,
-                 fd_reserve: int = FD_RESERVE) -> None:
+                 fd_reserve: int = FD_RESERVE, ssl_context: ssl.SSLContext | None = None) -> None:
         for name, seconds in [("send_timeout", send_timeout), ("idle_timeout", idle_timeout),
                               ("header_timeout", header_timeout), ("body_timeout", body_timeout)]:
             if not seconds > 0:
@@ -105,6 +111,7 @@ class HttpServer(StreamServer):
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.fd_reserve = fd_reserve
+        self.ssl_context = ssl_context   # our own wrapping (_handshake), not StreamServer's
         self.connections = ConnectionCount(max_connections)   # its limit may shrink at start()
         self.inflight = ByteBudget(max_inflight_bytes)
         self.turned_away = 0          # connections refused at the cap, ever
@@ -183,11 +190,18 @@ class HttpServer(StreamServer):
         sock.close()
 
     def _turn_away(self, sock: socket.socket) -> None:
-        """A 503 if the fresh socket's buffer takes it without waiting, then the close."""
+        """A 503 if the fresh socket's buffer takes it without waiting, then the close.
+
+        Over TLS just the close: an answer needs a handshake, which would make the accept
+        loop wait on the very client it turns away.
+        """
         self.turned_away += 1
         if self._cap_warning.due():
             log.warning("%d connections open on %s, the most allowed: turning new ones away "
                         "(%d so far)", self.connections.open, self.address, self.turned_away)
+        if self.ssl_context is not None:
+            sock.close()
+            return
         try:
             sock.settimeout(0.0)
             sock.send(_busy_answer("too many connections; retry"))
@@ -238,13 +252,41 @@ class HttpServer(StreamServer):
         parser = RequestParser(self.max_body, self.inflight)
         wait = _InputWait(gevent.getcurrent())
         self._waits.add(wait)
+        remote = address[0] if isinstance(address, tuple) else str(address)
         try:
-            self._serve(sock, parser, wait, address[0] if isinstance(address, tuple) else str(address))
+            if self.ssl_context is not None:
+                sock = self._handshake(sock, wait, remote)
+                if sock is None:
+                    return
+            self._serve(sock, parser, wait, remote)
         except OSError:
-            return   # the client went away: nothing more to say
+            return   # the client went away: nothing more to say (ssl.SSLError is one too)
         finally:
             self._waits.discard(wait)
             parser.release()   # a body cut short gives its bytes back too
+            if sock is not None:
+                sock.close()   # the TLS wrapper owns the descriptor once wrapped (do_close closes the rest)
+
+    def _handshake(self, sock: socket.socket, wait: _InputWait, remote: str) -> socket.socket | None:
+        """``sock`` wrapped in TLS once the handshake is done; None when it failed or took too long."""
+        assert self.ssl_context is not None
+        # gevent's SSLSocket with any context: a cooperative handshake even if ssl is not patched
+        tls = gevent.ssl.SSLSocket(sock=sock, server_side=True, do_handshake_on_connect=False,
+                                   _context=self.ssl_context)
+        wait.deadline = monotonic() + self.header_timeout
+        try:
+            tls.do_handshake()
+        except _InputTimeout:
+            log.debug("TLS handshake from %s took too long; closing", remote)
+            tls.close()
+            return None
+        except OSError as exc:   # ssl.SSLError: no or a bad client certificate, not TLS at all, ...
+            log.debug("TLS handshake from %s failed: %s", remote, exc)
+            tls.close()
+            return None
+        finally:
+            wait.deadline = 0.0
+        return tls
 
     def _serve(self, sock: socket.socket, parser: RequestParser, wait: _InputWait, remote: str) -> None:
         """Requests in, answers out, until either side closes or the client runs out of time.
@@ -254,6 +296,7 @@ class HttpServer(StreamServer):
         """
         head_deadline = 0.0   # by when the head being received must be complete (0: none begun)
         answered = False
+        tls = self.ssl_context is not None
         while True:
             try:
                 req = parser.next_request()
@@ -272,7 +315,7 @@ class HttpServer(StreamServer):
                 else:
                     wait.deadline = monotonic() + self.idle_timeout
                 try:
-                    if answered:
+                    if answered and not tls:   # TLS may hold decrypted bytes the socket no longer shows
                         _wait_readable(sock)
                         answered = False
                     data = sock.recv(RECV_SIZE)
