@@ -152,6 +152,11 @@ def test_https_cluster_round_trip_forwarding_and_cli(tmp_path, pki) -> None:
         assert follower.client.put("k2", "via a follower")["value"] == "via a follower"
         assert follower.client.get("k")["value"] == "from the leader"
         assert leader.client.get("k2")["value"] == "via a follower"
+        # the overview's status fetches from every member go over https too
+        overview = cluster.wait_for(
+            lambda: (o := follower.client.call("GET", "/cluster/overview")) and
+            all(n["online"] for n in o["nodes"]) and o, message="every member online in the overview")
+        assert len(overview["nodes"]) == 3
         # a plain http client gets no answer from an https node
         with pytest.raises(ClientError):
             AxonClient(follower.http, timeout=3).status()

@@ -61,6 +61,9 @@ def tls_contexts(config: NodeConfig) -> tuple[ssl.SSLContext | None, ssl.SSLCont
                                 config.tls_cert_file, config.tls_key_file)
     except TlsError as exc:
         raise ConfigError(str(exc)) from None
+    if not (config.tls_ca_file or config.tls_client_ca_file):
+        log.warning("no --tls-ca-file: this node trusts only the system's CAs when it forwards to "
+                    "the leader or joins; a cluster CA of its own must be given")
     return server, client
 
 

@@ -101,8 +101,10 @@ class BrowserGuard:
 
     def __call__(self, req: Request, handler: Handler) -> Response:
         headers = req.headers
-        # the hot path: a read from curl or the CLI is one method test and one cached Host lookup
-        if req.method not in UNSAFE_METHODS and self._host_ok(headers.get("host")):
+        # the hot path (curl, the CLI, peers: no browser headers) is one cached Host lookup and
+        # two membership tests; only a refused Host or a browser's write goes through judge
+        if self._host_ok(headers.get("host")) and not (
+                req.method in UNSAFE_METHODS and ("origin" in headers or "sec-fetch-site" in headers)):
             return handler(req)
         refusal = judge(req.method, headers, self.scheme, self.hosts, self.origins)
         if refusal is not None:
