@@ -164,6 +164,11 @@ class NodeConfig:
         "--allowed-origin", "AXON_ALLOWED_ORIGIN",
         "A web origin (scheme://host:port) whose pages may send state-changing requests "
         "(repeatable); others get 403.", repeat=True))
+    # client auth: on from the first entry of a cluster bootstrapped with it (axon/api/auth.py)
+    auth: bool = field(default=False, metadata=_flag(
+        "--auth", "AXON_AUTH",
+        "With --bootstrap: turn client auth on from the start and write a root token to "
+        "<data-dir>/root.token (mode 0600).", kind=bool))
     audit_log: str | None = field(default=None, metadata=_flag(
         "--audit-log", "AXON_AUDIT_LOG",
         "Append membership and auth changes as JSON lines to this file (mode 0600)."))

@@ -265,3 +265,48 @@ def test_bad_key_is_4xx_error(node: str) -> None:
     proc = axon("kv", "put", "x" * 5000, "v", "--addr", node)
     assert proc.returncode != 0
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
+
+
+# ---------------------------------------------------------------------- auth tokens
+@pytest.fixture(scope="module")
+def auth_node(tmp_path_factory):
+    """One node bootstrapped with --auth: (its address, the root token from its data dir)."""
+    cluster = Cluster(tmp_path_factory.mktemp("cli-auth"), 0, start=False)
+    try:
+        node = cluster.new_node(extra_args=["--auth"])
+        node.start(bootstrap=True)
+        node.wait_serving()
+        path = os.path.join(node.data_dir, "root.token")
+        cluster.wait_for(lambda: os.path.exists(path) and axon(
+            "token", "list", "--addr", node.http, "--token", open(path).read().strip()).returncode == 0, 20.0)
+        with open(path) as f:
+            yield node.http, f.read().strip()
+    finally:
+        cluster.close()
+
+
+def test_token_create_list_revoke_and_token_option(auth_node) -> None:
+    addr, root = auth_node
+    made = axon("token", "create", "app-reader", "--role", "read", "--prefix", "app/",
+                "--addr", addr, "--token", root)
+    assert made.returncode == 0, made.stderr
+    reader = made.stdout.strip()
+    assert reader.startswith("axon_")
+    listed = axon("token", "list", "--addr", addr, "--token", root)
+    assert "app-reader" in listed.stdout and "read" in listed.stdout and reader not in listed.stdout
+    assert axon("kv", "put", "app/a", "1", "--addr", addr, "--token", root).returncode == 0
+    env = {**os.environ, "AXON_TOKEN": reader}
+    got = subprocess.run([sys.executable, "-m", "axon", "kv", "get", "app/a", "--addr", addr],
+                         capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL)
+    assert got.stdout == "1\n", got.stderr
+    assert_one_line_error(axon("kv", "get", "app/a", "--addr", addr), "token")
+    assert_one_line_error(axon("kv", "put", "app/a", "2", "--addr", addr, "--token", reader), "read")
+    assert axon("token", "revoke", "app-reader", "--addr", addr, "--token", root).returncode == 0
+    assert_one_line_error(axon("kv", "get", "app/a", "--addr", addr, "--token", reader), "token")
+
+
+def test_token_help_lists_its_commands() -> None:
+    text = run_cli("token", "--help").output
+    for command in ("create", "list", "revoke"):
+        assert f"  {command} " in text
+    assert "--token" in run_cli("kv", "get", "--help").output

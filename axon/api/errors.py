@@ -28,6 +28,14 @@ class Conflict(ApiError):
     """The request contradicts the current state (e.g. a member re-joining with other addresses)."""
 
 
+class TokenRequired(ApiError):
+    """Auth is on and the request carries no token, or one no node issued (or one revoked)."""
+
+
+class Forbidden(ApiError):
+    """The request's token is known, but its role or prefix does not allow the operation."""
+
+
 class RevisionMismatch(ApiError):
     """A write's condition (expected revision, or "must not exist") does not hold."""
 

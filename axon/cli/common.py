@@ -25,9 +25,17 @@ def _keep_cacert(ctx: click.Context, param: click.Parameter, value: str | None) 
     ctx.meta["axon.cacert"] = value
 
 
+def _keep_token(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Kept in the context's meta like --cacert (and never echoed: it is a secret)."""
+    ctx.meta["axon.token"] = value
+
+
 def client_options(fn: Callable) -> Callable:
-    """--addr (the node to ask), --cacert and --json, for commands that talk to a node over HTTP."""
+    """--addr (the node to ask), --cacert, --token and --json, for commands that talk to a node."""
     fn = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+    fn = click.option("--token", envvar="AXON_TOKEN", default=None, expose_value=False,
+                      callback=_keep_token, show_envvar=True,
+                      help="Auth token, sent as Authorization: Bearer (when auth is on).")(fn)
     fn = click.option("--cacert", envvar="AXON_CACERT", default=None, expose_value=False,
                       callback=_keep_cacert, type=click.Path(dir_okay=False),
                       help="CA certificate (PEM) to trust for https:// addresses [default: the system's].")(fn)
@@ -41,8 +49,9 @@ def call(addr: str, fn: Callable[[Any], Any]) -> Any:
     from axon.client.http import AxonClient, ClientError
     ctx = click.get_current_context(silent=True)
     cacert = ctx.meta.get("axon.cacert") if ctx is not None else None
+    token = ctx.meta.get("axon.token") if ctx is not None else None
     try:
-        return fn(AxonClient(addr, cacert=cacert))
+        return fn(AxonClient(addr, cacert=cacert, token=token))
     except ClientError as exc:
         fail(str(exc))
 

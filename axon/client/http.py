@@ -193,14 +193,18 @@ class AxonClient:
     """The HTTP API of one node as Python calls; errors raise ClientError."""
 
     def __init__(self, addr: str, timeout: float = 10.0, pool: HttpPool | None = None,
-                 cacert: str | None = None) -> None:
+                 cacert: str | None = None, token: str | None = None) -> None:
+        """``token``: sent as ``Authorization: Bearer`` on every request (auth on)."""
         self.addr = addr
         self.pool = pool or HttpPool(timeout, cacert=cacert)
         self.timeout = timeout
+        self.auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def call(self, method: str, path: str, payload: Any = None, headers: Mapping[str, str] | None = None,
              ok: tuple[int, ...] = (200,), follow: bool = True) -> Any:
         body = json.dumps(payload).encode() if payload is not None else None
+        if self.auth_headers:
+            headers = {**self.auth_headers, **(headers or {})}
         addr = self.addr
         for _hop in range(3):
             resp = self.pool.request(method, addr, path, body, headers, self.timeout)
@@ -250,6 +254,18 @@ class AxonClient:
 
     def leave(self) -> dict:
         return self.call("POST", "/cluster/leave")
+
+    def auth_enable(self) -> dict:
+        return self.call("POST", "/auth/enable", ok=(201,))
+
+    def token_create(self, name: str, role: str, prefix: str = "") -> dict:
+        return self.call("POST", "/auth/tokens", {"name": name, "role": role, "prefix": prefix}, ok=(201,))
+
+    def token_list(self) -> dict:
+        return self.call("GET", "/auth/tokens")
+
+    def token_revoke(self, name: str) -> dict:
+        return self.call("DELETE", "/auth/tokens/" + quote(name, safe=""))
 
     def remove(self, node_id: str) -> dict:
         return self.call("DELETE", "/cluster/nodes/" + quote(node_id, safe=""))

@@ -14,6 +14,10 @@ import msgpack
 # Wire tags; part of the replicated log format, so never renumber them.
 _PUT = 0
 _DELETE = 1
+_AUTH_ENABLE = 2
+_TOKEN_ADD = 3
+_TOKEN_REVOKE = 4
+ROLES = ("read", "write", "admin")
 
 
 class CommandError(ValueError):
@@ -34,7 +38,28 @@ class Delete:
     if_revision: int | None = None
 
 
-Command = Put | Delete
+@dataclass(frozen=True, slots=True)
+class AuthEnable:
+    """Turn auth on with a root (admin, prefix "") token; refused when auth is on already."""
+    root_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAdd:
+    """A named token: only its SHA-256 hash is replicated, never the secret."""
+    name: str
+    token_hash: str
+    role: str
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRevoke:
+    name: str
+
+
+AuthCommand = AuthEnable | TokenAdd | TokenRevoke
+Command = Put | Delete | AuthEnable | TokenAdd | TokenRevoke
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +73,9 @@ class Result:
 
 def command_size(cmd: Command) -> int:
     """Roughly the bytes a command takes in an entry (characters, not encoded bytes: cheap)."""
-    return len(cmd.key) + len(cmd.value) if isinstance(cmd, Put) else len(cmd.key)
+    if isinstance(cmd, Put):
+        return len(cmd.key) + len(cmd.value)
+    return len(cmd.key) if isinstance(cmd, Delete) else 128
 
 
 def encode_commands(cmds: Sequence[Command]) -> bytes:
@@ -89,6 +116,10 @@ def evaluate(cmd: Command, current: tuple[str, int] | None, index: int) -> Resul
 def reads_current(cmd: Command) -> bool:
     """Whether evaluate() needs the key's current state (an unconditional Put does not)."""
     return not (isinstance(cmd, Put) and cmd.if_revision is None and not cmd.if_absent)
+
+
+def is_auth(cmd: Command) -> bool:
+    return isinstance(cmd, (AuthEnable, TokenAdd, TokenRevoke))
 
 
 def _evaluate_put(cmd: Put, current: tuple[str, int] | None, index: int) -> Result:
@@ -133,6 +164,16 @@ def _command_to_row(cmd: Any) -> list:
         _check_str("key", cmd.key)
         _check_revision(cmd.if_revision)
         return [_DELETE, cmd.key, cmd.if_revision]
+    if isinstance(cmd, AuthEnable):
+        _check_str("root_hash", cmd.root_hash)
+        return [_AUTH_ENABLE, cmd.root_hash]
+    if isinstance(cmd, TokenAdd):
+        for name in ("name", "token_hash", "role", "prefix"):
+            _check_str(name, getattr(cmd, name))
+        return [_TOKEN_ADD, cmd.name, cmd.token_hash, cmd.role, cmd.prefix]
+    if isinstance(cmd, TokenRevoke):
+        _check_str("name", cmd.name)
+        return [_TOKEN_REVOKE, cmd.name]
     raise CommandError(f"not a command: {type(cmd).__name__}")
 
 
@@ -147,9 +188,27 @@ def _row_to_command(row: Any, position: int) -> Command:
             _check_str("key", row[1])
             _check_revision(row[2])
             return Delete(key=row[1], if_revision=row[2])
+        if type(tag) is int and tag in _AUTH_ARITY and len(row) == _AUTH_ARITY[tag]:
+            return _auth_command(row)
     except CommandError as exc:
         raise CommandError(f"command {position}: {exc}") from None
     raise CommandError(f"command {position} has an unknown tag or wrong arity")
+
+
+# Auth rows: [tag, str fields...]; their tags come after Put/Delete so old entries decode as before.
+_AUTH_ARITY = {_AUTH_ENABLE: 2, _TOKEN_ADD: 5, _TOKEN_REVOKE: 2}
+
+
+def _auth_command(row: list) -> AuthCommand:
+    for field in row[1:]:
+        _check_str("field", field)
+    if row[0] == _AUTH_ENABLE:
+        return AuthEnable(row[1])
+    if row[0] == _TOKEN_ADD:
+        if row[3] not in ROLES:
+            raise CommandError(f"unknown role {row[3]!r}")
+        return TokenAdd(*row[1:])
+    return TokenRevoke(row[1])
 
 
 def _command_from_put_row(row: list) -> Put:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Iterable, Iterator, Sequence
 
+from axon.kv.authstate import AuthState
 from axon.kv.commands import Result
 from axon.kv.feed import ChangeFeed, RawChange
 from axon.kv.store import Applied, Slot, Store, StoreError
@@ -51,6 +52,11 @@ class KVStateMachine:
         if blob is not self._config_blob:
             self._config, self._config_blob = _config_from_blob(blob), blob
         return self._config
+
+    @property
+    def auth(self) -> AuthState:
+        """The replicated auth state as of the applied index (reloaded by a snapshot install)."""
+        return self.store.auth
 
     def apply(self, entries: Sequence[Entry]) -> list[list[Result]]:
         """Apply committed entries (one list of command results each) and publish their changes."""

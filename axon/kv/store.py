@@ -10,13 +10,15 @@ LevelDB layout (all values msgpack unless noted):
     b"\\x00m/applied"    -> [applied_index, applied_term]
     b"\\x00m/config"     -> raw config blob of the last slot that carried one (a msgpack object)
     b"\\x00m/restoring"  -> [index, term] while a snapshot restore is half done
+    b"\\x00m/auth"       -> the auth state (axon/kv/authstate.py), absent while auth was never used
     b"k" + utf8(key)    -> [revision, value]
 
 Utf-8 byte order equals code point order, so LevelDB's order is key order.
 
 Snapshot stream, version 2 (msgpack objects back to back, cut into chunks anywhere):
-a header map {"format", "version", "index", "term", "config"} ("config" holds the config
-blob's object itself, None without one); blocks, each a
+a header map {"format", "version", "index", "term", "config"[, "auth"]} ("config" holds the
+config blob's object itself, None without one; "auth" the auth state, absent when off and
+tokenless: older snapshots lack it); blocks, each a
 bin object holding packb([[raw key, ...], [stored value, ...]]) - the LevelDB
 keys and values as they are, in key order, at most _BLOCK_RECORDS per block;
 then a trailer map {"end": True, "count": records, "crc": crc32 of the packed
@@ -36,7 +38,9 @@ from typing import Any, Iterable, Iterator, Sequence
 import msgpack
 import plyvel
 
-from axon.kv.commands import CommandError, Delete, Result, decode_commands, evaluate, reads_current
+from axon.kv.authstate import AuthState, apply_auth
+from axon.kv.commands import (CommandError, Delete, Result, decode_commands, evaluate, is_auth,
+                              reads_current)
 from axon.kv.feed import RawChange
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,8 @@ _FORMAT = b"axon-store/1"
 _APPLIED_KEY = b"\x00m/applied"
 _CONFIG_KEY = b"\x00m/config"
 _RESTORING_KEY = b"\x00m/restoring"
+# Under the meta prefix, never under _DATA: user keys ("k" + key) can never reach it.
+_AUTH_KEY = b"\x00m/auth"
 _DATA = b"k"
 
 _DB_OPTIONS: dict[str, Any] = {
@@ -100,6 +106,7 @@ class Store:
         self._restoring = False
         self._applied_index, self._applied_term = _read_applied(db)
         self._config_blob = db.get(_CONFIG_KEY)
+        self._auth = _read_auth(db)
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -149,6 +156,11 @@ class Store:
         """The config blob of the last applied slot that carried one (or of a restored snapshot)."""
         return self._config_blob
 
+    @property
+    def auth(self) -> AuthState:
+        """The auth state as of applied_index (kept in memory; the api reads it per request)."""
+        return self._auth
+
     # ---- applying slots --------------------------------------------------
 
     def apply(self, slots: Sequence[Slot], changes: list[RawChange] | None = None) -> list[list[Result]]:
@@ -163,7 +175,8 @@ class Store:
         value None for a delete; a call that raises appends nothing.
         """
         self._check_usable()
-        batch = _ApplyBatch(self._db, self._applied_index, self._applied_term, self._config_blob)
+        batch = _ApplyBatch(self._db, self._applied_index, self._applied_term, self._config_blob,
+                            self._auth)
         results = [batch.apply_slot(slot) for slot in slots]
         if batch.index == self._applied_index:
             return results
@@ -171,6 +184,7 @@ class Store:
             batch.write()
         self._applied_index, self._applied_term = batch.index, batch.term
         self._config_blob = batch.config_blob
+        self._auth = batch.auth
         if changes is not None:
             changes.extend(batch.changes)
         return results
@@ -244,6 +258,9 @@ class Store:
                 "term": term,
                 "config": _unpack_config(config_blob),
             }
+            auth_raw = snapshot.get(_AUTH_KEY)
+            if auth_raw is not None:
+                header["auth"] = msgpack.unpackb(auth_raw, raw=False)
         except BaseException:
             snapshot.close()
             raise
@@ -268,6 +285,7 @@ class Store:
     def _restore(self, at: Applied, reader: _StreamReader) -> None:
         header = reader.next_object()
         _validate_header(header, at)
+        auth = _auth_from(header.get("auth"))
         crc = zlib.crc32(_pack(header))
         with _leveldb_errors("restore"):
             self._db.put(_RESTORING_KEY, _pack([at.index, at.term]), sync=True)
@@ -276,11 +294,12 @@ class Store:
             with _leveldb_errors("restore"):
                 _delete_data(self._db)
                 _write_records(self._db, reader, crc)
-                _finish_restore(self._db, at)
+                _finish_restore(self._db, at, auth)
         except BaseException:
             self._cleanup_failed_restore()
             raise
         self._applied_index, self._applied_term, self._config_blob = at.index, at.term, at.config_blob
+        self._auth = auth
 
     def _cleanup_failed_restore(self) -> None:
         try:
@@ -300,12 +319,14 @@ class Store:
 class _ApplyBatch:
     """One apply() call: its pending write batch, its changes, and the state as it will leave it."""
 
-    def __init__(self, db: plyvel.DB, index: int, term: int, config_blob: bytes | None) -> None:
+    def __init__(self, db: plyvel.DB, index: int, term: int, config_blob: bytes | None,
+                 auth: AuthState) -> None:
         self._db = db
         self._writes = db.write_batch()
         # Later commands must see earlier ones' effects, which a write batch cannot show.
         self._pending: dict[bytes, tuple[str, int] | None] = {}
         self._config_changed = False
+        self.auth, self._auth_changed = auth, False
         self.changes: list[RawChange] = []
         self.index, self.term, self.config_blob = index, term, config_blob
 
@@ -324,6 +345,8 @@ class _ApplyBatch:
         self._writes.put(_APPLIED_KEY, _pack([self.index, self.term]))
         if self._config_changed:
             self._writes.put(_CONFIG_KEY, self.config_blob)
+        if self._auth_changed:
+            self._writes.put(_AUTH_KEY, _pack(self.auth.to_obj()))
         self._writes.write()
 
     def _apply_commands(self, slot: Slot) -> list[Result]:
@@ -335,6 +358,10 @@ class _ApplyBatch:
         return [self._apply_command(command, slot.index) for command in commands]
 
     def _apply_command(self, command: Any, index: int) -> Result:
+        if is_auth(command):
+            self.auth, result = apply_auth(self.auth, command)
+            self._auth_changed = self._auth_changed or result.ok
+            return result
         key = _data_key(command.key)
         current = self._current(key) if reads_current(command) else None
         result = evaluate(command, current, index)
@@ -599,9 +626,10 @@ def _check_trailer(trailer: dict, count: int, crc: int) -> None:
         raise StoreError("snapshot stream checksum mismatch")
 
 
-def _finish_restore(db: plyvel.DB, at: Applied) -> None:
+def _finish_restore(db: plyvel.DB, at: Applied, auth: AuthState) -> None:
     with db.write_batch(sync=True) as writes:
         writes.put(_APPLIED_KEY, _pack([at.index, at.term]))
+        writes.put(_AUTH_KEY, _pack(auth.to_obj()))
         if at.config_blob is None:
             writes.delete(_CONFIG_KEY)
         else:
@@ -615,6 +643,7 @@ def _reset_to_empty(db: plyvel.DB) -> None:
     with db.write_batch(sync=True) as writes:
         writes.delete(_APPLIED_KEY)
         writes.delete(_CONFIG_KEY)
+        writes.delete(_AUTH_KEY)
         writes.delete(_RESTORING_KEY)
 
 
@@ -676,6 +705,18 @@ def _read_applied(source: Any) -> tuple[int, int]:
     except Exception as exc:
         raise StoreError(f"store meta is corrupt (applied index): {exc}") from exc
     return index, term
+
+
+def _read_auth(db: plyvel.DB) -> AuthState:
+    raw = db.get(_AUTH_KEY)
+    return _auth_from(None if raw is None else msgpack.unpackb(raw, raw=False))
+
+
+def _auth_from(obj: Any) -> AuthState:
+    try:
+        return AuthState.from_obj(obj)
+    except ValueError as exc:
+        raise StoreError(f"auth state is corrupt: {exc}") from exc
 
 
 def _unpack_config(blob: bytes | None) -> Any:

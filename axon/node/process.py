@@ -21,6 +21,7 @@ from axon.gossip.config import GossipConfig
 from axon.node.joiner import join_until_voter
 from axon.node.datadir import claim_data_dir
 from axon.node.duties import DeadVoterReaper
+from axon.node.rootauth import enable_when_leader
 from axon.node.membership import Membership
 from axon.raft.core import RaftOptions
 from axon.raft.node import RaftNode
@@ -145,6 +146,9 @@ class NodeProcess:
                  self.config.raft, self.config.gossip,
                  self.config.data_dir)
         self._greenlets.append(gevent.spawn(self.membership.publish_role))
+        if self.config.auth and not self.store.auth.enabled:
+            self._greenlets.append(gevent.spawn(enable_when_leader, self.node, lambda: self.store.auth,
+                                                self.config.data_dir, self.config.request_timeout))
         if self.config.reap_dead_after is not None:
             reaper = DeadVoterReaper(self.node, self.membership.members_view, self.config.reap_dead_after,
                                      self.config.request_timeout)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import bisect
 from typing import Mapping
 
-from axon.kv.commands import Command, Delete, Result, evaluate
+from axon.kv.authstate import AuthState, apply_auth
+from axon.kv.commands import Command, Delete, Result, evaluate, is_auth
 from axon.raft.core import ConfChange
 from axon.raft.errors import ConfChangeError, NotLeader, Timeout
 from axon.raft.types import ClusterConfig, Member
@@ -25,6 +26,7 @@ class MemoryStore:
         self.data: dict[str, tuple[str, int]] = {}
         self._keys: list[str] = []
         self.applied_index = 0
+        self.auth = AuthState()
 
     def apply(self, commands: list[Command]) -> list[Result]:
         """Apply one entry's commands as the next index."""
@@ -32,6 +34,9 @@ class MemoryStore:
         return [self._apply(cmd) for cmd in commands]
 
     def _apply(self, cmd: Command) -> Result:
+        if is_auth(cmd):
+            self.auth, result = apply_auth(self.auth, cmd)
+            return result
         result = evaluate(cmd, self.data.get(cmd.key), self.applied_index)
         if not result.ok:
             return result

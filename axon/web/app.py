@@ -13,11 +13,13 @@ from typing import Sequence
 from gevent.server import _tcp_listener
 
 from axon.api.service import KVService
+from axon.api.tokens import TokenService
 from axon.audit import AuditLog
 # the server's body limit: node/process.py imports it from here
 from axon.api.validate import request_body_limit  # noqa: F401
 from axon.client.http import HttpPool
 from axon.config import NodeConfig, parse_addr
+from axon.web.auth import AuthGate
 from axon.web.audit import audit_middleware, node_audited
 from axon.web.browser import BrowserGuard
 from axon.web.dashboard import dashboard_handler
@@ -51,7 +53,12 @@ def build_app(config: NodeConfig, service: KVService, pool: HttpPool,
     """The node's request handler; ``extra`` middlewares go innermost (tests record with them)."""
     trust = PeerTrust(config.node_id, config.cluster_key, service)
     forwarder = Forwarder(pool, trust, config.request_timeout + FORWARD_SLACK)
-    router = Router(api_routes(service, forwarder, config.node_id), fallback=dashboard_handler())
+    tokens = TokenService(service.node, lambda: service.store.auth, config.request_timeout,
+                          config.max_key_bytes)
+    # with a cluster key, a join must prove it (axon/api/admission.py): such a proof stands for a token
+    gate = AuthGate(lambda: service.store.auth, config.auth, lambda: config.cluster_key is not None)
+    router = Router(api_routes(service, forwarder, config.node_id, tokens),
+                    fallback=dashboard_handler(), gate=gate)
     audit = audit_middleware(audit_log, node_audited(config.node_id)) if audit_log is not None else None
     return chain([*node_middlewares(trust, browser_guard(config), audit), *extra], router)
 

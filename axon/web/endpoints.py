@@ -6,18 +6,25 @@ follower passes the request on to the leader (axon/web/forward.py).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 from urllib.parse import quote
 
+from axon.api.auth import Decision
 from axon.api.service import KVService
+from axon.api.tokens import TokenService
 from axon.web.forward import Forwarder
 from axon.web.params import query_params
 from axon.web.replies import json_reply, ok
-from axon.web.routes import Route
+from axon.web.routes import Endpoint, Route
 from axon.web.wire import Request, Response
 
 
-def api_routes(service: KVService, forwarder: Forwarder, node_id: str) -> list[Route]:
-    """Every route of the node's JSON API."""
+OPEN, ANY, ADMIN = Decision.OPEN, Decision.ANY_TOKEN, Decision.ADMIN
+
+
+def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
+               tokens: TokenService) -> list[Route]:
+    """Every route of the node's JSON API, each with its auth decision (axon/api/auth.py)."""
     leader_only = forwarder.leader_only
 
     def get_key(req: Request, key: str) -> Response:
@@ -52,16 +59,30 @@ def api_routes(service: KVService, forwarder: Forwarder, node_id: str) -> list[R
                        query="", body=b"")
 
     return [
-        Route("GET", "/kv/<key:path>", leader_only(get_key)),
-        Route("PUT", "/kv/<key:path>", leader_only(put_key)),
-        Route("DELETE", "/kv/<key:path>", leader_only(delete_key)),
-        Route("GET", "/kv", leader_only(list_keys)),
-        Route("GET", "/cluster/status", lambda req: ok(service.status())),
-        Route("GET", "/cluster/overview", lambda req: ok(service.overview())),
-        Route("GET", "/cluster/members", lambda req: ok(service.members())),
-        Route("POST", "/cluster/join", leader_only(join)),
-        Route("POST", "/cluster/leave", leader_only(leave, rewrite=as_removal)),
-        Route("DELETE", "/cluster/nodes/<node_id>", leader_only(remove)),
-        Route("GET", "/health", lambda req: ok(service.health())),
-        Route("GET", "/ready", lambda req: ok(service.ready())),
+        Route("GET", "/kv/<key:path>", leader_only(get_key), Decision.READ_KEY),
+        Route("PUT", "/kv/<key:path>", leader_only(put_key), Decision.WRITE_KEY),
+        Route("DELETE", "/kv/<key:path>", leader_only(delete_key), Decision.WRITE_KEY),
+        Route("GET", "/kv", leader_only(list_keys), Decision.LIST_PREFIX),
+        Route("GET", "/cluster/status", lambda req: ok(service.status()), ANY),
+        Route("GET", "/cluster/overview", lambda req: ok(service.overview()), ANY),
+        Route("GET", "/cluster/members", lambda req: ok(service.members()), ANY),
+        Route("POST", "/cluster/join", leader_only(join), Decision.PEER_OR_ADMIN),
+        Route("POST", "/cluster/leave", leader_only(leave, rewrite=as_removal), ADMIN),
+        Route("DELETE", "/cluster/nodes/<node_id>", leader_only(remove), ADMIN),
+        Route("GET", "/health", lambda req: ok(service.health()), OPEN),
+        Route("GET", "/ready", lambda req: ok(service.ready()), OPEN),
+        *auth_routes(tokens, leader_only),
+    ]
+
+
+def auth_routes(tokens: TokenService, leader_only: Callable[[Endpoint], Endpoint]) -> list[Route]:
+    """Auth administration; changes go to the leader (with the client's token, decided again there)."""
+    return [
+        Route("POST", "/auth/enable", leader_only(lambda req: json_reply(201, tokens.enable())),
+              Decision.AUTH_ENABLE),
+        Route("POST", "/auth/tokens", leader_only(lambda req: json_reply(201, tokens.create(req.body))),
+              ADMIN),
+        Route("GET", "/auth/tokens", lambda req: ok(tokens.list()), ADMIN),
+        Route("DELETE", "/auth/tokens/<name>", leader_only(lambda req, name: ok(tokens.revoke(name))),
+              ADMIN),
     ]

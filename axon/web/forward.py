@@ -19,7 +19,8 @@ from axon.web.replies import JSON
 from axon.web.routes import Endpoint
 from axon.web.wire import Request, Response
 
-PASSED_HEADERS = ("if-match", "if-none-match", "content-type")   # what a leader needs of the client's
+# what a leader needs of the client's: its conditions, and its identity (the leader decides again)
+PASSED_HEADERS = ("if-match", "if-none-match", "content-type", "authorization")
 RELAYED_HEADERS = ("retry-after",)                                # what a client needs of the leader's
 
 

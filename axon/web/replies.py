@@ -13,8 +13,8 @@ from typing import Any, Iterable
 
 import bottle
 
-from axon.api.errors import (ApiError, Conflict, InvalidInput, NotFound, RevisionMismatch,
-                             TooLarge, Unavailable)
+from axon.api.errors import (ApiError, Conflict, Forbidden, InvalidInput, NotFound, RevisionMismatch,
+                             TokenRequired, TooLarge, Unavailable)
 from axon.web.middleware import Handler
 from axon.web.routes import MethodNotAllowed
 from axon.web.wire import Request, Response
@@ -24,6 +24,8 @@ log = logging.getLogger("axon.web")
 JSON = ("Content-Type", "application/json")
 STATUS: dict[type[ApiError], int] = {
     InvalidInput: 400,
+    TokenRequired: 401,     # answered with WWW-Authenticate: Bearer
+    Forbidden: 403,
     NotFound: 404,
     MethodNotAllowed: 405,
     Conflict: 409,
@@ -54,6 +56,8 @@ def status_of(err: ApiError) -> int:
 
 def error_reply(err: ApiError) -> Response:
     headers = [("Retry-After", str(err.retry_after))] if isinstance(err, Unavailable) else []
+    if isinstance(err, TokenRequired):
+        headers.append(("WWW-Authenticate", "Bearer"))
     return json_reply(status_of(err), {"error": err.message, **err.details}, headers)
 
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from axon.api.auth import Decision
 from axon.api.errors import ApiError
 from axon.web.middleware import Handler
 from axon.web.params import decode_component
@@ -27,9 +28,19 @@ class MethodNotAllowed(ApiError):
 
 @dataclass(frozen=True)
 class Route:
+    """One route; ``decision`` says who may call it when auth is on (axon/api/auth.py).
+
+    A Router built with a ``gate`` refuses a route without a decision, so the node's
+    table cannot grow a route nobody decided on.
+    """
     method: str
     pattern: str
     endpoint: Endpoint
+    decision: Decision | None = None
+
+
+# (request, the route's decision, the decoded path parameters): returns, or raises a refusal
+Gate = Callable[[Request, Decision, tuple], None]
 
 
 class _Pattern:
@@ -63,7 +74,8 @@ class _Pattern:
 class Router:
     """The Handler that calls the endpoint a request's method and path select."""
 
-    def __init__(self, routes: Iterable[Route], fallback: Handler) -> None:
+    def __init__(self, routes: Iterable[Route], fallback: Handler, gate: Gate | None = None) -> None:
+        """With ``gate``, every route must carry a decision and the gate sees it before the endpoint."""
         self.fallback = fallback
         self._exact: dict[str, dict[str, Endpoint]] = {}
         self._patterns: list[_Pattern] = []
@@ -78,7 +90,7 @@ class Router:
                 methods = by_pattern[route.pattern].methods
             if route.method in methods:
                 raise ValueError(f"two routes for {route.method} {route.pattern}")
-            methods[route.method] = route.endpoint
+            methods[route.method] = route.endpoint if gate is None else _guarded(route, gate)
 
     def __call__(self, req: Request) -> Response:
         path = req.path
@@ -91,6 +103,18 @@ class Router:
                 endpoint = _endpoint(pattern.methods, req)
                 return endpoint(req, *map(decode_component, raw, pattern.names))
         return self.fallback(req)
+
+
+def _guarded(route: Route, gate: Gate) -> Endpoint:
+    """``route``'s endpoint behind ``gate`` (ValueError for a route without a decision)."""
+    decision, endpoint = route.decision, route.endpoint
+    if decision is None:
+        raise ValueError(f"route {route.method} {route.pattern} has no auth decision")
+
+    def guarded(req: Request, *args: str) -> Response:
+        gate(req, decision, args)
+        return endpoint(req, *args)
+    return guarded
 
 
 def _endpoint(methods: dict[str, Endpoint], req: Request) -> Endpoint:
