@@ -110,3 +110,24 @@ def test_join_and_remove_of_real_nodes_are_in_the_leaders_audit_log(tmp_path) ->
     assert (removal["target"], removal["outcome"], removal["principal"]) == ("n2", "ok", "anonymous")
     assert all(FIELDS <= set(e) for e in entries)
     assert stat.S_IMODE(os.stat(audit).st_mode) == 0o600
+
+
+def test_the_audit_names_the_token_that_made_a_change(tmp_path) -> None:
+    """Through the real chain with auth on: the auth gate's principal reaches the audit line."""
+    import json as _json
+
+    from axon.audit import AuditLog
+    from axon.testing.inprocess import api_cluster, request
+    from axon.web.app import build_app
+    n1 = api_cluster(size=1)["n1"]
+    handler = build_app(n1.service.config, n1.service, n1.net.pool(remote="10.0.0.1"),
+                        audit_log=AuditLog(str(tmp_path / "audit.jsonl")))
+    root = _json.loads(handler(request("POST", "/auth/enable")).body)["token"]
+    made = handler(request("POST", "/auth/tokens", _json.dumps({"name": "ops", "role": "read", "prefix": "a/"}).encode(),
+                           {"Authorization": f"Bearer {root}"}))
+    assert made.status == 201, made.body
+    refused = handler(request("POST", "/auth/tokens", b'{"name": "x", "role": "read", "prefix": ""}'))
+    assert refused.status == 401
+    entries = [_json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [(e["principal"], e["outcome"]) for e in entries[-2:]] == [("root", "ok"), ("anonymous", "refused")]
+    assert root not in (tmp_path / "audit.jsonl").read_text()

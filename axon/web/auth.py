@@ -42,3 +42,5 @@ class AuthGate:
             key = query_params(req.query).get("prefix") or ""
         proof = decision is Decision.PEER_OR_ADMIN and self.proof_required() and b'"proof"' in req.body
         authorize(state, grant, decision, key, peer_proof=proof)
+        if grant is not None:
+            req.principal = grant.name

@@ -57,6 +57,7 @@ class Request:
     body: bytes
     keep_alive: bool
     remote: str = ""          # the client's address, filled in by the server
+    principal: str = ""       # the token's name once auth has accepted it (for the audit log)
 
 
 @dataclass(slots=True)
