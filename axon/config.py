@@ -8,6 +8,7 @@ build their options from this table (axon/cli/node_options.py).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -116,6 +117,10 @@ class NodeConfig:
         "Deprecated: give the file as --cluster-key-file, which keys gossip too. Used for gossip only "
         "when there is no cluster key (16, 24 or 32 bytes, mode 0600); ignored, with a warning, beside one.",
         load=read_gossip_key))
+    insecure: bool = field(default=False, metadata=_flag(
+        "--insecure", "AXON_INSECURE",
+        "Run without --cluster-key-file on addresses other than loopback: peer traffic is then "
+        "neither authenticated nor encrypted, and anyone who reaches the node may join.", kind=bool))
     reap_dead_after: float | None = field(default=None, metadata=_flag(
         "--reap-dead-after", "AXON_REAP_DEAD_AFTER",
         "Remove a voter from Raft after gossip has reported it dead this long (s).", kind=float))
@@ -207,6 +212,10 @@ class NodeConfig:
             parse_addr(addr, "--join address")
         for addr in self.seed:
             parse_addr(addr, "--seed address")
+        exposed = self.exposed_addresses()
+        if exposed and self.cluster_key is None and not self.insecure:
+            raise ConfigError(f"{', '.join(exposed)} is not a loopback address and there is no cluster key: "
+                              f"give --cluster-key-file (make one with `axon keygen --out FILE`) or --insecure")
         if self.request_timeout <= 0:
             raise ConfigError("--request-timeout must be positive")
         for name in ("max_connections", "idle_timeout", "header_timeout", "body_timeout",
@@ -229,6 +238,20 @@ class NodeConfig:
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         return self
+
+    def exposed_addresses(self) -> list[str]:
+        """The --http/--raft/--gossip addresses this node binds beyond loopback (0.0.0.0 included)."""
+        return [addr for addr in (self.http, self.raft, self.gossip) if not is_loopback(parse_addr(addr)[0])]
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or "localhost"; any other name counts as reachable from elsewhere (it is not resolved)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def node_flags() -> list[tuple[dataclasses.Field, Flag]]:

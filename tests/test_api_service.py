@@ -6,9 +6,11 @@ from typing import Iterator
 
 import pytest
 
+from axon.api.admission import MAX_SKEW, JoinAdmission, join_key, make_proof
 from axon.api.errors import (Conflict, InvalidInput, NotFound, NotLeader, RevisionMismatch,
-                             TooLarge, Unavailable)
+                             TooLarge, Unauthenticated, Unavailable)
 from axon.api.service import KVService
+from axon.api.validate import JoinRequest
 from axon.client.http import HttpPool
 from axon.config import NodeConfig
 from axon.raft.types import Member
@@ -114,6 +116,15 @@ def test_list_pages_in_key_order(service: KVService) -> None:
     lambda s: s.join(json.dumps({"node_id": "bad id!", "raft": "h:1", "http": "h:2"}).encode()),
     lambda s: s.join(json.dumps({"node_id": "x", "raft": "nohost", "http": "h:2"}).encode()),
     lambda s: s.join(json.dumps({"node_id": 5, "raft": "h:1", "http": "h:2"}).encode()),
+    # join addresses go through the one strict parser: the leader will connect where they say
+    lambda s: s.join(json.dumps({"node_id": "x", "raft": "h:1\n", "http": "h:2"}).encode()),
+    lambda s: s.join(json.dumps({"node_id": "x", "raft": "h\u0000:1", "http": "h:2"}).encode()),
+    lambda s: s.join(json.dumps({"node_id": "x", "raft": "h:1", "http": "h:7\u00b2"}).encode()),
+    lambda s: s.join(json.dumps({"node_id": "x", "raft": "h:1", "http": "h :2"}).encode()),
+    lambda s: s.join(json.dumps({"node_id": "x", "raft": "h:1", "http": "h:2", "gossip": "h:\t3"}).encode()),
+    lambda s: s.join(json.dumps({"node_id": "x", "raft": "h:1", "http": "h:2", "gossip": 5}).encode()),
+    lambda s: s.join(json.dumps({"node_id": "x", "raft": "h:1", "http": "h:2", "cluster_id": "ABC"}).encode()),
+    lambda s: s.join(json.dumps({"node_id": "x", "raft": "h:1", "http": "h:2", "cluster_id": 7}).encode()),
 ])
 def test_bad_input_is_invalid_input(service: KVService, call) -> None:
     with pytest.raises(InvalidInput):
@@ -216,3 +227,146 @@ def test_health_and_ready(service: KVService, node: FakeRaftNode) -> None:
     with pytest.raises(Unavailable) as err:
         service.ready()
     assert err.value.leader is None
+
+
+# ---------------------------------------------------------------------- join admission
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+CLUSTER = "0123456789abcdef0123456789abcdef"
+N4 = JoinRequest("n4", "10.0.0.4:7001", "10.0.0.4:7000", "10.0.0.4:7002")
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def keyed(node: FakeRaftNode, clock: Clock, tmp_path) -> Iterator[KVService]:
+    """The leader of a cluster with a key and an id."""
+    config = NodeConfig(node_id="n1", data_dir=str(tmp_path), http=MEMBERS["n1"].http,
+                        raft=MEMBERS["n1"].raft, cluster_key=KEY)
+    pool = HttpPool()
+    try:
+        yield KVService(config, node, node.store, pool, cluster_id=lambda: CLUSTER,
+                        admission=JoinAdmission(KEY, clock=clock, max_nonces=8))
+    finally:
+        pool.close()
+
+
+def signed_body(req: JoinRequest, key: bytes = KEY, clock: Clock | None = None, **changes: object) -> bytes:
+    """A join body for ``req`` with a proof under ``key``; ``changes`` alter the body after signing."""
+    proof = make_proof(join_key(key), req, clock or Clock())
+    data: dict = {"node_id": req.node_id, "raft": req.raft, "http": req.http, "gossip": req.gossip,
+                  "proof": proof}
+    if req.cluster_id is not None:
+        data["cluster_id"] = req.cluster_id
+    data.update(changes)
+    return json.dumps(data).encode()
+
+
+def test_a_join_proving_the_key_is_admitted_and_names_the_cluster(keyed: KVService, node: FakeRaftNode,
+                                                                    clock: Clock) -> None:
+    answer = keyed.join(signed_body(N4, clock=clock))
+    assert answer["status"] == "learner" and answer["cluster_id"] == CLUSTER
+    assert [(c.op, c.node_id) for c in node.changes] == [("add_learner", "n4")]
+    assert keyed.status()["cluster_id"] == CLUSTER and keyed.status()["join_requires_proof"] is True
+    # a joiner that already belongs to this cluster names it, and is admitted as well
+    member = JoinRequest("n2", MEMBERS["n2"].raft, MEMBERS["n2"].http, cluster_id=CLUSTER)
+    assert keyed.join(signed_body(member, clock=clock))["status"] == "voter"
+
+
+@pytest.mark.parametrize("make_body", [
+    lambda clock: json.dumps({"node_id": "n4", "raft": N4.raft, "http": N4.http}).encode(),   # no proof
+    lambda clock: signed_body(N4, OTHER_KEY, clock),                                          # another key
+    lambda clock: signed_body(N4, clock=clock, http="10.6.6.6:7000"),        # the proof of another request
+    lambda clock: signed_body(N4, clock=clock, node_id="n5"),
+    lambda clock: signed_body(N4, clock=clock, gossip=""),
+    lambda clock: signed_body(N4, clock=clock, cluster_id=CLUSTER),          # a field added after signing
+    lambda clock: signed_body(N4, clock=Clock(clock.now - MAX_SKEW - 1)),    # too old
+    lambda clock: signed_body(N4, clock=Clock(clock.now + MAX_SKEW + 1)),    # too far ahead
+    lambda clock: signed_body(N4, clock=clock, proof="nope"),
+    lambda clock: signed_body(N4, clock=clock, proof={"time": True, "nonce": "00" * 16, "mac": "00" * 32}),
+    lambda clock: signed_body(N4, clock=clock, proof={"time": 10 ** 400, "nonce": "00" * 16, "mac": "00" * 32}),
+    lambda clock: signed_body(N4, clock=clock, proof={"time": int(clock.now), "nonce": "00", "mac": "00" * 32}),
+    lambda clock: signed_body(N4, clock=clock, proof={"time": int(clock.now), "nonce": "00" * 16, "mac": "AB" * 32}),
+])
+def test_a_join_without_a_valid_proof_is_refused_and_changes_nothing(keyed: KVService, node: FakeRaftNode,
+                                                                     clock: Clock, make_body, caplog) -> None:
+    with pytest.raises(Unauthenticated) as err:
+        keyed.join(make_body(clock))
+    assert err.value.message.startswith("join refused: ") and "cluster key" in err.value.message
+    assert node.changes == []
+    [line] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert line.startswith("join refused: ") and "(node n" in line and "raft " in line
+
+
+def test_a_proof_admits_once(keyed: KVService, node: FakeRaftNode, clock: Clock) -> None:
+    once = signed_body(N4, clock=clock)
+    assert keyed.join(once)["status"] == "learner"
+    with pytest.raises(Unauthenticated, match="used before"):
+        keyed.join(once)
+    assert keyed.join(signed_body(N4, clock=clock))["status"] == "learner"   # a fresh proof is fine
+    assert len(node.changes) == 1
+
+
+def test_nonces_are_forgotten_once_out_of_the_window_and_their_number_is_bounded(keyed: KVService,
+                                                                                clock: Clock) -> None:
+    for _ in range(8):
+        keyed.join(signed_body(N4, clock=clock))
+    with pytest.raises(Unavailable, match="too many joins"):   # max_nonces=8 within one window
+        keyed.join(signed_body(N4, clock=clock))
+    clock.now += MAX_SKEW + 1
+    keyed.join(signed_body(N4, clock=clock))                 # the old ones aged out
+
+
+def test_a_wrong_proof_is_not_remembered(keyed: KVService, clock: Clock) -> None:
+    """Only a verified proof takes a place in the replay memory: no key, no filling it."""
+    for _ in range(20):
+        with pytest.raises(Unauthenticated):
+            keyed.join(signed_body(N4, OTHER_KEY, clock))
+    assert keyed.join(signed_body(N4, clock=clock))["status"] == "learner"
+
+
+def test_a_joiner_of_another_cluster_is_refused(keyed: KVService, node: FakeRaftNode, clock: Clock,
+                                                caplog) -> None:
+    other = JoinRequest(**{**N4.__dict__, "cluster_id": "f" * 32})
+    with pytest.raises(Conflict) as err:
+        keyed.join(signed_body(other, clock=clock))
+    assert err.value.message == f"join refused: node n4 belongs to cluster {'f' * 32}, not {CLUSTER}; refusing"
+    assert err.value.details == {"cluster_id": CLUSTER}
+    assert node.changes == []
+    assert any("belongs to cluster" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_a_cluster_without_an_id_refuses_a_joiner_that_names_one(service: KVService, node: FakeRaftNode) -> None:
+    with pytest.raises(Conflict, match="which has no id"):
+        service.join(json.dumps({"node_id": "n4", "raft": N4.raft, "http": N4.http, "cluster_id": CLUSTER}).encode())
+    assert node.changes == []
+
+
+def test_without_a_key_joins_need_no_proof_and_a_proof_is_ignored(service: KVService) -> None:
+    assert service.join(join_body("n4", N4.raft, N4.http))["status"] == "learner"
+    assert service.join(signed_body(N4, OTHER_KEY))["status"] == "learner"
+    assert service.status()["cluster_id"] is None and service.status()["join_requires_proof"] is False
+
+
+def test_a_follower_passes_a_join_on_without_judging_its_proof(keyed: KVService, node: FakeRaftNode,
+                                                               clock: Clock) -> None:
+    """The leader verifies (and remembers the nonce); a follower must not use the proof up."""
+    node.follow("n2")
+    body_once = signed_body(N4, clock=clock)
+    with pytest.raises(NotLeader):
+        keyed.join(body_once)
+    with pytest.raises(NotLeader):
+        keyed.join(b'{"node_id": "n4", "raft": "10.0.0.4:7001", "http": "10.0.0.4:7000"}')   # no proof
+    node.lead()
+    assert keyed.join(body_once)["status"] == "learner"

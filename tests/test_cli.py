@@ -51,7 +51,7 @@ def test_serve_help_keeps_its_flags() -> None:
     out = run_cli("serve", "--help").output
     for flag in ("--node-id", "--data-dir", "--http", "--raft", "--gossip", "--bootstrap", "--join",
                  "--seed", "--cluster-key-file", "--gossip-key-file", "--reap-dead-after",
-                 "--request-timeout", "--max-value-bytes", "--log-level", "--log-json"):
+                 "--request-timeout", "--max-value-bytes", "--log-level", "--log-json", "--insecure"):
         assert flag in out
 
 
@@ -214,6 +214,38 @@ def test_key_file_others_can_read_is_refused(tmp_path) -> None:
     proc = axon("serve", "--node-id", "n1", "--data-dir", str(tmp_path / "d"), "--cluster-key-file", str(key))
     assert_one_line_error(proc, "chmod 600")
     assert not (tmp_path / "d").exists()   # refused before anything was created
+
+
+@pytest.mark.parametrize("flag, addr", [("--http", "0.0.0.0:{port}"), ("--raft", "10.1.2.3:{port}"),
+                                        ("--gossip", "[::]:{port}"), ("--http", "node1.example:{port}")])
+def test_a_bind_beyond_loopback_without_a_key_is_refused(tmp_path, flag: str, addr: str) -> None:
+    [port] = free_ports(1)
+    proc = axon("serve", "--node-id", "n1", "--data-dir", str(tmp_path / "d"), flag, addr.format(port=port))
+    assert_one_line_error(proc, "is not a loopback address and there is no cluster key: give --cluster-key-file "
+                                "(make one with `axon keygen --out FILE`) or --insecure")
+    assert addr.format(port=port) in proc.stderr
+    assert not (tmp_path / "d").exists()   # refused before anything was created
+
+
+def test_insecure_or_a_key_allows_a_bind_beyond_loopback(captured_node, tmp_path) -> None:
+    key = tmp_path / "cluster.key"
+    keys.write_key_file(key, keys.new_key())
+    base = ["serve", "--node-id", "n1", "--data-dir", str(tmp_path), "--http", "0.0.0.0:7000"]
+    for args, env in ((["--insecure"], {}), ([], {"AXON_INSECURE": "1"}), (["--cluster-key-file", str(key)], {})):
+        result = CliRunner().invoke(cli, base + args, env=env)
+        assert result.exit_code == 0, result.output
+    assert [(c.insecure, c.cluster_key is not None) for c in captured_node] == \
+        [(True, False), (True, False), (False, True)]
+    assert captured_node[0].exposed_addresses() == ["0.0.0.0:7000"]
+
+
+def test_loopback_binds_need_neither_key_nor_insecure(captured_node, tmp_path) -> None:
+    for host in ("127.0.0.1", "127.8.9.10", "[::1]", "localhost"):
+        result = CliRunner().invoke(cli, ["serve", "--node-id", "n1", "--data-dir", str(tmp_path),
+                                          "--http", f"{host}:7000", "--raft", f"{host}:7001",
+                                          "--gossip", f"{host}:7002"], env={})
+        assert result.exit_code == 0, result.output
+    assert all(c.exposed_addresses() == [] for c in captured_node)
 
 
 def test_keygen_to_an_unwritable_place_is_one_line(tmp_path) -> None:

@@ -6,15 +6,18 @@ import os
 import random
 import signal
 import socket
+import stat
 import subprocess
 import sys
 
 import pytest
 
 from axon.client.http import AxonClient, ClientError
+from axon.keys import load_key
 from axon.launcher.layout import Layout, LayoutError, NodeSpec, load_layout, save_layout
 from axon.launcher.api import build_api
-from axon.launcher.supervisor import LaunchError, Supervisor, discovery_args, node_args, role_of
+from axon.launcher.supervisor import (LaunchError, Supervisor, discovery_args, ensure_cluster_key, node_args,
+                                      role_of)
 from axon.testing.cluster import free_ports, wait_for
 from axon.testing.inprocess import request
 
@@ -87,6 +90,19 @@ def test_node_args_bootstrap_only_when_asked_and_discover_through_others() -> No
     assert args[-8:] == discovery_args(others)
     assert "--join" in args and "h:7000" in args and "--seed" in args and "h:7022" in args
     assert "--bootstrap" in node_args(me, "d", [], bootstrap=True, log_level="info")
+    keyed = node_args(me, "d", others, bootstrap=False, log_level="info", key_file="c/cluster.key")
+    assert keyed[keyed.index("--cluster-key-file") + 1] == "c/cluster.key" and keyed[-8:] == discovery_args(others)
+
+
+def test_the_cluster_key_is_made_once_owner_only_and_a_readable_one_refused(tmp_path) -> None:
+    path = ensure_cluster_key(str(tmp_path))
+    assert path == str(tmp_path / "cluster.key")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and len(load_key(path)) == 32
+    key = load_key(path)
+    assert ensure_cluster_key(str(tmp_path)) == path and load_key(path) == key   # kept, not replaced
+    os.chmod(path, 0o644)
+    with pytest.raises(LaunchError, match="chmod 600"):
+        ensure_cluster_key(str(tmp_path))
 
 
 def test_role_of() -> None:
@@ -133,6 +149,11 @@ def test_api_lists_stopped_nodes_and_answers_json_errors(idle_supervisor) -> Non
     assert call(app, "POST", "/api/nodes/node-1/stop")[1]["state"] == "stopped"
     status, page = call(app, "GET", "/")
     assert status == 200 and b"<html" in page.lower()
+
+
+def test_a_supervisor_makes_its_cluster_key(idle_supervisor) -> None:
+    assert idle_supervisor.key_file == os.path.join(idle_supervisor.directory, "cluster.key")
+    assert stat.S_IMODE(os.stat(idle_supervisor.key_file).st_mode) == 0o600
 
 
 def test_second_launcher_on_the_same_dir_is_refused(idle_supervisor) -> None:
@@ -249,6 +270,15 @@ def test_launch_supervises_nodes_through_the_api(tmp_path) -> None:
         first = AxonClient(nodes["node-1"]["http"], timeout=10)
         wait_for(lambda: first.put("greeting", "hello"), 20, message="a first write")
 
+        # one cluster key, owner-only, given to every node; one cluster id
+        key_file = os.path.join(launched.directory, "cluster.key")
+        assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600 and f"cluster key in {key_file}" in out
+        for node in nodes.values():
+            args = cmdline(node["pid"])
+            assert args[args.index("--cluster-key-file") + 1] == key_file
+        cluster_ids = {AxonClient(n["http"], timeout=10).status()["cluster_id"] for n in nodes.values()}
+        assert len(cluster_ids) == 1 and None not in cluster_ids
+
         # the dashboard is served too
         status, _ = http_get(launched.api, "/")
         assert status == 200
@@ -278,6 +308,8 @@ def test_launch_supervises_nodes_through_the_api(tmp_path) -> None:
         wait_for(lambda: voters(added["http"]) == ["node-1", "node-2", "node-3", "node-4"], 30,
                  message="node-4 a voter")
         assert AxonClient(added["http"], timeout=10).get("greeting")["value"] == "hello"
+        assert "--cluster-key-file" in cmdline(added["pid"])
+        assert AxonClient(added["http"], timeout=10).status()["cluster_id"] in cluster_ids
 
         # a node that exits on its own is recorded, not restarted
         os.kill(launched.nodes()["node-3"]["pid"], signal.SIGKILL)
@@ -316,6 +348,7 @@ def test_relaunch_after_full_stop_keeps_cluster_and_data(tmp_path) -> None:
         assert "--bootstrap" in cmdline(nodes["node-1"]["pid"])
         client = AxonClient(nodes["node-2"]["http"], timeout=10)
         wait_for(lambda: client.put("kept", "yes"), 20, message="a write")
+        key = load_key(os.path.join(str(directory), "cluster.key"))
         assert launched.interrupt() == 0
         wait_gone(launched.pids)
     finally:
@@ -326,6 +359,7 @@ def test_relaunch_after_full_stop_keeps_cluster_and_data(tmp_path) -> None:
         nodes = again.wait_roles(["node-1", "node-2", "node-3"])
         assert "--bootstrap" not in cmdline(nodes["node-1"]["pid"])
         assert "bringing back 3 nodes" in again.output()
+        assert load_key(os.path.join(str(directory), "cluster.key")) == key   # the same key again
         for node in nodes.values():
             addr = node["http"]
             assert voters(addr) == ["node-1", "node-2", "node-3"]

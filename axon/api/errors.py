@@ -28,6 +28,10 @@ class Conflict(ApiError):
     """The request contradicts the current state (e.g. a member re-joining with other addresses)."""
 
 
+class Unauthenticated(ApiError):
+    """The caller did not prove what the operation requires (e.g. a join without proof of the cluster key)."""
+
+
 class TokenRequired(ApiError):
     """Auth is on and the request carries no token, or one no node issued (or one revoked)."""
 

@@ -8,14 +8,17 @@ web layer's job, so every leader-only operation is passed on the same way.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Protocol
 
 from axon.api import validate
+from axon.api.admission import JoinAdmission
 from axon.api.errors import (ApiError, Conflict, InvalidInput, NotFound, NotLeader,
-                             RevisionMismatch, Unavailable)
+                             RevisionMismatch, Unauthenticated, Unavailable)
 from axon.api.overview import StatusFetcher, collect_overview
 from axon.client.http import HttpPool
 from axon.config import NodeConfig
+from axon.gossip.ratelimit import LogLimiter
 from axon.kv.commands import Delete, Put, Result
 from axon.kv.store import StoreError
 from axon.raft.core import ConfChange
@@ -23,6 +26,7 @@ from axon.raft.errors import NotLeader as RaftNotLeader, RaftError
 from axon.raft.types import ClusterConfig, Member
 
 log = logging.getLogger("axon.api.service")
+REFUSAL_LOG_INTERVAL = 60.0   # one line per refused joiner and reason a minute: retries would flood the log
 
 
 class Consensus(Protocol):
@@ -53,12 +57,19 @@ class DataSet(Protocol):
 
 class KVService:
     def __init__(self, config: NodeConfig, node: Consensus, store: DataSet, pool: HttpPool,
-                 members_view: Callable[[], list[dict]] | None = None) -> None:
+                 members_view: Callable[[], list[dict]] | None = None,
+                 cluster_id: Callable[[], str | None] = lambda: None,
+                 admission: JoinAdmission | None = None) -> None:
+        """``cluster_id()``: the id of this node's cluster (None while unknown); ``admission``
+        checks a join's proof of the cluster key (by default with config.cluster_key)."""
         self.config = config
         self.node = node
         self.store = store
         self.members_view = members_view
+        self.cluster_id = cluster_id
+        self.admission = admission if admission is not None else JoinAdmission(config.cluster_key)
         self.status_fetcher = StatusFetcher(pool)
+        self._refusal_lines = LogLimiter(REFUSAL_LOG_INTERVAL)
 
     # ------------------------------------------------------------------ KV
     def put(self, raw_key: str, body: bytes, if_match: str | None = None,
@@ -125,6 +136,8 @@ class KVService:
         st["raft"] = self.config.raft
         st["gossip"] = self.config.gossip
         st["leader_http"] = self.node.leader_http()
+        st["cluster_id"] = self.cluster_id()
+        st["join_requires_proof"] = self.admission.required   # the dashboard cannot make one
         online = self._online()
         members = st.pop("members")
         st["nodes"] = [{"node_id": nid, "raft": m["raft"], "http": m["http"],
@@ -175,10 +188,17 @@ class KVService:
         return {"status": "ready", "leader": st["leader"]}
 
     def join(self, body: bytes) -> dict:
-        """Add the node a join body names as a learner; ``status`` says whether it votes yet."""
-        node_id, raft, http, _gossip = validate.member(validate.json_object(body, validate.JOIN_BODY_LIMIT))
+        """Add the node a join body names as a learner; ``status`` says whether it votes yet.
+
+        Only the leader judges a join (a follower's NotLeader passes the body on unchanged):
+        the proof of the cluster key first, then the cluster the joiner says it belongs to.
+        """
+        data = validate.json_object(body, validate.JOIN_BODY_LIMIT)
+        req = validate.join_request(data)
         if not self.node.is_leader:
             raise NotLeader(self.node.leader_id, self.node.leader_http())
+        self._admit(req, data.get("proof"))
+        node_id, raft, http = req.node_id, req.raft, req.http
         config = self.node.config
         existing = config.members().get(node_id)
         if existing is not None and existing != Member(raft, http):
@@ -195,7 +215,28 @@ class KVService:
         gossip = {m["node_id"]: m["gossip"] for m in self.members_view()} if self.members_view else {}
         members = {nid: {"raft": m.raft, "http": m.http, "gossip": gossip.get(nid, "")}
                    for nid, m in self.node.config.members().items()}
-        return {"status": role, "leader": self.node.leader_id, "members": members}
+        return {"status": role, "leader": self.node.leader_id, "members": members,
+                "cluster_id": self.cluster_id()}
+
+    def _admit(self, req: validate.JoinRequest, proof: object) -> None:
+        """Refuse a joiner that did not prove the cluster key, or that belongs to another cluster."""
+        try:
+            self.admission.check(req, proof)
+        except Unauthenticated as exc:
+            self._log_refusal(req, exc.message, "key")
+            raise
+        ours = self.cluster_id()
+        if req.cluster_id is not None and req.cluster_id != ours:
+            # A joiner only learns an id from this cluster's join answers, so another id (or any
+            # id, when this cluster has none) means it is a member of another cluster.
+            message = (f"join refused: node {req.node_id} belongs to cluster {req.cluster_id}, "
+                       f"not {ours or 'this one (which has no id)'}; refusing")
+            self._log_refusal(req, message, "cluster")
+            raise Conflict(message, cluster_id=ours)
+
+    def _log_refusal(self, req: validate.JoinRequest, message: str, kind: str) -> None:
+        if self._refusal_lines.allow((req.node_id, kind), time.monotonic()):
+            log.warning("%s (node %s, raft %s, http %s)", message, req.node_id, req.raft, req.http)
 
     def remove(self, node_id: str) -> dict:
         if not self.node.config.is_member(node_id):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 
 from axon.api.errors import InvalidInput, TooLarge
 from axon.config import ConfigError, check_node_id, parse_addr
@@ -9,6 +11,7 @@ from axon.config import ConfigError, check_node_id, parse_addr
 MAX_LIST_LIMIT = 1000
 MAX_REVISION_DIGITS = 19          # a revision is a Raft index: it fits 63 bits
 JOIN_BODY_LIMIT = 64 * 1024
+_CLUSTER_ID = re.compile(r"[0-9a-f]{32}")   # 16 random bytes, lowercase hex (axon/node/cluster_id.py)
 
 
 def request_body_limit(max_value_bytes: int) -> int:
@@ -104,20 +107,50 @@ def limit(raw: str | None, default: int = 100) -> int:
     return int(raw)
 
 
-def member(data: dict) -> tuple[str, str, str, str]:
-    """A join request's {"node_id","raft","http"[,"gossip"]} -> validated tuple."""
+@dataclass(frozen=True)
+class JoinRequest:
+    """Who asks to join: its id, where it listens, and the cluster it already belongs to (if any)."""
+    node_id: str
+    raft: str
+    http: str
+    gossip: str = ""
+    cluster_id: str | None = None
+
+
+def join_request(data: dict) -> JoinRequest:
+    """A join body {"node_id","raft","http"[,"gossip"][,"cluster_id"]} -> JoinRequest.
+
+    Every address goes through the one strict parser (ASCII port, no spaces or control
+    characters): the leader and every dashboard poll will connect where these say.
+    """
     try:
         node_id = check_node_id(_text(data, "node_id"))
-        raft = _text(data, "raft")
-        http = _text(data, "http")
-        parse_addr(raft, "raft address")
-        parse_addr(http, "http address")
-        gossip = data.get("gossip") or ""
-        if gossip:
-            parse_addr(_text(data, "gossip"), "gossip address")
+        raft = _address(data, "raft")
+        http = _address(data, "http")
+        gossip = _address(data, "gossip") if data.get("gossip") not in (None, "") else ""
     except ConfigError as exc:
         raise InvalidInput(str(exc)) from None
-    return node_id, raft, http, gossip
+    return JoinRequest(node_id, raft, http, gossip, cluster_id(data.get("cluster_id")))
+
+
+def cluster_id(value: object) -> str | None:
+    """A cluster id as a request carries it (absent: None); anything but 32 lowercase hex digits is refused."""
+    if value is None:
+        return None
+    if not is_cluster_id(value):
+        raise InvalidInput('"cluster_id" must be 32 lowercase hex digits')
+    return str(value)
+
+
+def is_cluster_id(value: object) -> bool:
+    """Whether ``value`` has the form of a cluster id (as made by axon/node/cluster_id.py)."""
+    return isinstance(value, str) and _CLUSTER_ID.fullmatch(value) is not None
+
+
+def _address(data: dict, name: str) -> str:
+    text = _text(data, name)
+    parse_addr(text, f"{name} address")
+    return text
 
 
 def _text(data: dict, name: str) -> str:

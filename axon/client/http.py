@@ -247,10 +247,16 @@ class AxonClient:
     def members(self) -> list:
         return self.call("GET", "/cluster/members")
 
-    def join(self, node_id: str, raft: str, http_addr: str, gossip: str = "") -> dict:
-        return self.call("POST", "/cluster/join",
-                         {"node_id": node_id, "raft": raft, "http": http_addr, "gossip": gossip},
-                         ok=(200, 202))
+    def join(self, node_id: str, raft: str, http_addr: str, gossip: str = "",
+             cluster_id: str | None = None, proof: dict | None = None) -> dict:
+        """Ask to add a node; ``cluster_id`` (the cluster it belongs to) and ``proof`` (of the
+        cluster key, axon/api/admission.py) are sent when given."""
+        body: dict[str, Any] = {"node_id": node_id, "raft": raft, "http": http_addr, "gossip": gossip}
+        if cluster_id is not None:
+            body["cluster_id"] = cluster_id
+        if proof is not None:
+            body["proof"] = proof
+        return self.call("POST", "/cluster/join", body, ok=(200, 202))
 
     def leave(self) -> dict:
         return self.call("POST", "/cluster/leave")

@@ -34,11 +34,13 @@ from axon.api.errors import ApiError, Conflict, NotFound, Unavailable
 from axon.audit import AuditLog
 from axon.launcher.api import MAX_PROXY_BODY, build_api
 from axon.launcher.tls import TlsFiles
+from axon.keys import KeyFileError, load_key, new_key, write_key_file
 from axon.web.app import serve
 
 log = logging.getLogger("axon.launcher.supervisor")
 
 LOCK_FILE = "launcher.lock"
+KEY_FILE = "cluster.key"  # the cluster key every node gets (--cluster-key-file), made at the first launch
 PR_SET_PDEATHSIG = 1
 STATUS_TIMEOUT = 1.5
 MAX_NODES = 16            # POST /api/nodes starts a process each time: a cap on what one call may add
@@ -106,14 +108,28 @@ def ports_free(host: str, ports: list[int]) -> bool:
 
 
 def node_args(spec: NodeSpec, data_dir: str, others: list[NodeSpec], bootstrap: bool,
-              log_level: str) -> list[str]:
-    """The `axon serve` arguments of one node."""
+              log_level: str, key_file: str | None = None) -> list[str]:
+    """The `axon serve` arguments of one node (``key_file``: the cluster key file)."""
     args = ["serve", "--node-id", spec.node_id, "--data-dir", data_dir, "--http", spec.http,
             "--raft", spec.raft, "--gossip", spec.gossip, "--log-level", log_level]
+    if key_file is not None:
+        args += ["--cluster-key-file", key_file]
     if bootstrap:
         args.append("--bootstrap")
     args += discovery_args(others)
     return args
+
+
+def ensure_cluster_key(directory: str) -> str:
+    """<directory>/cluster.key, made (32 random bytes, mode 0600) if missing; LaunchError if unusable."""
+    path = os.path.join(directory, KEY_FILE)
+    try:
+        if not os.path.exists(path):
+            write_key_file(path, new_key())
+        load_key(path, "cluster key")   # refuses a file others can read: the nodes would refuse it too
+    except KeyFileError as exc:
+        raise LaunchError(str(exc)) from None
+    return path
 
 
 def discovery_args(others: list[NodeSpec]) -> list[str]:
@@ -149,6 +165,7 @@ class Supervisor:
         self._lock_fd: int | None = None
         self._proxy_target: str | None = None   # the node that answered the last proxied request
         self._open_dir()
+        self.key_file = ensure_cluster_key(self.directory)   # under the directory's lock: one key per cluster
         layout = load_layout(self.directory)
         if layout is None:
             layout = Layout(host, base_port)
@@ -207,7 +224,8 @@ class Supervisor:
                 raise Conflict(f"node {node_id} is already running")
             bootstrap = not self.layout.bootstrapped and self.layout.nodes[0].node_id == node_id
             others = [n for n in self.layout.nodes if n.node_id != node_id]
-            args = node_args(child.spec, self.data_dir(node_id), others, bootstrap, self.log_level)
+            args = node_args(child.spec, self.data_dir(node_id), others, bootstrap, self.log_level,
+                             self.key_file)
             self._spawn(child, args + self._own_args(child.spec))
             if bootstrap:
                 self.layout.bootstrapped = True
@@ -474,6 +492,7 @@ def run(directory: str, nodes: int, port: int, host: str, base_port: int, stop_t
         sup.start_all()
         _print_table(sup, say)
         say(f"  data in {os.path.join(sup.directory, 'data')}, logs in {os.path.join(sup.directory, 'logs')}")
+        say(f"  cluster key in {sup.key_file} (a node joining from elsewhere needs it: --cluster-key-file)")
         say(f"dashboard and supervisor API: {scheme}://{listen}/  (GET /api/nodes; Ctrl-C stops every node)")
         if sup.tls is not None:
             say(f"  https with the cluster CA {sup.tls.ca_file} (give it to clients: --cacert)")

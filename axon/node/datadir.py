@@ -1,12 +1,15 @@
-"""A node's data directory: claimed for one node id, created owner-only."""
+"""A node's data directory: claimed for one node id, created owner-only; node.json holds the
+node id and, once known, the id of the cluster the node belongs to."""
 from __future__ import annotations
 
 import json
 import os
 
+from axon.api.validate import is_cluster_id
 from axon.config import ConfigError
 
 NODE_FILE = "node.json"
+NODE_FILE_FORMAT = 1      # "cluster_id" was added without a new format: older versions ignore it
 
 
 def claim_data_dir(data_dir: str, node_id: str) -> None:
@@ -27,29 +30,65 @@ def claim_data_dir(data_dir: str, node_id: str) -> None:
         return
     if any(name != NODE_FILE for name in os.listdir(data_dir)):
         raise ConfigError(f"data dir {data_dir} is not empty and has no {NODE_FILE}; refusing to use it")
-    _write_node_file(path, node_id)
+    _write_node_file(path, {"node_id": node_id, "format": NODE_FILE_FORMAT})
+
+
+def read_cluster_id(data_dir: str) -> str | None:
+    """The cluster id node.json holds (None before the node bootstrapped or joined a cluster)."""
+    path = os.path.join(data_dir, NODE_FILE)
+    cluster_id = _read_node_file(path, data_dir).get("cluster_id")
+    if cluster_id is not None and not is_cluster_id(cluster_id):
+        raise ConfigError(f"{path} holds an invalid cluster id {cluster_id!r}")
+    return cluster_id
+
+
+def write_cluster_id(data_dir: str, cluster_id: str) -> None:
+    """Record the id of the cluster this node belongs to in node.json (replaced atomically)."""
+    path = os.path.join(data_dir, NODE_FILE)
+    record = _read_node_file(path, data_dir)
+    record["cluster_id"] = cluster_id
+    _write_node_file(path, record)
 
 
 def _check_owner(path: str, data_dir: str, node_id: str) -> None:
-    try:
-        with open(path) as f:
-            stored = json.load(f).get("node_id")
-    except (OSError, ValueError, AttributeError):
-        raise ConfigError(f"{path} is unreadable or corrupt; is {data_dir} an Axon data dir?") from None
+    stored = _read_node_file(path, data_dir).get("node_id")
     if stored != node_id:
         raise ConfigError(f"data dir {data_dir} belongs to node {stored!r}, not {node_id!r}")
 
 
-def _write_node_file(path: str, node_id: str) -> None:
+def _read_node_file(path: str, data_dir: str) -> dict:
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path} is unreadable or corrupt; is {data_dir} an Axon data dir?")
+    return record
+
+
+def _write_node_file(path: str, record: dict) -> None:
     tmp = path + ".tmp"
     try:
-        with open(tmp, "w") as f:
-            json.dump({"node_id": node_id, "format": 1}, f)
+        # 0600 whatever the umask: node.json names the cluster this node may talk to
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _sync_dir(os.path.dirname(path))
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _sync_dir(path: str) -> None:
+    """fsync a directory, so a rename in it survives a crash."""
+    fd = os.open(path or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def tighten_modes(data_dir: str) -> None:

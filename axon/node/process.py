@@ -19,6 +19,7 @@ from axon.web.app import bind, build_app, request_body_limit, serve
 from axon.gossip.agent import GossipAgent
 from axon.gossip.config import GossipConfig
 from axon.node.joiner import join_until_voter
+from axon.node.cluster_id import ClusterId
 from axon.node.datadir import claim_data_dir
 from axon.node.duties import DeadVoterReaper
 from axon.node.rootauth import enable_when_leader
@@ -77,6 +78,17 @@ def open_audit_log(path: str | None) -> AuditLog | None:
         raise ConfigError(f"cannot open the audit log {path}: {exc.strerror or exc}") from None
 
 
+def peer_security_warning(config: NodeConfig) -> str | None:
+    """What to warn about a node without a cluster key (config validation refused the worst cases)."""
+    if config.cluster_key is not None:
+        return None
+    exposed = config.exposed_addresses()
+    if exposed:   # allowed by --insecure only
+        return (f"--insecure: no cluster key, and {', '.join(exposed)} is reachable beyond loopback: "
+                f"peer traffic is neither authenticated nor encrypted, and anyone who reaches it may join")
+    return "no cluster key: peer traffic is neither authenticated nor encrypted; fine on loopback only"
+
+
 def server_limits(config: NodeConfig) -> dict:
     """The HTTP server's limits as the node's flags set them."""
     return {"max_connections": config.max_connections, "idle_timeout": config.idle_timeout,
@@ -93,6 +105,8 @@ class NodeProcess:
         # in clear: owner-only whatever the caller's umask.
         os.umask(0o077)
         claim_data_dir(config.data_dir, config.node_id)
+        # Read by the API, the joiner and the Raft transport's handshake: cluster_id() -> str | None.
+        self.cluster_id = ClusterId(config.data_dir)
         # Take the ports before touching cluster state: a taken port must not leave a
         # half-started node (e.g. a bootstrapped log) behind.
         try:
@@ -124,11 +138,14 @@ class NodeProcess:
                              snapshot_entries=config.snapshot_entries,
                              snapshot_rate=config.snapshot_rate_mb * 1e6)
         self.node.fatal = self._fatal
+        if self.node.bootstrapped:   # a new cluster: a new id (made after the log, so a failed start leaves none)
+            self.cluster_id.mint()
         self.gossip = GossipAgent(GossipConfig(), config.node_id, config.gossip,
                                   {"http": config.http, "raft": config.raft, "role": self._role()},
                                   key=GossipAgent.key_for(config.cluster_key, config.gossip_key))
         self.membership = Membership(config, self.gossip, self._role)
-        self.service = KVService(config, self.node, self.store, self.pool, self.membership.members_view)
+        self.service = KVService(config, self.node, self.store, self.pool, self.membership.members_view,
+                                 cluster_id=self.cluster_id)
         self.http = None
         self.stopped = Event()
         self._greenlets: list[gevent.Greenlet] = []
@@ -149,18 +166,33 @@ class NodeProcess:
         if self.config.auth and not self.store.auth.enabled:
             self._greenlets.append(gevent.spawn(enable_when_leader, self.node, lambda: self.store.auth,
                                                 self.config.data_dir, self.config.request_timeout))
+        warning = peer_security_warning(self.config)
+        if warning:
+            log.warning("%s", warning)
         if self.config.reap_dead_after is not None:
             reaper = DeadVoterReaper(self.node, self.membership.members_view, self.config.reap_dead_after,
                                      self.config.request_timeout)
             self._greenlets.append(gevent.spawn(reaper.run))
         wants_join = self.config.join or self.config.seed
-        if wants_join and self.config.node_id not in self.node.config.voters:
+        alone = self._alone_and_told_to_join()
+        if wants_join and (self.config.node_id not in self.node.config.voters or alone):
             self._greenlets.append(gevent.spawn(
-                join_until_voter, self.node, self.membership.join_targets, self.pool,
+                join_until_voter, self.node, self.membership.join_targets, self.pool, self.cluster_id,
                 raft=self.config.raft, http=self.config.http, gossip=self.config.gossip,
-                on_members=self.membership.gossip_with))
+                cluster_key=self.config.cluster_key, on_members=self.membership.gossip_with,
+                ask_as_voter=alone))
         elif not self.node.config.voters:
             log.info("no cluster state and no --bootstrap: waiting to be added to a cluster")
+
+    def _alone_and_told_to_join(self) -> bool:
+        """The only voter of a cluster it did not just create, with an id, and given --join.
+
+        Most likely a node bootstrapped apart and now pointed at another cluster: it asks, naming
+        its cluster, so that the other cluster's leader refuses it with a reason both sides log.
+        Without an id it does not ask: a leader could not tell it belongs elsewhere.
+        """
+        return (bool(self.config.join) and set(self.node.config.voters) == {self.config.node_id}
+                and not self.node.bootstrapped and self.cluster_id() is not None)
 
     def _role(self) -> str:
         return self.node.status()["state"]

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import axon
 from axon.client.http import AxonClient, ClientError, HttpPool
+from axon.config import is_loopback
 
 HOST = "127.0.0.1"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(axon.__file__)))
@@ -101,6 +102,7 @@ class NodeHandle:
         """``host``/``ports``/``command_prefix`` let a node run elsewhere, e.g. in a network namespace;
         ``ssl_context`` (an ssl.SSLContext) makes the harness speak https to a node serving TLS."""
         self.node_id = node_id
+        self.host = host
         self.base_dir = str(base_dir)
         self.data_dir = os.path.join(self.base_dir, node_id)
         self.log_path = os.path.join(self.base_dir, f"{node_id}.log")
@@ -127,7 +129,11 @@ class NodeHandle:
             args.append("--bootstrap")
         for addr in join:
             args += ["--join", addr]
-        return args + self.extra_args + list(extra_args)
+        extra = self.extra_args + list(extra_args)
+        if not is_loopback(self.host) and "--cluster-key-file" not in extra and "--insecure" not in extra:
+            # a private test network (e.g. network namespaces); a node refuses it without a key otherwise
+            extra.append("--insecure")
+        return args + extra
 
     def start(self, bootstrap: bool = False, join: Sequence[str] = (),
               extra_args: Sequence[str] = ()) -> "NodeHandle":

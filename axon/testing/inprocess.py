@@ -53,8 +53,9 @@ class ApiNode:
 
 
 def api_cluster(size: int = 3, leader: str | None = "n1", cluster_key: bytes | None = None,
-                extra: Sequence[Middleware] = (), max_value_bytes: int = 1000) -> dict[str, ApiNode]:
-    """Nodes n1..n<size>, every one a voter, all agreeing on ``leader``."""
+                extra: Sequence[Middleware] = (), max_value_bytes: int = 1000,
+                cluster_id: str | None = None) -> dict[str, ApiNode]:
+    """Nodes n1..n<size>, every one a voter, all agreeing on ``leader`` (and on ``cluster_id``)."""
     members = {f"n{i}": member(i) for i in range(1, size + 1)}
     net = LoopbackNet()
     # what gossip would say: every node alive (a removed node stays in the view)
@@ -66,7 +67,8 @@ def api_cluster(size: int = 3, leader: str | None = "n1", cluster_key: bytes | N
                             cluster_key=cluster_key, max_value_bytes=max_value_bytes, request_timeout=1.0)
         raft = FakeRaftNode(node_id, members, leader=leader)
         pool: Any = net.pool(remote=m.http.rpartition(":")[0])   # an HttpPool in all it is asked
-        service = KVService(config, raft, raft.store, HttpPool(), lambda: gossip)
+        service = KVService(config, raft, raft.store, HttpPool(), lambda: gossip,
+                            cluster_id=lambda: cluster_id)
         handler = build_app(config, service, pool, extra)
         net.attach(m.http, handler)
         nodes[node_id] = ApiNode(node_id, raft, service, handler, net)

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import bottle
 
 from axon.api.errors import (ApiError, Conflict, Forbidden, InvalidInput, NotFound, RevisionMismatch,
-                             TokenRequired, TooLarge, Unavailable)
+                             TokenRequired, TooLarge, Unauthenticated, Unavailable)
 from axon.web.middleware import Handler
 from axon.web.routes import MethodNotAllowed
 from axon.web.wire import Request, Response
@@ -26,6 +26,7 @@ STATUS: dict[type[ApiError], int] = {
     InvalidInput: 400,
     TokenRequired: 401,     # answered with WWW-Authenticate: Bearer
     Forbidden: 403,
+    Unauthenticated: 403,   # no WWW-Authenticate scheme to offer, so not 401
     NotFound: 404,
     MethodNotAllowed: 405,
     Conflict: 409,
