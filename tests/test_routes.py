@@ -207,3 +207,12 @@ def test_without_a_leader_every_leader_only_route_is_503_leader_null() -> None:
         assert int(dict(resp.headers)["Retry-After"]) >= 1
         assert body_of(resp)["leader"] is None
     assert node.call("GET", "/kv/k?stale=true").status == 404   # local: the key simply is not there
+
+
+def test_deeply_nested_json_is_a_400_not_a_500() -> None:
+    nodes = api_cluster()
+    deep = b"[" * 4_000 + b"]" * 4_000   # deeper than the decoder recurses, within the body limit
+    for target, method in (("/kv/k", "PUT"), ("/cluster/join", "POST")):
+        resp = nodes["n1"].call(method, target, body=b'{"value": ' + deep + b"}")
+        assert resp.status == 400, (target, resp.status, resp.body[:200])
+        assert b"error" in resp.body

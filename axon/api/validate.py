@@ -47,6 +47,8 @@ def json_object(body: bytes, max_bytes: int) -> dict:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("request body is not valid JSON") from None
+    except RecursionError:   # the decoder gives up on deep nesting; no body of ours nests
+        raise InvalidInput("request body nests too deeply") from None
     if not isinstance(data, dict):
         raise InvalidInput("request body must be a JSON object")
     return data

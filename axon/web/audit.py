@@ -121,6 +121,6 @@ def _json_field(data: bytes, name: str) -> str:
         return ""
     try:
         value = json.loads(data).get(name)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return ""
     return value if isinstance(value, str) else ""
