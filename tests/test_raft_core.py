@@ -726,3 +726,21 @@ def test_caught_up_follower_in_probe_state_does_not_ping_pong():
     h.deliver(h.take(MsgType.APPEND_RESP, src="b"))  # acks exactly pr.match
     assert pr.state == ProgressState.REPLICATE
     assert h.take(MsgType.APPEND, dst="b") == []
+
+
+def test_a_conflicting_append_before_the_write_replaces_the_unwritten_entries():
+    """Two appends between ready() calls, the second cutting what the first added: the Ready
+    must hold only the surviving entries (a WAL append of [6, 6] stopped a node in the chaos suite)."""
+    h = Harness()
+    a = h.elect("a")
+    h.run()
+    b = h.cores["b"]
+    h.flush("b")
+    last, term = b.last_index(), b.term
+    b.step(Message(MsgType.APPEND, "a", "b", term=term, index=last, log_term=b.term_at(last),
+                   entries=(Entry(last + 1, term, EntryKind.NOOP),), commit=b.commit))
+    b.step(Message(MsgType.APPEND, "c", "b", term=term + 1, index=last, log_term=b.term_at(last),
+                   entries=(Entry(last + 1, term + 1, EntryKind.NOOP),), commit=b.commit))
+    entries = b.ready().entries
+    assert [(e.index, e.term) for e in entries] == [(last + 1, term + 1)]
+    assert a.term == term

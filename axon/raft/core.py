@@ -544,6 +544,10 @@ class RaftCore:
 
     def _truncate_from(self, index: int) -> None:
         del self.log[index - self.snap_index - 1:]
+        # Entries appended since the last ready() and cut now were never handed out: the
+        # driver must not write them, or its append would hold one index twice.
+        if self._ready.entries and self._ready.entries[-1].index >= index:
+            self._ready.entries = [e for e in self._ready.entries if e.index < index]
         self.stable = min(self.stable, index - 1)
         self.config = self._config_from_log()
         self.pending_conf_index = self._last_config_index()
