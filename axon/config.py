@@ -177,6 +177,16 @@ class NodeConfig:
     audit_log: str | None = field(default=None, metadata=_flag(
         "--audit-log", "AXON_AUDIT_LOG",
         "Append membership and auth changes as JSON lines to this file (mode 0600)."))
+    # peer mTLS on Raft connections (the three go together; checked where the transport is made)
+    peer_cert_file: str | None = field(default=None, metadata=_flag(
+        "--peer-cert-file", "AXON_PEER_CERT_FILE",
+        "Wrap Raft connections in TLS with this certificate (PEM), whose common name must be the "
+        "node id; with --peer-key-file and --peer-ca-file."))
+    peer_key_file: str | None = field(default=None, metadata=_flag(
+        "--peer-key-file", "AXON_PEER_KEY_FILE", "The private key of --peer-cert-file (PEM, mode 0600)."))
+    peer_ca_file: str | None = field(default=None, metadata=_flag(
+        "--peer-ca-file", "AXON_PEER_CA_FILE",
+        "Accept and reach only Raft peers whose certificate this CA signed (PEM)."))
     # not flags: fixed for every node
     max_key_bytes: int = 1024
     tick_interval: float = 0.05           # one Raft tick

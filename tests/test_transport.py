@@ -13,13 +13,15 @@ import gevent.socket
 import msgpack
 import pytest
 
-from axon.raft.codec import encode_frame, encode_message
+from axon.raft.codec import PROTOCOL_VERSION, encode_frame, encode_message
 from axon.raft.transport import (HandshakeError, TcpTransport, TransportError, _FramedSocket, _Rest,
                                  client_handshake, parse_address, server_handshake)
 from axon.raft.types import Message, MsgType, SnapshotMeta
 from axon.testing.polling import wait_until
 
 LOGGER = "axon.raft.transport"
+HELLO = {"hello": "axon-raft", "version": PROTOCOL_VERSION, "node": "n1", "keyed": False, "cluster": None,
+         "nonce": b"n" * 32}
 
 
 def stays_true(condition: Callable[[], bool], duration: float) -> bool:
@@ -108,8 +110,12 @@ def handshaken_client(address: str, node_id: str, peer_id: str, key: bytes | Non
 
 # ---------------------------------------------------------------- delivery
 
-def test_two_transports_exchange_messages_in_order(make_node) -> None:
-    n1, n2 = make_node("n1"), make_node("n2")
+KEYS = pytest.mark.parametrize("key", [None, b"k" * 32], ids=["plain", "sealed"])
+
+
+@KEYS
+def test_two_transports_exchange_messages_in_order(make_node, key) -> None:
+    n1, n2 = make_node("n1", cluster_key=key), make_node("n2", cluster_key=key)
     connect_all(n1, n2)
     for i in range(200):
         n1.transport.send(msg("n1", "n2", i))
@@ -137,8 +143,9 @@ def test_three_transports_all_to_all(make_node) -> None:
                 assert [m.index for m in node.received if m.src == src] == list(range(50))
 
 
-def test_big_snapshot_chunks_pass(make_node) -> None:
-    n1, n2 = make_node("n1"), make_node("n2")
+@KEYS
+def test_big_snapshot_chunks_pass(make_node, key) -> None:
+    n1, n2 = make_node("n1", cluster_key=key), make_node("n2", cluster_key=key)
     connect_all(n1, n2)
     chunks = [os.urandom(1 << 20) for _ in range(3)]
     for offset, chunk in enumerate(chunks):
@@ -149,17 +156,19 @@ def test_big_snapshot_chunks_pass(make_node) -> None:
     assert n2.received[-1].done
 
 
-def connected_pair(make_node) -> tuple[Node, Node, object]:
+def connected_pair(make_node, key: bytes | None = None) -> tuple[Node, Node, object]:
     """n1 -> n2 with the link up and idle (one message delivered); returns n1, n2 and the link."""
-    n1, n2 = make_node("n1"), make_node("n2")
+    n1, n2 = make_node("n1", cluster_key=key), make_node("n2", cluster_key=key)
     connect_all(n1, n2)
     n1.transport.send(msg("n1", "n2", 0))
     wait_until(lambda: len(n2.received) == 1, what="the link to come up")
     return n1, n2, n1.transport._links["n2"]
 
 
-def test_idle_link_writes_at_once_and_a_partial_write_keeps_order(make_node) -> None:
-    n1, n2, link = connected_pair(make_node)
+@KEYS
+def test_idle_link_writes_at_once_and_a_partial_write_keeps_order(make_node, key) -> None:
+    """With a key the big frame is sealed before its first byte goes: its rest keeps its place."""
+    n1, n2, link = connected_pair(make_node, key)
     big = os.urandom(8 << 20)   # more than the socket buffers take in one send
     n1.transport.send(Message(MsgType.SNAPSHOT, "n1", "n2", 2, snapshot=SnapshotMeta(100, 2), data=big))
     assert isinstance(link._queue.peek_nowait(), _Rest), "an idle link writes from the caller"
@@ -169,10 +178,12 @@ def test_idle_link_writes_at_once_and_a_partial_write_keeps_order(make_node) -> 
     assert n2.received[1].data == big
     assert [m.index for m in n2.received if m.type is MsgType.APPEND] == list(range(50))
     assert n1.transport.dropped == 0
+    assert n2.transport.auth_failures == 0
 
 
-def test_rest_of_a_frame_is_never_sent_on_a_new_connection(make_node) -> None:
-    n1, n2, link = connected_pair(make_node)
+@KEYS
+def test_rest_of_a_frame_is_never_sent_on_a_new_connection(make_node, key) -> None:
+    n1, n2, link = connected_pair(make_node, key)
     stale = _Rest(object(), b"garbage that would corrupt the stream")
     link._queue.put_nowait(stale)   # as if the connection it belonged to had since been replaced
     n1.transport.send(msg("n1", "n2", 1))
@@ -206,8 +217,9 @@ def test_handler_exception_does_not_cut_connection(make_node, caplog) -> None:
 
 # ---------------------------------------------------------------- reconnects and queues
 
-def test_reconnect_after_peer_restarts_on_same_port(make_node) -> None:
-    n1, n2 = make_node("n1"), make_node("n2")
+@KEYS
+def test_reconnect_after_peer_restarts_on_same_port(make_node, key) -> None:
+    n1, n2 = make_node("n1", cluster_key=key), make_node("n2", cluster_key=key)
     connect_all(n1, n2)
     n1.transport.send(msg("n1", "n2", 1))
     wait_until(lambda: len(n2.received) == 1, what="first delivery")
@@ -215,7 +227,7 @@ def test_reconnect_after_peer_restarts_on_same_port(make_node) -> None:
     n2.transport.stop()
     wait_until(lambda: not n1.transport.is_connected("n2"), what="disconnect noticed")
 
-    n2b = make_node("n2", listen=address)
+    n2b = make_node("n2", listen=address, cluster_key=key)
     assert n2b.address == address
     counter = iter(range(100, 10_000))
 
@@ -361,17 +373,17 @@ def test_wrong_cluster_key_refused_both_ways(make_node, caplog) -> None:
     connect_all(n1, n2)
     n1.transport.send(msg("n1", "n2"))
     n2.transport.send(msg("n2", "n1"))
-
-    def refused_both_ways() -> bool:
-        text = log_text(caplog)
-        return (text.count("cluster key mismatch") >= 2
-                and f"raft peer n2 at {n2.address} refused our cluster key" in text
-                and f"raft peer n1 at {n1.address} refused our cluster key" in text)
-
-    wait_until(refused_both_ways, what="refusal log lines")
-    assert "refused raft connection from 127.0.0.1:" in log_text(caplog)
+    expected = [
+        # each client: the server's proof does not verify; each server: the client said so
+        f"raft peer n2 at {n2.address} failed authentication: cluster key mismatch (its proof does not verify)",
+        f"raft peer n1 at {n1.address} failed authentication: cluster key mismatch (its proof does not verify)",
+        f"raft peer n1 at {n1.address} failed authentication: cluster key mismatch (it could not verify our proof)",
+        f"raft peer n2 at {n2.address} failed authentication: cluster key mismatch (it could not verify our proof)",
+    ]
+    wait_until(lambda: all(line in log_text(caplog) for line in expected), what="refusal log lines")
     assert stays_true(lambda: not n1.received and not n2.received, 0.3)
     assert not n1.transport.is_connected("n2") and not n2.transport.is_connected("n1")
+    assert "key-one" not in log_text(caplog) and "key-two" not in log_text(caplog)
 
 
 def test_key_versus_no_key_refused_with_clear_lines(make_node, caplog) -> None:
@@ -392,15 +404,15 @@ def test_key_versus_no_key_refused_with_clear_lines(make_node, caplog) -> None:
 
 
 def test_client_detects_server_without_the_key(caplog) -> None:
-    """A fake server that accepts any proof must still fail our check of its proof."""
+    """A fake server that answers with any proof must fail our check of its proof."""
     caplog.set_level(logging.INFO, logger=LOGGER)
+    answers: list[dict] = []
 
     def fake(sock, _addr) -> None:
         conn = _FramedSocket(sock, 65536)
         conn.read_map()
-        conn.write_map({"challenge": os.urandom(32), "node": "n2"})
-        conn.read_map()
-        conn.write_map({"ok": True, "node": "n2", "proof": os.urandom(32)})
+        conn.write_map({"node": "n2", "cluster": None, "nonce": os.urandom(32), "proof": os.urandom(32)})
+        answers.append(conn.read_map())
         gevent.sleep(2)
 
     server = gevent.server.StreamServer(("127.0.0.1", 0), fake, spawn=gevent.pool.Pool(4))
@@ -409,8 +421,10 @@ def test_client_detects_server_without_the_key(caplog) -> None:
     try:
         n1.transport.set_peers({"n2": f"127.0.0.1:{server.server_port}"})
         n1.transport.send(msg("n1", "n2"))
-        wait_until(lambda: "failed authentication" in log_text(caplog), what="client-side refusal")
+        wait_until(lambda: "failed authentication: cluster key mismatch" in log_text(caplog),
+                   what="client-side refusal")
         assert not n1.transport.is_connected("n2")
+        assert answers[0] == {"ok": False, "reason": "key-mismatch", "detail": "cluster key mismatch"}
     finally:
         n1.transport.stop()
         server.stop(timeout=0.5)
@@ -419,7 +433,7 @@ def test_client_detects_server_without_the_key(caplog) -> None:
 def test_raw_client_with_wrong_key_gets_refusal(make_node) -> None:
     n2 = make_node("n2", cluster_key=b"right")
     sock = raw_connect(n2.address)
-    with pytest.raises(HandshakeError, match="refused our cluster key"):
+    with pytest.raises(HandshakeError, match="failed authentication: cluster key mismatch"):
         client_handshake(_FramedSocket(sock, 65536), "n1", b"wrong", "n2", n2.address)
     read_until_closed(sock)
     sock.close()
@@ -432,11 +446,14 @@ def test_raw_client_with_wrong_key_gets_refusal(make_node) -> None:
     b"\xff\xff\xff\xff" + b"x" * 100,          # absurd frame length
     encode_frame(b"\xc1\xc1\xc1"),             # a frame that is not msgpack
     encode_frame(msgpack.packb([1, 2, 3])),    # msgpack but not a hello
-    encode_frame(msgpack.packb({"hello": "axon-raft", "version": 1, "node": 5, "keyed": False})),
-    encode_frame(msgpack.packb({"hello": "axon-raft", "version": 1, "node": "n1", "keyed": False,
-                                "raft": 7001})),
-    encode_frame(msgpack.packb({"hello": "axon-raft", "version": 1, "node": "n1", "keyed": False,
-                                "raft": "no-port"})),
+    encode_frame(msgpack.packb({"hello": "axon-raft", "version": 1, "node": "n1", "keyed": False})),  # old
+    encode_frame(msgpack.packb({**HELLO, "node": 5})),
+    encode_frame(msgpack.packb({**HELLO, "raft": 7001})),
+    encode_frame(msgpack.packb({**HELLO, "raft": "no-port"})),
+    encode_frame(msgpack.packb({**HELLO, "nonce": b"short"})),
+    encode_frame(msgpack.packb({**HELLO, "cluster": 7})),
+    encode_frame(msgpack.packb({**HELLO, "node": "n1\nforged log line"})),
+    encode_frame(msgpack.packb({**HELLO, 5: "integer field name"}, strict_types=False)),
 ])
 def test_garbage_to_listener_does_not_crash_it(make_node, caplog, garbage: bytes) -> None:
     n1, n2 = make_node("n1"), make_node("n2")

@@ -128,7 +128,13 @@ class NodeProcess:
         member = Member(config.raft, config.http)
 
         def make_transport(on_message):
-            return TcpTransport(config.node_id, config.raft, on_message, cluster_key=config.cluster_key)
+            from axon.raft.transport import TransportError, load_peer_tls
+            try:
+                peer_tls = load_peer_tls(config.peer_cert_file, config.peer_key_file, config.peer_ca_file)
+            except TransportError as exc:
+                raise ConfigError(str(exc)) from None
+            return TcpTransport(config.node_id, config.raft, on_message, cluster_key=config.cluster_key,
+                                cluster_id=self.cluster_id, peer_tls=peer_tls)
 
         self.node = RaftNode(config.node_id, member, os.path.join(config.data_dir, "raft"), self.machine,
                              make_transport, encode_batch=commands.encode_commands,

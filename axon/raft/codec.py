@@ -20,7 +20,7 @@ import msgpack
 from axon.raft.types import (ClusterConfig, Entry, EntryKind, Member, Message,
                              MsgType, SnapshotMeta)
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2         # 2: sealed frames, cluster ids in the handshake (axon.raft.transport)
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 MAX_ID_LEN = 1024          # node ids and addresses are short; a huge one is garbage
 _U64_LIMIT = 1 << 64
