@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Iterator
 
 import pytest
 
@@ -15,7 +16,7 @@ from axon.api.validate import JoinRequest
 from axon.client.http import AxonClient, ClientError, HttpPool, Response
 from axon.keys import load_key
 from axon.testing.chaos import Workload
-from axon.testing.cluster import REPO_ROOT, Cluster, NodeHandle, free_ports, wait_for
+from axon.testing.cluster import REPO_ROOT, Cluster, NodeHandle, cluster_key_args, free_ports, wait_for
 from axon.testing.linearizability import check_history
 
 REQUEST_TIMEOUT = 2.0
@@ -597,8 +598,19 @@ def test_harness_wait_for_reports_message_and_logs(tmp_path) -> None:
 
 # ---------------------------------------------------------------------- linearizability under leader kills
 
+@pytest.fixture
+def keyed_cluster(tmp_path) -> Iterator[Cluster]:
+    """Three nodes sharing a cluster key: every raft frame and gossip packet sealed."""
+    c = Cluster(tmp_path, n=3, extra_args=cluster_key_args(str(tmp_path)))
+    try:
+        yield c
+    finally:
+        c.close()
+
+
 @pytest.mark.slow
-def test_concurrent_history_is_linearizable_under_leader_kills(cluster: Cluster, tmp_path) -> None:
+def test_concurrent_history_is_linearizable_under_leader_kills(keyed_cluster: Cluster, tmp_path) -> None:
+    cluster = keyed_cluster
     keys = ["h0", "h1", "h2", "h3"]
     kills = 0
     with Workload(cluster.nodes, keys, clients=6, seed=7, timeout=REQUEST_TIMEOUT + 4) as clients:

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 from axon.client.http import AxonClient, ClientError, HttpPool
-from axon.testing.cluster import Cluster, ClusterError, NodeHandle
+from axon.testing.cluster import Cluster, ClusterError, NodeHandle, cluster_key_args
 from axon.testing.history import NOT_FOUND, History, Op
 from axon.testing.linearizability import CheckResult, check_history
 from axon.testing.netns import NetnsError, NetnsNetwork, cleanup_stale, unavailable_reason
@@ -505,6 +505,7 @@ class ChaosConfig:
     out_dir: str | None = None
     quiet: tuple[float, float] = (1.5, 3.0)   # seconds of calm between faults (uniform)
     check_timeout_per_key: float = 120.0
+    cluster_key: bool = True      # peers seal every frame, as a production cluster does
 
 
 @dataclass
@@ -582,8 +583,9 @@ class ChaosRun:
                 cleanup_stale()
                 net = NetnsNetwork()
             os.makedirs(os.path.join(self.out_dir, "nodes"), exist_ok=True)
+            extra_args = cluster_key_args(self.out_dir) if self.config.cluster_key else []
             cluster = Cluster(os.path.join(self.out_dir, "nodes"), n=self.config.nodes,
-                              request_timeout=REQUEST_TIMEOUT,
+                              extra_args=extra_args, request_timeout=REQUEST_TIMEOUT,
                               node_options=net.node_options if net is not None else None)
             ctx = ChaosContext(cluster, net, self.rng)
             keys = [f"k{i}" for i in range(self.config.keys)]
@@ -731,7 +733,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     @click.option("--seed", type=int, default=None, help="Random seed (default: time-based, printed).")
     @click.option("--out", "out", default=None,
                   help="Directory for histories and logs (default: a temp dir, removed when all pass).")
-    def command(nemeses: tuple[str, ...], duration: float, nodes: str, seed: int | None, out: str | None) -> None:
+    @click.option("--cluster-key/--no-cluster-key", default=True, show_default=True,
+                  help="Give the nodes a cluster key (sealed raft frames and gossip).")
+    def command(nemeses: tuple[str, ...], duration: float, nodes: str, seed: int | None, out: str | None,
+                cluster_key: bool) -> None:
         names = sorted(NEMESES) if "all" in nemeses else list(dict.fromkeys(nemeses))
         seed = seed if seed is not None else int(time.time()) % 100000
         base = out or tempfile.mkdtemp(prefix="axon-chaos-")
@@ -739,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed = []
         for name in names:
             report = run_chaos(ChaosConfig(name, duration=duration, nodes=int(nodes), seed=seed,
-                                           out_dir=os.path.join(base, name)))
+                                           out_dir=os.path.join(base, name), cluster_key=cluster_key))
             click.echo(report.summary())
             if not report.ok:
                 failed.append(name)

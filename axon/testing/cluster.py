@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 import axon
 from axon.client.http import AxonClient, ClientError, HttpPool
 from axon.config import is_loopback
+from axon.keys import new_key, write_key_file
 
 HOST = "127.0.0.1"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(axon.__file__)))
@@ -60,6 +61,13 @@ def free_ports(count: int) -> list[int]:
         for sock in sockets:
             sock.close()
     return ports
+
+
+def cluster_key_args(directory: str) -> list[str]:
+    """Make a fresh cluster key file (0600) in ``directory``; the serve flags that use it."""
+    path = os.path.join(str(directory), "cluster.key")
+    write_key_file(path, new_key())
+    return ["--cluster-key-file", path]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,
