@@ -110,7 +110,8 @@ class NodeConfig:
         repeat=True))
     cluster_key: bytes | None = field(default=None, metadata=_flag(
         "--cluster-key-file", "AXON_CLUSTER_KEY_FILE",
-        "Key file authenticating Raft connections (mode 0600; `axon keygen` writes one).",
+        "Key file that authenticates and encrypts Raft frames and gossip packets and proves joins "
+        "(mode 0600; `axon keygen` writes one).",
         load=read_cluster_key))
     gossip_key: bytes | None = field(default=None, metadata=_flag(
         "--gossip-key-file", "AXON_GOSSIP_KEY_FILE",
@@ -132,6 +133,10 @@ class NodeConfig:
     snapshot_rate_mb: float = field(default=5.0, metadata=_flag(
         "--snapshot-rate", "AXON_SNAPSHOT_RATE",
         "MB/s at which a leader sends a snapshot to a lagging node (0: no limit).", kind=float))
+    snapshot_bytes: int = field(default=64 << 20, metadata=_flag(
+        "--snapshot-bytes", "AXON_SNAPSHOT_BYTES",
+        "Compact the Raft log once the entries it holds in memory reach this many bytes "
+        "(as it does after a number of entries).", kind=int))
     log_level: str = field(default="info", metadata=_flag(
         "--log-level", "AXON_LOG_LEVEL", "How much to log.", choices=LOG_LEVELS))
     log_json: bool = field(default=False, metadata=_flag(
@@ -238,6 +243,8 @@ class NodeConfig:
             raise ConfigError("--snapshot-rate must be 0 (no limit) or positive")
         if self.max_value_bytes <= 0:
             raise ConfigError("--max-value-bytes must be positive")
+        if self.snapshot_bytes <= 0:
+            raise ConfigError("--snapshot-bytes must be positive")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError("--tls-cert-file and --tls-key-file go together")
         if self.tls_client_ca_file and not self.tls_cert_file:

@@ -2,6 +2,7 @@
 
     python bench/compare_revisions.py --base REV [--new REV] [--rounds 3] [--duration 10]
                                       [--connections 64] [--workloads write,read] [--json FILE]
+                                      [--cluster-key none|base|new|both]
 
 `--base` is any git revision (e.g. HEAD~1 or a commit id); `--new` defaults to the working
 tree.  Each revision's source is exported (`git archive`) into one temporary directory, a
@@ -9,6 +10,8 @@ tree.  Each revision's source is exported (`git archive`) into one temporary dir
 against both clusters' leaders in turn (the order flips each round), with the working tree's
 `axon bench` as the load generator for both, so only the server side differs.  The table
 gives each side's median ops/s and p50/p99 and the new/base ratio per round.
+`--cluster-key new` with `--base HEAD` measures the cost of the cluster key alone: the same
+code, one cluster with a key (sealed raft frames and gossip) and one without.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
 from axon.client.http import AxonClient, ClientError   # noqa: E402
+from axon.keys import new_key, write_key_file   # noqa: E402
 from axon.testing.cluster import free_ports   # noqa: E402
 
 HOST = "127.0.0.1"
@@ -59,8 +63,18 @@ class RevCluster:
     name: str
     src: str
     base_dir: str
+    keyed: bool = False
     procs: list[subprocess.Popen] = field(default_factory=list)
     https: list[str] = field(default_factory=list)
+
+    def key_args(self) -> list[str]:
+        """A fresh cluster key file for a keyed cluster; the flags that give it to a node."""
+        if not self.keyed:
+            return []
+        path = os.path.join(self.base_dir, "cluster.key")
+        if not os.path.exists(path):
+            write_key_file(path, new_key())
+        return ["--cluster-key-file", path]
 
     def start(self) -> None:
         ports = free_ports(9)
@@ -71,6 +85,7 @@ class RevCluster:
                     "--data-dir", os.path.join(self.base_dir, nid), "--http", f"{HOST}:{http}",
                     "--raft", f"{HOST}:{raft}", "--gossip", f"{HOST}:{gossip}"]
             args += ["--bootstrap"] if i == 0 else ["--join", f"{HOST}:{specs[0][1]}"]
+            args += self.key_args()
             log = open(os.path.join(self.base_dir, f"{nid}.log"), "ab")
             # cwd = the exported tree: `-m axon` puts the cwd first on sys.path.
             self.procs.append(subprocess.Popen(args, cwd=self.src, env=env, stdin=subprocess.DEVNULL,
@@ -125,6 +140,8 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--workloads", default="write,read")
     ap.add_argument("--json", dest="json_out", default=None, help="write every figure here")
+    ap.add_argument("--cluster-key", choices=["none", "base", "new", "both"], default="none",
+                    help="which side's cluster runs with a cluster key")
     args = ap.parse_args()
     workloads = [w for w in args.workloads.split(",") if w]
     tmp = tempfile.mkdtemp(prefix="axon-revs-")
@@ -135,7 +152,7 @@ def main() -> int:
         for name, src in srcs.items():
             base_dir = os.path.join(tmp, name)
             os.makedirs(base_dir)
-            clusters[name] = RevCluster(name, src, base_dir)
+            clusters[name] = RevCluster(name, src, base_dir, keyed=args.cluster_key in (name, "both"))
             clusters[name].start()
         results: dict[str, dict[str, list[dict]]] = {w: {"base": [], "new": []} for w in workloads}
         for rnd in range(args.rounds):
