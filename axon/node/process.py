@@ -142,6 +142,7 @@ class NodeProcess:
                              bootstrap=config.bootstrap, options=options,
                              tick_interval=config.tick_interval,
                              snapshot_entries=config.snapshot_entries,
+                             snapshot_bytes=config.snapshot_bytes,
                              snapshot_rate=config.snapshot_rate_mb * 1e6)
         self.node.fatal = self._fatal
         if self.node.bootstrapped:   # a new cluster: a new id (made after the log, so a failed start leaves none)

@@ -172,6 +172,8 @@ class RaftCore:
         self.snap_config = snapshot.config
         self.log: list[Entry] = [e for e in entries if e.index > self.snap_index]
         self._check_contiguous()
+        # Bytes of entry data held in self.log: the driver compacts on it as well as on counts.
+        self.log_bytes = sum(len(e.data) for e in self.log)
         self.commit = max(self.snap_index, min(applied, self.last_index()))
         self.applied = self.commit       # highest index handed out as committed
         self.stable = self.last_index()  # everything recovered is durable
@@ -252,6 +254,7 @@ class RaftCore:
             "node_id": self.id, "state": self._state_name(), "leader": self.leader,
             "term": self.term, "commit_index": self.commit, "applied_index": self.applied,
             "last_index": self.last_index(), "snapshot_index": self.snap_index,
+            "log_bytes": self.log_bytes,
             "voters": sorted(self.config.voters), "learners": sorted(self.config.learners),
         }
 
@@ -543,7 +546,9 @@ class RaftCore:
             return
 
     def _truncate_from(self, index: int) -> None:
-        del self.log[index - self.snap_index - 1:]
+        cut = index - self.snap_index - 1
+        self.log_bytes -= sum(len(e.data) for e in self.log[cut:])
+        del self.log[cut:]
         # Entries appended since the last ready() and cut now were never handed out: the
         # driver must not write them, or its append would hold one index twice.
         if self._ready.entries and self._ready.entries[-1].index >= index:
@@ -554,6 +559,7 @@ class RaftCore:
 
     def _append(self, entries: list[Entry]) -> None:
         self.log.extend(entries)
+        self.log_bytes += sum(len(e.data) for e in entries)
         self._ready.entries.extend(entries)
         for entry in entries:
             if entry.kind == EntryKind.CONFIG:
@@ -600,6 +606,7 @@ class RaftCore:
         else:
             self.snap_index, self.snap_term, self.snap_config = meta.index, meta.term, meta.config
             self.log = []
+            self.log_bytes = 0
             self._ready.entries = []   # not written yet, and no longer in the log
             self.commit = self.applied = self.stable = meta.index
             self.config = meta.config
@@ -876,7 +883,9 @@ class RaftCore:
             return
         term = self.term_at(index)
         config = self._config_at(index)
-        self.log = self.log[index - self.snap_index:]
+        cut = index - self.snap_index
+        self.log_bytes -= sum(len(e.data) for e in self.log[:cut])
+        self.log = self.log[cut:]
         self.snap_index, self.snap_term, self.snap_config = index, term, config
 
     def _config_at(self, index: int) -> ClusterConfig:

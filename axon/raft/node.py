@@ -53,12 +53,13 @@ class RaftNode:
                  bootstrap: bool = False,
                  options: RaftOptions | None = None, tick_interval: float = 0.05,
                  snapshot_entries: int = 20000, keep_entries: int = 1000, snapshot_rate: float = 0.0,
-                 staging_path: str | None = None) -> None:
+                 snapshot_bytes: int = 64 << 20, staging_path: str | None = None) -> None:
         self.id = node_id
         self.member = member
         self.sm = state_machine
         self.tick_interval = tick_interval
         self.snapshot_entries = snapshot_entries
+        self.snapshot_bytes = snapshot_bytes   # 0: no byte bound, counts only
         self.keep_entries = keep_entries
         self.wal = WAL.open(wal_dir)
         self.bootstrapped = startup.bootstrap(self.wal, self.sm, node_id, member, bootstrap)
@@ -321,8 +322,14 @@ class RaftNode:
     def _maybe_compact(self) -> None:
         target = rules.compaction_index(self._applied, self.core.snap_index, self.keep_entries,
                                         self.snapshot_entries)
+        why = "entries"
+        if target is None:
+            target = rules.byte_compaction_index(self.core, self._applied, self.keep_entries,
+                                                 self.snapshot_bytes)
+            why = "bytes"
         if target is not None and rules.compact(self.core, target, self._sync_store, self.wal.compact):
-            log.info("log compacted to index %d", target)
+            log.info("log compacted to index %d (%s bound), %d bytes held", target, why,
+                     self.core.log_bytes)
 
     def _sync_store(self) -> None:
         gevent.get_hub().threadpool.apply(self.sm.sync)

@@ -272,6 +272,23 @@ def compaction_index(applied: int, snap_index: int, keep_entries: int,
     return target
 
 
+def byte_compaction_index(core: RaftCore, applied: int, keep_entries: int,
+                          snapshot_bytes: int) -> int | None:
+    """Where to compact the log now that its entries hold ``snapshot_bytes`` or more, if at
+    all: behind the applied index, keeping at most ``keep_entries`` entries and a quarter
+    of the bound (a few big entries must not keep the memory the bound is there to free)."""
+    if snapshot_bytes <= 0 or core.log_bytes < snapshot_bytes or applied <= core.snap_index:
+        return None
+    keep_bytes = snapshot_bytes // 4
+    target, kept = applied, 0
+    while target > core.snap_index and applied - target < keep_entries:
+        kept += len(core.log[target - core.snap_index - 1].data)
+        if kept > keep_bytes:
+            break
+        target -= 1
+    return target if target > core.snap_index else None
+
+
 def compact(core: RaftCore, index: int, sync_state_machine: Callable[[], None],
             compact_log: Callable[[int, int], None]) -> bool:
     """Compact the log to an applied ``index``: the state machine is synced first, since
