@@ -156,6 +156,10 @@ class NodeConfig:
     max_inflight_bytes: int = field(default=256 << 20, metadata=_flag(
         "--max-inflight-bytes", "AXON_MAX_INFLIGHT_BYTES",
         "Request-body bytes held at once across connections; past it 503 with Retry-After.", kind=int))
+    max_page_bytes: int = field(default=4 << 20, metadata=_flag(
+        "--max-page-bytes", "AXON_MAX_PAGE_BYTES",
+        "Bytes of keys and values in one listing page; past it the page ends early with `next` "
+        "set (one bigger item still comes alone).", kind=int))
     # HTTPS, browser safety and the audit log (a cluster is all-https or all-http: a node that
     # serves https forwards to its leader over https too)
     tls_cert_file: str | None = field(default=None, metadata=_flag(
@@ -234,7 +238,7 @@ class NodeConfig:
         if self.request_timeout <= 0:
             raise ConfigError("--request-timeout must be positive")
         for name in ("max_connections", "idle_timeout", "header_timeout", "body_timeout",
-                     "max_inflight_bytes"):
+                     "max_inflight_bytes", "max_page_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if self.reap_dead_after is not None and self.reap_dead_after <= 0:

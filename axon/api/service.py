@@ -51,8 +51,8 @@ class DataSet(Protocol):
     """The reads the service makes of the local data (axon.kv.store.Store)."""
 
     def get(self, key: str) -> tuple[str, int] | None: ...
-    def scan(self, prefix: str = "", after: str | None = None,
-             limit: int = 100) -> tuple[list[tuple[str, str, int]], str | None]: ...
+    def scan(self, prefix: str = "", after: str | None = None, limit: int = 100,
+             max_bytes: int | None = None) -> tuple[list[tuple[str, str, int]], str | None]: ...
 
 
 class KVService:
@@ -100,7 +100,8 @@ class KVService:
         count = validate.limit(limit)
         if not validate.boolean(stale, "stale"):
             self._read_barrier()
-        items, nxt = self._local(lambda: self.store.scan(prefix or "", after or None, count))
+        items, nxt = self._local(lambda: self.store.scan(prefix or "", after or None, count,
+                                                         self.config.max_page_bytes))
         return {"items": [{"key": k, "value": v, "revision": r} for k, v, r in items], "next": nxt}
 
     def _local(self, read: Callable[[], Any]) -> Any:

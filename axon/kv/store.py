@@ -35,6 +35,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
+import gevent
 import msgpack
 import plyvel
 
@@ -69,6 +70,16 @@ _BATCH_BYTES = 4 << 20       # bounds each restore/wipe write batch
 _BATCH_RECORDS = 10_000
 _FEED_SLICE = 1 << 20        # restore feeds the unpacker at most this much at a time
 _MAX_FRAME = 128 << 20       # largest single msgpack object a snapshot stream may hold
+
+
+SCAN_YIELD_ITEMS = 256        # a scan lets other greenlets run after this many items...
+SCAN_YIELD_BYTES = 1 << 20    # ...or this many bytes
+PAGE_ITEM_OVERHEAD = 48       # what a listed item's JSON adds to its key and value (names, revision)
+
+
+def page_item_bytes(key_bytes: int, value_bytes: int) -> int:
+    """What one item counts against a page's byte budget: about its JSON size."""
+    return key_bytes + value_bytes + PAGE_ITEM_OVERHEAD
 
 
 class StoreError(Exception):
@@ -198,12 +209,15 @@ class Store:
             raw = self._db.get(_data_key(key))
         return None if raw is None else _decode_stored(raw)
 
-    def scan(self, prefix: str = "", after: str | None = None,
-             limit: int = 100) -> tuple[list[tuple[str, str, int]], str | None]:
-        """Keys with ``prefix``, greater than ``after``, in key order, at most ``limit``.
+    def scan(self, prefix: str = "", after: str | None = None, limit: int = 100,
+             max_bytes: int | None = None) -> tuple[list[tuple[str, str, int]], str | None]:
+        """Keys with ``prefix``, greater than ``after``, in key order, at most ``limit``
+        and at most ``max_bytes`` of them (``page_item_bytes``; a first item bigger than
+        that comes alone, so that a reader always gets on).
 
         Returns (items, next): ``next`` is the last returned key when more remain
-        (pass it as ``after`` to continue), else None.
+        (pass it as ``after`` to continue), else None.  A long scan lets other greenlets
+        run every ``SCAN_YIELD_ITEMS`` items or ``SCAN_YIELD_BYTES`` bytes read.
         """
         self._check_usable()
         if type(limit) is not int or limit < 1:
@@ -214,15 +228,26 @@ class Store:
             start, include_start = _data_key(after), False
         items: list[tuple[str, str, int]] = []
         more = False
+        budget = max_bytes if max_bytes is not None else float("inf")
+        since_yield = 0
         with _leveldb_errors("scan"), self._db.iterator(start=start, include_start=include_start) as it:
             for raw_key, raw_value in it:
                 if not raw_key.startswith(wanted):
                     break
-                if len(items) == limit:
+                size = page_item_bytes(len(raw_key) - len(_DATA), len(raw_value))
+                if len(items) == limit or (items and size > budget):
                     more = True
                     break
+                budget -= size
                 value, revision = _decode_stored(raw_value)
                 items.append((_user_key(raw_key), value, revision))
+                since_yield += size
+                if since_yield >= SCAN_YIELD_BYTES or len(items) % SCAN_YIELD_ITEMS == 0:
+                    since_yield = 0
+                    # The iterator reads a snapshot of the data set, so other greenlets may
+                    # write meanwhile; a long scan must not hold the loop the leader's
+                    # heartbeats need.
+                    gevent.sleep(0)
         return items, (items[-1][0] if more else None)
 
     def count(self, prefix: str = "") -> int:

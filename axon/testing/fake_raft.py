@@ -14,6 +14,7 @@ from typing import Mapping
 
 from axon.kv.authstate import AuthState, apply_auth
 from axon.kv.commands import Command, Delete, Result, evaluate, is_auth
+from axon.kv.store import page_item_bytes
 from axon.raft.core import ConfChange
 from axon.raft.errors import ConfChangeError, NotLeader, Timeout
 from axon.raft.types import ClusterConfig, Member
@@ -52,20 +53,22 @@ class MemoryStore:
     def get(self, key: str) -> tuple[str, int] | None:
         return self.data.get(key)
 
-    def scan(self, prefix: str = "", after: str | None = None,
-             limit: int = 100) -> tuple[list[tuple[str, str, int]], str | None]:
+    def scan(self, prefix: str = "", after: str | None = None, limit: int = 100,
+             max_bytes: int | None = None) -> tuple[list[tuple[str, str, int]], str | None]:
         start = bisect.bisect_right(self._keys, after) if after is not None and after >= prefix \
             else bisect.bisect_left(self._keys, prefix)
-        keys = []
+        items: list[tuple[str, str, int]] = []
+        budget = max_bytes if max_bytes is not None else float("inf")
         for key in self._keys[start:]:
             if not key.startswith(prefix):
-                break
-            keys.append(key)
-            if len(keys) > limit:
-                break
-        more = len(keys) > limit
-        items = [(k, *self.data[k]) for k in keys[:limit]]
-        return items, (items[-1][0] if more else None)
+                return items, None
+            value, revision = self.data[key]
+            size = page_item_bytes(len(key.encode()), len(value.encode()))
+            if len(items) == limit or (items and size > budget):
+                return items, items[-1][0]
+            budget -= size
+            items.append((key, value, revision))
+        return items, None
 
 
 class FakeRaftNode:

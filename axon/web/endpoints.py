@@ -5,21 +5,26 @@ follower passes the request on to the leader (axon/web/forward.py).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, Iterator
 from urllib.parse import quote
+
+import gevent
 
 from axon.api.auth import Decision
 from axon.api.service import KVService
 from axon.api.tokens import TokenService
 from axon.web.forward import Forwarder
 from axon.web.params import query_params
-from axon.web.replies import json_reply, ok
+from axon.web.replies import JSON, json_reply, ok
 from axon.web.routes import Endpoint, Route
 from axon.web.wire import Request, Response
 
 
 OPEN, ANY, ADMIN = Decision.OPEN, Decision.ANY_TOKEN, Decision.ADMIN
+STREAM_PAGE_ABOVE = 256 << 10   # a listing page with this much text is streamed, not built whole
+PAGE_PIECE_BYTES = 64 << 10
 
 
 def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
@@ -40,8 +45,8 @@ def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
 
     def list_keys(req: Request) -> Response:
         query = query_params(req.query)
-        return ok(service.list(query.get("prefix"), query.get("limit"), query.get("after"),
-                               query.get("stale")))
+        return page_reply(service.list(query.get("prefix"), query.get("limit"), query.get("after"),
+                                       query.get("stale")))
 
     def join(req: Request) -> Response:
         answer = service.join(req.body)
@@ -73,6 +78,31 @@ def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
         Route("GET", "/ready", lambda req: ok(service.ready()), OPEN),
         *auth_routes(tokens, leader_only),
     ]
+
+
+def page_reply(page: dict) -> Response:
+    """A listing page as JSON: in one piece when small, else streamed piece by piece."""
+    items = page["items"]
+    if sum(len(item["key"]) + len(item["value"]) for item in items) < STREAM_PAGE_ABOVE:
+        return ok(page)
+    return Response(200, [JSON], stream=_page_pieces(items, page["next"]))
+
+
+def _page_pieces(items: list[dict], nxt: str | None) -> Iterator[bytes]:
+    """``{"items": [...], "next": ...}`` in pieces of about PAGE_PIECE_BYTES, letting other
+    greenlets run between them (a client that reads fast never makes the send wait)."""
+    yield b'{"items": ['
+    piece: list[str] = []
+    size = 0
+    for n, item in enumerate(items):
+        text = json.dumps(item)
+        piece.append(text if n == 0 else ", " + text)
+        size += len(text)
+        if size >= PAGE_PIECE_BYTES:
+            yield "".join(piece).encode()
+            piece, size = [], 0
+            gevent.sleep(0)
+    yield ("".join(piece) + '], "next": ' + json.dumps(nxt) + "}").encode()
 
 
 def auth_routes(tokens: TokenService, leader_only: Callable[[Endpoint], Endpoint]) -> list[Route]:
