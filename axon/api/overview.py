@@ -65,6 +65,16 @@ def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _lag_or_none(value: Any) -> dict | None:
+    """A member's {"last", "max", "recent_max"} event-loop lag (ms) if it is in that shape."""
+    if not isinstance(value, dict):
+        return None
+    lag = {name: value.get(name) for name in ("last", "max", "recent_max")}
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in lag.values()):
+        return lag
+    return None
+
+
 def _row(node_id: str, config_entry: dict | None, gossip: dict | None, answer: Any,
          voters: set[str], learners: set[str], last_contact: float | None) -> dict:
     status, error = _valid_peer_status(node_id, answer)
@@ -87,6 +97,7 @@ def _row(node_id: str, config_entry: dict | None, gossip: dict | None, answer: A
         "commit_index": _int_or_none((status or {}).get("commit_index")),
         "applied_index": _int_or_none((status or {}).get("applied_index")),
         "last_index": _int_or_none((status or {}).get("last_index")),
+        "loop_lag_ms": _lag_or_none((status or {}).get("loop_lag_ms")),
         "lag": None,
         "last_contact": None if last_contact is None else round(max(0.0, last_contact), 1),
         "error": error,

@@ -59,14 +59,17 @@ class KVService:
     def __init__(self, config: NodeConfig, node: Consensus, store: DataSet, pool: HttpPool,
                  members_view: Callable[[], list[dict]] | None = None,
                  cluster_id: Callable[[], str | None] = lambda: None,
-                 admission: JoinAdmission | None = None) -> None:
+                 admission: JoinAdmission | None = None,
+                 loop_lag: Callable[[], dict] | None = None) -> None:
         """``cluster_id()``: the id of this node's cluster (None while unknown); ``admission``
-        checks a join's proof of the cluster key (by default with config.cluster_key)."""
+        checks a join's proof of the cluster key (by default with config.cluster_key);
+        ``loop_lag()``: the event loop's lag in ms (axon/node/looplag.py), None unmeasured."""
         self.config = config
         self.node = node
         self.store = store
         self.members_view = members_view
         self.cluster_id = cluster_id
+        self.loop_lag = loop_lag
         self.admission = admission if admission is not None else JoinAdmission(config.cluster_key)
         self.status_fetcher = StatusFetcher(pool)
         self._refusal_lines = LogLimiter(REFUSAL_LOG_INTERVAL)
@@ -139,6 +142,7 @@ class KVService:
         st["leader_http"] = self.node.leader_http()
         st["cluster_id"] = self.cluster_id()
         st["join_requires_proof"] = self.admission.required   # the dashboard cannot make one
+        st["loop_lag_ms"] = self.loop_lag() if self.loop_lag is not None else None
         online = self._online()
         members = st.pop("members")
         st["nodes"] = [{"node_id": nid, "raft": m["raft"], "http": m["http"],

@@ -19,6 +19,7 @@ from axon.web.app import bind, build_app, request_body_limit, serve
 from axon.gossip.agent import GossipAgent
 from axon.gossip.config import GossipConfig
 from axon.node.joiner import join_until_voter
+from axon.node.looplag import LoopLag
 from axon.node.cluster_id import ClusterId
 from axon.node.datadir import claim_data_dir
 from axon.node.duties import DeadVoterReaper
@@ -151,13 +152,15 @@ class NodeProcess:
                                   {"http": config.http, "raft": config.raft, "role": self._role()},
                                   key=GossipAgent.key_for(config.cluster_key, config.gossip_key))
         self.membership = Membership(config, self.gossip, self._role)
+        self.loop_lag = LoopLag()
         self.service = KVService(config, self.node, self.store, self.pool, self.membership.members_view,
-                                 cluster_id=self.cluster_id)
+                                 cluster_id=self.cluster_id, loop_lag=self.loop_lag.snapshot)
         self.http = None
         self.stopped = Event()
         self._greenlets: list[gevent.Greenlet] = []
 
     def start(self) -> None:
+        self._greenlets.append(gevent.spawn(self.loop_lag.run))
         self.node.start()
         self.gossip.start()
         if self.config.seed:
