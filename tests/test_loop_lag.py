@@ -40,6 +40,19 @@ def test_recent_max_forgets_old_stalls() -> None:
     assert lag.snapshot() == {"last": 0.0, "max": 400.0, "recent_max": 1.0}
 
 
+def test_a_long_stall_is_logged_once_in_a_while(caplog) -> None:
+    now = [0.0]
+    lag = LoopLag(clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="axon.node.looplag"):
+        lag.record(0.6)
+        lag.record(0.7)   # the same moment: no second line
+        lag.record(0.1)   # short: none
+        now[0] = 60.0
+        lag.record(0.3)
+    assert [r.getMessage()[:36] for r in caplog.records] == ["the event loop stalled for 600 ms; a",
+                                                            "the event loop stalled for 300 ms; a"]
+
+
 def test_the_overview_shows_each_members_lag() -> None:
     status = {"node_id": "n1", "voters": ["n1", "n2"], "learners": [], "term": 1, "leader": "n1",
               "loop_lag_ms": {"last": 1.5, "max": 20.0, "recent_max": 3.0},

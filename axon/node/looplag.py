@@ -8,14 +8,21 @@ last lag, the largest since start and the largest of the recent ones.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from typing import Callable
 
 import gevent
 
+from axon.gossip.ratelimit import LogLimiter
+
+log = logging.getLogger("axon.node.looplag")
+
 INTERVAL = 0.05     # one Raft tick: a stall shows within a tick of its length
 RECENT = 200        # samples in "recent_max": 10 s at the default interval
+WARN_ABOVE = 0.25   # half the shortest election timeout: a stall this long is worth a line
+WARN_EVERY = 10.0   # at most one such line per this many seconds
 
 
 class LoopLag:
@@ -28,6 +35,7 @@ class LoopLag:
         self.last = 0.0
         self.max = 0.0
         self._recent: deque[float] = deque(maxlen=recent)
+        self._warnings = LogLimiter(WARN_EVERY)
 
     def run(self) -> None:
         """Sleep, measure, forever (spawn it; kill the greenlet to stop)."""
@@ -42,6 +50,9 @@ class LoopLag:
         self.last = lag
         self.max = max(self.max, lag)
         self._recent.append(lag)
+        if lag > WARN_ABOVE and self._warnings.allow("stall", self.clock()):
+            log.warning("the event loop stalled for %.0f ms; a leader stalled past its election "
+                        "timeout loses its role", lag * 1000)
 
     def snapshot(self) -> dict[str, float]:
         """{"last", "max", "recent_max"} in milliseconds, as /cluster/status shows them."""
