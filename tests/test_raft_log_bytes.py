@@ -45,6 +45,13 @@ def test_byte_compaction_waits_for_the_bound_then_keeps_a_quarter_of_it() -> Non
     assert rules.byte_compaction_index(core, applied=10, keep_entries=0, snapshot_bytes=0) is None
 
 
+def test_a_log_of_mostly_unapplied_bytes_waits_to_free_a_quarter_of_the_bound() -> None:
+    core = RaftCore("n1", hard_state=HardState(1, None), entries=sized(1, 10, 100), applied=10)
+    # 1000 bytes held, 100 of them applied: compacting would free less than 250
+    assert rules.byte_compaction_index(core, applied=1, keep_entries=0, snapshot_bytes=1000) is None
+    assert rules.byte_compaction_index(core, applied=3, keep_entries=0, snapshot_bytes=1000) == 3
+
+
 def test_one_entry_bigger_than_what_is_kept_is_compacted_too() -> None:
     core = RaftCore("n1", hard_state=HardState(1, None), entries=sized(1, 2, 5000), applied=2)
     assert rules.byte_compaction_index(core, applied=2, keep_entries=1000, snapshot_bytes=4000) == 2

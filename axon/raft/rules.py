@@ -279,14 +279,28 @@ def byte_compaction_index(core: RaftCore, applied: int, keep_entries: int,
     of the bound (a few big entries must not keep the memory the bound is there to free)."""
     if snapshot_bytes <= 0 or core.log_bytes < snapshot_bytes or applied <= core.snap_index:
         return None
-    keep_bytes = snapshot_bytes // 4
+    quarter = snapshot_bytes // 4
     target, kept = applied, 0
     while target > core.snap_index and applied - target < keep_entries:
         kept += len(core.log[target - core.snap_index - 1].data)
-        if kept > keep_bytes:
+        if kept > quarter:
             break
         target -= 1
-    return target if target > core.snap_index else None
+    # Each compaction syncs the store and the log: when most of the bytes are not applied yet
+    # (a follower catching up), wait until it frees a quarter of the bound, not one entry.
+    if target <= core.snap_index or _bytes_upto(core, target, quarter) < quarter:
+        return None
+    return target
+
+
+def _bytes_upto(core: RaftCore, index: int, enough: int) -> int:
+    """Bytes of the log's entries up to ``index``, counted only until they reach ``enough``."""
+    total = 0
+    for entry in core.log[:index - core.snap_index]:
+        total += len(entry.data)
+        if total >= enough:
+            break
+    return total
 
 
 def compact(core: RaftCore, index: int, sync_state_machine: Callable[[], None],
