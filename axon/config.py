@@ -160,6 +160,16 @@ class NodeConfig:
         "--max-page-bytes", "AXON_MAX_PAGE_BYTES",
         "Bytes of keys and values in one listing page; past it the page ends early with `next` "
         "set (one bigger item still comes alone).", kind=int))
+    # watches (axon/api/watch.py): the change history kept for watchers to start or resume from
+    watch_history: int = field(default=20_000, metadata=_flag(
+        "--watch-history", "AXON_WATCH_HISTORY",
+        "Changes kept for watches to start from or resume in; an older start gets 410.", kind=int))
+    watch_history_bytes: int = field(default=16 << 20, metadata=_flag(
+        "--watch-history-bytes", "AXON_WATCH_HISTORY_BYTES",
+        "Bytes of keys and values kept for watches (the history is cut at either bound).", kind=int))
+    watch_progress_interval: float = field(default=5.0, metadata=_flag(
+        "--watch-progress-interval", "AXON_WATCH_PROGRESS_INTERVAL",
+        "Seconds without a change after which a watch gets a progress event (at most 10).", kind=float))
     # HTTPS, browser safety and the audit log (a cluster is all-https or all-http: a node that
     # serves https forwards to its leader over https too)
     tls_cert_file: str | None = field(default=None, metadata=_flag(
@@ -249,6 +259,10 @@ class NodeConfig:
             raise ConfigError("--max-value-bytes must be positive")
         if self.snapshot_bytes <= 0:
             raise ConfigError("--snapshot-bytes must be positive")
+        if self.watch_history <= 0 or self.watch_history_bytes <= 0:
+            raise ConfigError("--watch-history and --watch-history-bytes must be positive")
+        if not 0 < self.watch_progress_interval <= 10:
+            raise ConfigError("--watch-progress-interval must be more than 0 and at most 10 seconds")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError("--tls-cert-file and --tls-key-file go together")
         if self.tls_client_ca_file and not self.tls_cert_file:

@@ -24,7 +24,7 @@ ALLOWED = "allowed"
 def table() -> list[Route]:
     """The node's route table (the endpoints are not called: only method, pattern, decision)."""
     node = api_cluster(1)["n1"]
-    return api_routes(node.service, _Unused(), "n1", _Unused())
+    return api_routes(node.service, _Unused(), "n1", _Unused(), _Unused(), _Unused())
 
 
 class _Unused:
@@ -40,7 +40,7 @@ def expected(role: str, decision: Decision, key: str) -> object:
         return 401
     if decision is Decision.ANY_TOKEN:
         return ALLOWED
-    if decision in (Decision.READ_KEY, Decision.LIST_PREFIX):
+    if decision in (Decision.READ_KEY, Decision.LIST_PREFIX, Decision.WATCH):
         return ALLOWED if key.startswith("app/") else 403
     if decision is Decision.WRITE_KEY:
         return ALLOWED if role == "write" and key.startswith("app/") else 403
@@ -52,6 +52,8 @@ def expected(role: str, decision: Decision, key: str) -> object:
 def target(route: Route, key: str) -> str:
     """A concrete path for the route's pattern, keys set to ``key``."""
     if route.decision is Decision.LIST_PREFIX:
+        return f"{route.pattern}?prefix={key}"
+    if route.decision is Decision.WATCH:
         return f"{route.pattern}?prefix={key}"
     path = re.sub(r"<key:path>", key, route.pattern)
     return re.sub(r"<[a-z_]+>", "nobody", path)

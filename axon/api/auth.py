@@ -32,6 +32,7 @@ class Decision(enum.Enum):
     READ_KEY = "read-key"            # read on the key in the path
     WRITE_KEY = "write-key"          # write on the key in the path
     LIST_PREFIX = "list-prefix"      # read on every key the listed prefix can hold
+    WATCH = "watch"                  # read on the watched key, or on every key under the watched prefix
     ADMIN = "admin"                  # membership, auth, maintenance
     PEER_OR_ADMIN = "peer-or-admin"  # a peer's proof of the cluster key (checked by the api) or admin
     AUTH_ENABLE = "auth-enable"      # anyone while auth is off, admin once it is on
@@ -66,7 +67,8 @@ def authorize(state: AuthState, grant: Grant | None, decision: Decision, key: st
               peer_proof: bool = False) -> None:
     """Return when the request may go on; raise TokenRequired or Forbidden otherwise.
 
-    ``key`` is the key (READ_KEY/WRITE_KEY) or the listed prefix (LIST_PREFIX);
+    ``key`` is the key (READ_KEY/WRITE_KEY), the listed prefix (LIST_PREFIX) or the watched
+    key or prefix (WATCH);
     ``peer_proof`` says the body carries a peer's proof that the api will verify.
     """
     if not state.enabled or decision is Decision.OPEN:
@@ -77,7 +79,7 @@ def authorize(state: AuthState, grant: Grant | None, decision: Decision, key: st
         raise TokenRequired("a valid token is required (Authorization: Bearer <token>)")
     if decision is Decision.ANY_TOKEN or grant.role == "admin":
         return
-    if decision is Decision.READ_KEY or decision is Decision.LIST_PREFIX:
+    if decision in (Decision.READ_KEY, Decision.LIST_PREFIX, Decision.WATCH):
         _needs(grant, "read", key)
     elif decision is Decision.WRITE_KEY:
         _needs(grant, "write", key)

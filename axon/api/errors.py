@@ -6,6 +6,8 @@ revision of a key whose condition failed).
 """
 from __future__ import annotations
 
+from axon.raft.errors import NotLeader as RaftNotLeader, RaftError
+
 
 class ApiError(Exception):
     """Base class: a refusal or failure the client should see, as ``message`` plus ``details``."""
@@ -48,6 +50,10 @@ class TooLarge(ApiError):
     """A value or request body is over its limit."""
 
 
+class Compacted(ApiError):
+    """What was asked for is older than the history kept (details: ``compacted_revision``)."""
+
+
 class Unavailable(ApiError):
     """No leader, no quorum, or the outcome could not be learned in time: retry later."""
 
@@ -64,3 +70,10 @@ class NotLeader(Unavailable):
     def __init__(self, leader: str | None, leader_http: str | None) -> None:
         super().__init__("this node is not the leader", leader=leader)
         self.leader_http = leader_http
+
+
+def from_raft(exc: RaftError, leader: str | None) -> ApiError:
+    """A Raft refusal in the API's terms: NotLeader, or Unavailable (no quorum, timeout, stopping)."""
+    if isinstance(exc, RaftNotLeader):
+        return NotLeader(exc.leader, exc.leader_http)
+    return Unavailable(str(exc), leader=leader)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Protocol
 
 from axon.api import validate
 from axon.api.admission import JoinAdmission
-from axon.api.errors import (ApiError, Conflict, InvalidInput, NotFound, NotLeader,
+from axon.api.errors import (ApiError, Conflict, InvalidInput, NotFound, NotLeader, from_raft,
                              RevisionMismatch, Unauthenticated, Unavailable)
 from axon.api.overview import StatusFetcher, collect_overview
 from axon.client.http import HttpPool
@@ -22,7 +22,7 @@ from axon.gossip.ratelimit import LogLimiter
 from axon.kv.commands import Delete, Put, Result
 from axon.kv.store import StoreError
 from axon.raft.core import ConfChange
-from axon.raft.errors import NotLeader as RaftNotLeader, RaftError
+from axon.raft.errors import RaftError
 from axon.raft.types import ClusterConfig, Member
 
 log = logging.getLogger("axon.api.service")
@@ -128,10 +128,7 @@ class KVService:
             raise self._refusal(exc) from None
 
     def _refusal(self, exc: RaftError) -> ApiError:
-        """A Raft refusal in the API's terms: NotLeader, or Unavailable (no quorum, timeout, stopping)."""
-        if isinstance(exc, RaftNotLeader):
-            return NotLeader(exc.leader, exc.leader_http)
-        return Unavailable(str(exc), leader=self.node.leader_id)
+        return from_raft(exc, self.node.leader_id)
 
     # ------------------------------------------------------------------ cluster
     def status(self) -> dict:

@@ -30,10 +30,18 @@ from axon.raft.node import RaftNode
 from axon.raft.transport import TcpTransport
 from axon.raft.types import Member
 from axon.api.service import KVService
+from axon.api.watch import WatchService
+from axon.kv.feed import ChangeFeed, FeedLimits
 from axon.kv.machine import KVStateMachine
 from axon.kv.store import Store, StoreError
 
 log = logging.getLogger("axon.node.process")
+
+
+def feed_limits(config: NodeConfig) -> FeedLimits:
+    """The change feed's bounds from the watch flags; a watcher may lag twice the history."""
+    return FeedLimits(history_changes=config.watch_history, history_bytes=config.watch_history_bytes,
+                      buffer_changes=2 * config.watch_history, buffer_bytes=2 * config.watch_history_bytes)
 
 def _check_port_free(listen: str, what: str) -> None:
     host, port = parse_addr(listen)
@@ -118,7 +126,7 @@ class NodeProcess:
         _check_port_free(config.gossip, "gossip")
         try:
             self.store = Store.open(os.path.join(config.data_dir, "store"))
-            self.machine = KVStateMachine(self.store)
+            self.machine = KVStateMachine(self.store, ChangeFeed(self.store.applied_index, feed_limits(config)))
         except StoreError as exc:
             raise ConfigError(str(exc)) from None
         self.feed = self.machine.feed
@@ -165,7 +173,10 @@ class NodeProcess:
         self.gossip.start()
         if self.config.seed:
             self.gossip.join_in_background(list(self.config.seed))
-        self.http = serve(build_app(self.config, self.service, self.pool, audit_log=self.audit_log),
+        watches = WatchService(self.feed, self.node, self.config.request_timeout,
+                               self.config.watch_progress_interval)
+        self.http = serve(build_app(self.config, self.service, self.pool, audit_log=self.audit_log,
+                                    watches=watches),
                           self._http_listener, max_body=request_body_limit(self.config.max_value_bytes),
                           ssl_context=self.server_tls, **server_limits(self.config))
         log.info("node %s serving %s on %s, raft on %s, gossip on %s (data in %s)",

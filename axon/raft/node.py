@@ -150,12 +150,16 @@ class RaftNode:
 
     def read_barrier(self, timeout: float) -> None:
         """Return once a linearizable read may be served from the local state machine."""
+        deadline = gevent.get_hub().loop.now() + timeout
+        index = self.read_index(timeout)
+        self.wait_applied(index, max(0.0, deadline - gevent.get_hub().loop.now()))
+
+    def read_index(self, timeout: float) -> int:
+        """The index a linearizable read must see applied (ReadIndex), once the leader confirmed it leads."""
         self._require_leader()
         result = self.reads.queue()
         self._wake.set()
-        deadline = gevent.get_hub().loop.now() + timeout
-        index = self._wait(result, timeout, "read")
-        self.wait_applied(index, max(0.0, deadline - gevent.get_hub().loop.now()))
+        return self._wait(result, timeout, "read")
 
     def wait_applied(self, index: int, timeout: float) -> None:
         """Return once the state machine has applied ``index``."""

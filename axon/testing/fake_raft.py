@@ -134,6 +134,13 @@ class FakeRaftNode:
     def read_barrier(self, timeout: float) -> None:
         self._require_majority("read")
 
+    def read_index(self, timeout: float) -> int:
+        self._require_majority("read")
+        return self.store.applied_index
+
+    def wait_applied(self, index: int, timeout: float) -> None:
+        """Everything proposed is applied at once here."""
+
     def change_membership(self, change: ConfChange, timeout: float) -> None:
         self._require_majority("membership change")
         voters, learners = dict(self._config.voters), dict(self._config.learners)

@@ -12,8 +12,10 @@ from typing import Sequence
 
 from gevent.server import _tcp_listener
 
+from axon.api.auth import Decision
 from axon.api.service import KVService
 from axon.api.tokens import TokenService
+from axon.api.watch import WatchService
 from axon.audit import AuditLog
 # the server's body limit: node/process.py imports it from here
 from axon.api.validate import request_body_limit  # noqa: F401
@@ -49,15 +51,22 @@ def browser_guard(config: NodeConfig) -> BrowserGuard:
 
 
 def build_app(config: NodeConfig, service: KVService, pool: HttpPool,
-              extra: Sequence[Middleware] = (), audit_log: AuditLog | None = None) -> Handler:
-    """The node's request handler; ``extra`` middlewares go innermost (tests record with them)."""
+              extra: Sequence[Middleware] = (), audit_log: AuditLog | None = None,
+              watches: WatchService | None = None) -> Handler:
+    """The node's request handler; ``extra`` middlewares go innermost (tests record with them).
+
+    ``watches`` serves GET /watch from the node's change feed (without one, from an empty feed).
+    """
     trust = PeerTrust(config.node_id, config.cluster_key, service)
     forwarder = Forwarder(pool, trust, config.request_timeout + FORWARD_SLACK)
     tokens = TokenService(service.node, lambda: service.store.auth, config.request_timeout,
                           config.max_key_bytes)
     # with a cluster key, a join must prove it (axon/api/admission.py): such a proof stands for a token
     gate = AuthGate(lambda: service.store.auth, config.auth, lambda: config.cluster_key is not None)
-    router = Router(api_routes(service, forwarder, config.node_id, tokens),
+    if watches is None:
+        watches = WatchService(None, service.node, config.request_timeout, config.watch_progress_interval)
+    router = Router(api_routes(service, forwarder, config.node_id, tokens, watches,
+                               lambda req: gate(req, Decision.WATCH, ())),
                     fallback=dashboard_handler(), gate=gate)
     audit = audit_middleware(audit_log, node_audited(config.node_id)) if audit_log is not None else None
     return chain([*node_middlewares(trust, browser_guard(config), audit), *extra], router)

@@ -40,6 +40,9 @@ class AuthGate:
         key = args[0] if decision in _KEYED and args else ""
         if decision is Decision.LIST_PREFIX:
             key = query_params(req.query).get("prefix") or ""
+        elif decision is Decision.WATCH:
+            query = query_params(req.query)
+            key = query.get("key") or query.get("prefix") or ""
         proof = decision is Decision.PEER_OR_ADMIN and self.proof_required() and b'"proof"' in req.body
         authorize(state, grant, decision, key, peer_proof=proof)
         if grant is not None:

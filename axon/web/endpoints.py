@@ -15,10 +15,12 @@ import gevent
 from axon.api.auth import Decision
 from axon.api.service import KVService
 from axon.api.tokens import TokenService
+from axon.api.watch import WatchService
 from axon.web.forward import Forwarder
 from axon.web.params import query_params
 from axon.web.replies import JSON, json_reply, ok
 from axon.web.routes import Endpoint, Route
+from axon.web.watch import Recheck, watch_routes
 from axon.web.wire import Request, Response
 
 
@@ -28,8 +30,11 @@ PAGE_PIECE_BYTES = 64 << 10
 
 
 def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
-               tokens: TokenService) -> list[Route]:
-    """Every route of the node's JSON API, each with its auth decision (axon/api/auth.py)."""
+               tokens: TokenService, watches: WatchService, recheck: Recheck) -> list[Route]:
+    """Every route of the node's JSON API, each with its auth decision (axon/api/auth.py).
+
+    ``recheck(request)`` decides a watch's request again while it streams (a revoked token).
+    """
     leader_only = forwarder.leader_only
 
     def get_key(req: Request, key: str) -> Response:
@@ -77,6 +82,7 @@ def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
         Route("GET", "/health", lambda req: ok(service.health()), OPEN),
         Route("GET", "/ready", lambda req: ok(service.ready()), OPEN),
         *auth_routes(tokens, leader_only),
+        *watch_routes(watches, forwarder, service.config.max_key_bytes, recheck),
     ]
 
 

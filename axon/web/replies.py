@@ -13,8 +13,8 @@ from typing import Any, Iterable
 
 import bottle
 
-from axon.api.errors import (ApiError, Conflict, Forbidden, InvalidInput, NotFound, RevisionMismatch,
-                             TokenRequired, TooLarge, Unauthenticated, Unavailable)
+from axon.api.errors import (ApiError, Compacted, Conflict, Forbidden, InvalidInput, NotFound,
+                             RevisionMismatch, TokenRequired, TooLarge, Unauthenticated, Unavailable)
 from axon.web.middleware import Handler
 from axon.web.routes import MethodNotAllowed
 from axon.web.wire import Request, Response
@@ -30,6 +30,7 @@ STATUS: dict[type[ApiError], int] = {
     NotFound: 404,
     MethodNotAllowed: 405,
     Conflict: 409,
+    Compacted: 410,
     RevisionMismatch: 412,
     TooLarge: 413,
     Unavailable: 503,   # NotLeader too, when it was not passed on to the leader
