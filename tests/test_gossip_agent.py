@@ -126,7 +126,7 @@ def test_garbage_datagrams_are_counted_not_fatal(make_agent):
     agents = start_cluster(make_agent, 2)
     host, port = agents[0].address.rsplit(":", 1)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for payload in (b"", b"hello", b"\xa7\x09\x00junk", b"\xa7\x02\x00\xc1", b"\xa7\x02\x00" + b"x" * 3000):
+        for payload in (b"", b"hello", b"\xa7\x09\x00junk", b"\xa7\x03\x00\xc1", b"\xa7\x03\x00" + b"x" * 3000):
             sock.sendto(payload, (host, int(port)))
     assert wait_for(lambda: agents[0].stats.get("dropped", 0) >= 4, timeout=2)
     stats = agents[0].stats

@@ -91,15 +91,17 @@ def test_header_layout_and_versioning():
     packet = sender.seal([codec.encode_message(codec.Ack(3))], WALL + 0.25)
     assert codec.HEADER_SIZE == 35
     magic, version, flags, boot, counter, stamp = codec.HEADER.unpack_from(packet)
-    assert (magic, version, flags, boot, counter, stamp) == (0xA7, 2, codec.FLAG_ENCRYPTED, b"B" * 16, 41,
+    assert (magic, version, flags, boot, counter, stamp) == (0xA7, 3, codec.FLAG_ENCRYPTED, b"B" * 16, 41,
                                                              int((WALL + 0.25) * 1000))
     assert len(packet) == codec.HEADER_SIZE + 4 + 16                  # body [[3, 3]] sealed, plus the tag
     header, messages = codec.open_packet(packet, Cipher(KEY), 1400)
     assert messages == [codec.Ack(3)] and header.counter == 41 and header.timestamp == WALL + 0.25
     node = make("me")
-    for old in (bytes([0xA7, 1, 1]) + packet[3:], bytes([0xA7, 1, 0, 0x91, 0x92, 3, 3])):   # version 1
+    # version 1 (no replay header), version 2 (no cluster id): dropped as another version, never misread
+    olds = [bytes([0xA7, v, 1]) + packet[3:] for v in (1, 2)] + [bytes([0xA7, 1, 0, 0x91, 0x92, 3, 3])]
+    for old in olds:
         assert node.handle_packet(0.0, "127.0.0.9:1", old) == []
-    assert node.stats["dropped_version"] == 2 and node.stats["auth_failures"] == 0
+    assert node.stats["dropped_version"] == 3 and node.stats["auth_failures"] == 0
     node.handle_packet(0.0, "127.0.0.9:1", codec.refusal(codec.REFUSED_AUTH))   # never valid on UDP
     assert node.stats["dropped_malformed"] == 1
 
@@ -260,8 +262,8 @@ FAST = GossipConfig(probe_interval=0.2, probe_timeout=0.1, gossip_interval=0.05,
 def agents():
     made: list[GossipAgent] = []
 
-    def make_agent(name: str, key: bytes | None) -> GossipAgent:
-        agent = GossipAgent(FAST, name, "127.0.0.1:0", {"node_id": name}, key=key,
+    def make_agent(name: str, key: bytes | None, cluster_id=None) -> GossipAgent:
+        agent = GossipAgent(FAST, name, "127.0.0.1:0", {"node_id": name}, key=key, cluster_id=cluster_id,
                             logger=logging.getLogger(f"axon.gossip.{name}"))
         made.append(agent)
         agent.start()
@@ -309,6 +311,51 @@ def test_agents_with_different_keys_never_meet_and_each_logs_one_line(agents, ca
     port = seed_lines[0].split("127.0.0.1:")[1].split()[0]
     assert seed_lines == [seed_says.format(port=port)]
     assert stranger_lines == [f"gossip join via {seed.address} failed: {stranger_says}"]
+
+
+class ClusterIdBox:
+    """Stands in for ClusterId: a callable whose answer the test changes (a joiner learns its id late)."""
+
+    def __init__(self, value: str | None) -> None:
+        self.value = value
+
+    def __call__(self) -> str | None:
+        return self.value
+
+
+def refusing(peer: str, theirs: str, ours: str) -> str:
+    return f"gossip peer {peer} belongs to cluster {theirs}, this node to cluster {ours}; refusing"
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["unkeyed", "one-key"])
+def test_two_clusters_seeded_into_each_other_never_merge_and_both_log_one_line(agents, caplog, key):
+    caplog.set_level(logging.INFO, logger="axon.gossip")
+    x, y = ClusterIdBox("a1" * 16), ClusterIdBox("b2" * 16)
+    a1, a2, b1, b2 = agents("a1", key, x), agents("a2", key, x), agents("b1", key, y), agents("b2", key, y)
+    assert a2.join([a1.address]) == 1 and b2.join([b1.address]) == 1
+    wait_until(lambda: names(a1) == names(a2) == {"a1", "a2"} and names(b1) == names(b2) == {"b1", "b2"},
+               timeout=5, what="each cluster formed")
+    a1.join_in_background([b1.address])
+    b1.join_in_background([a1.address])
+    wait_until(lambda: a1.stats.get("dropped_refused", 0) >= 3 and b1.stats.get("dropped_refused", 0) >= 3,
+               timeout=5, what="three refused joins each way")
+    gevent.sleep(0.3)      # probes and gossip go on inside each cluster
+    assert names(a1) == names(a2) == {"a1", "a2"} and names(b1) == names(b2) == {"b1", "b2"}
+    assert a1.stats["dropped_cluster"] >= 3 and b1.stats["dropped_cluster"] >= 3
+    assert a1.auth_failures == b1.auth_failures == 0
+    # each side both refused and was refused: still one line, naming the peer's gossip address
+    assert lines(caplog, "a1") == [refusing(b1.address, y.value, x.value)]
+    assert lines(caplog, "b1") == [refusing(a1.address, x.value, y.value)]
+    assert not lines(caplog, "a2") and not lines(caplog, "b2")
+    # a node still joining (no id yet) is let in, and keeps gossiping once it learns its id
+    c_id = ClusterIdBox(None)
+    c = agents("c", key, c_id)
+    assert c.join([a2.address]) == 1
+    c_id.value = x.value
+    wait_until(lambda: names(a1) == names(a2) == names(c) == {"a1", "a2", "c"}, timeout=5, what="c joined")
+    gevent.sleep(0.3)
+    assert names(c) == {"a1", "a2", "c"} and names(b1) == names(b2) == {"b1", "b2"}
+    assert c.stats.get("dropped", 0) == 0
 
 
 def test_a_captured_packet_replayed_to_its_receiver_is_dropped_and_counted(agents):

@@ -28,14 +28,20 @@ from axon.gossip.protocol import (NOTICE_INTERVAL, Gossip, MemberEvent, Notice, 
 from axon.gossip.ratelimit import LogLimiter
 
 ChangeCallback = Callable[[str, dict], None]
+ClusterIdSource = Callable[[], str | None]   # a ClusterId, or any callable like it
 _WILDCARDS = ("", "0.0.0.0", "::")
 
 
 class GossipAgent:
-    """One cluster member on real sockets: UDP for probes and gossip, TCP (same port) for push-pull."""
+    """One cluster member on real sockets: UDP for probes and gossip, TCP (same port) for push-pull.
+
+    ``cluster_id`` is asked before every protocol input (a joining node learns its cluster's
+    id late): members of another cluster are refused (see protocol).
+    """
 
     def __init__(self, config: GossipConfig, name: str, bind: str, meta: dict, *, key: bytes | None = None,
-                 logger: logging.Logger | None = None, advertise: str | None = None) -> None:
+                 logger: logging.Logger | None = None, advertise: str | None = None,
+                 cluster_id: ClusterIdSource | None = None) -> None:
         self._config = config
         self._name = name
         self._bind_host, self._bind_port = parse_addr(bind)
@@ -44,6 +50,7 @@ class GossipAgent:
             parse_addr(advertise)
         self._meta = check_meta(meta, config.meta_max_size)
         self._key = check_key(key) if key is not None else None
+        self._cluster_id = cluster_id
         self._log = logger or logging.getLogger("axon.gossip")
         self._callbacks: list[ChangeCallback] = []
         self._proto: Gossip | None = None
@@ -70,7 +77,8 @@ class GossipAgent:
         self._udp = udp
         self._address = self._advertise or format_addr(self._advertised_host(), port)
         self._proto = Gossip(self._config, self._name, self._address, self._meta, random.Random(),
-                             key=self._key, now=time.monotonic(), wall_clock=time.time)
+                             key=self._key, now=time.monotonic(), wall_clock=time.time,
+                             cluster_id=self._current_cluster_id())
         self._running = True
         self._server = StreamServer(tcp, self._serve_stream)
         self._server.start()
@@ -161,9 +169,14 @@ class GossipAgent:
     # ------------------------------------------------------------ I/O edges
 
     def _started(self) -> Gossip:
+        """The protocol, told the current cluster id (every input goes through here)."""
         if self._proto is None:
             raise GossipError("agent not started")
+        self._proto.set_cluster_id(self._current_cluster_id())
         return self._proto
+
+    def _current_cluster_id(self) -> str | None:
+        return self._cluster_id() if self._cluster_id is not None else None
 
     def _advertised_host(self) -> str:
         if self._bind_host not in _WILDCARDS:
@@ -205,7 +218,7 @@ class GossipAgent:
                 self._io_stats["receive_errors"] += 1
                 gevent.sleep(0.001)
                 continue
-            self._dispatch(self._proto.handle_packet(time.monotonic(), format_addr(src[0], src[1]), data))
+            self._dispatch(self._started().handle_packet(time.monotonic(), format_addr(src[0], src[1]), data))
 
     def _timer_loop(self) -> None:
         while self._running:
@@ -213,13 +226,14 @@ class GossipAgent:
             if delay > 0:
                 self._wake.wait(min(delay, 1.0))
             self._wake.clear()
-            self._dispatch(self._proto.tick(time.monotonic()), wake=False)
+            self._dispatch(self._started().tick(time.monotonic()), wake=False)
 
     def _serve_stream(self, sock, peer) -> None:
         sock.settimeout(self._config.stream_timeout)
         try:
             frame = transport.read_frame(sock, self._config.max_stream_size)
-            reply, outputs = self._proto.handle_push_pull(time.monotonic(), format_addr(peer[0], peer[1]), frame)
+            reply, outputs = self._started().handle_push_pull(time.monotonic(), format_addr(peer[0], peer[1]),
+                                                              frame)
             self._dispatch(outputs)
             if reply is not None:
                 transport.write_frame(sock, reply)
@@ -238,7 +252,7 @@ class GossipAgent:
             return False
         if not self._running:
             return False
-        ok, outputs = self._proto.handle_push_pull_reply(time.monotonic(), addr, reply, join=join)
+        ok, outputs = self._started().handle_push_pull_reply(time.monotonic(), addr, reply, join=join)
         self._dispatch(outputs)
         return ok
 

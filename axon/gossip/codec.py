@@ -1,9 +1,9 @@
-"""Wire format of gossip packets and push-pull frames (version 2).
+"""Wire format of gossip packets and push-pull frames (version 3).
 
 A packet (UDP) or push-pull frame (TCP) is a 35-byte header followed by a msgpack array
 of messages (each a list whose first item is the MsgKind)::
 
-    magic 0xA7 | version 2 | flags | boot id (16) | counter (u64) | timestamp ms (u64) | body
+    magic 0xA7 | version 3 | flags | boot id (16) | counter (u64) | timestamp ms (u64) | body
 
 all integers big-endian.  ``boot id`` is the sender's random id for this run, ``counter``
 grows by one with every packet or frame it sends, ``timestamp`` is its wall clock.  With a
@@ -13,11 +13,16 @@ header field can be altered; the receiver's replay guard (replay) then admits ea
 (boot id, counter) once and only near its own clock.  Several messages travel in one
 packet (a compound packet); a push-pull frame carries exactly one PUSH_PULL.
 
+The sender's cluster id (fixed at bootstrap; unknown while a node is joining) is a field of
+PUSH_PULL, and a CLUSTER message opens every packet of a sender that knows it, so a receiver
+of another cluster can refuse the state (version 3 added both).
+
 A refusal (FLAG_REFUSAL) is the 4-byte ``magic version flags reason`` a push-pull server
-answers to a frame it could not authenticate, so the other side can say why; it is not
-authenticated and only ever feeds a log line.  Another version, or anything malformed, is
-dropped: decoding validates every field and raises CodecError whose ``reason`` names the
-drop counter.
+answers to a frame it could not authenticate, so the other side can say why; a refusal for
+the cluster (REFUSED_CLUSTER) is followed by the server's cluster id.  A refusal is not
+authenticated and only ever feeds a log line and a counter.  Another version, or anything
+malformed, is dropped: decoding validates every field and raises CodecError whose ``reason``
+names the drop counter.
 """
 from __future__ import annotations
 
@@ -33,17 +38,18 @@ from axon.gossip.crypto import BOOT_SIZE, MAX_COUNTER, OVERHEAD, Cipher, new_boo
 from axon.gossip.errors import CodecError, GossipError
 
 MAGIC = 0xA7
-VERSION = 2
+VERSION = 3
 HEADER = struct.Struct(">BBB16sQQ")
 HEADER_SIZE = HEADER.size
 FLAG_ENCRYPTED = 0x01
 FLAG_REFUSAL = 0x02
 MAX_NAME_LEN = 128
+MAX_CLUSTER_ID_LEN = 128
 MAX_SEQ = 2 ** 63 - 1
 _PACKET_ID = slice(3, 3 + BOOT_SIZE + 8)   # boot id + counter: unique per packet
 
 # why a push-pull server refused a frame (the byte after a refusal's flags)
-REFUSED_AUTH, REFUSED_KEY_REQUIRED, REFUSED_NO_KEY, REFUSED_CLOCK = 1, 2, 3, 4
+REFUSED_AUTH, REFUSED_KEY_REQUIRED, REFUSED_NO_KEY, REFUSED_CLOCK, REFUSED_CLUSTER = 1, 2, 3, 4, 5
 REFUSAL_FOR_DROP = {"decrypt": REFUSED_AUTH, "unencrypted": REFUSED_KEY_REQUIRED, "encrypted": REFUSED_NO_KEY,
                     "stale": REFUSED_CLOCK}
 
@@ -61,6 +67,7 @@ class MsgKind(enum.IntEnum):
     SUSPECT = 6
     DEAD = 7
     PUSH_PULL = 8
+    CLUSTER = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +131,16 @@ class PushPull:
     join: bool
     sender: str
     members: tuple[MemberRecord, ...]
+    cluster: str | None = None     # the sender's cluster id; None while it is joining
 
 
-Message = Union[Ping, IndirectPing, Ack, Nack, Alive, Suspect, Dead, PushPull]
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """Opens a packet: the sender's cluster id, so a receiver of another cluster drops the packet."""
+    cluster_id: str
+
+
+Message = Union[Ping, IndirectPing, Ack, Nack, Alive, Suspect, Dead, PushPull, Cluster]
 
 
 # ---------------------------------------------------------------- encoding
@@ -153,7 +167,9 @@ def _to_list(msg: Message) -> list:
         return [MsgKind.DEAD, msg.incarnation, msg.name, msg.sender]
     if isinstance(msg, PushPull):
         records = [[r.name, r.addr, r.meta, r.incarnation, STATUS_CODES[r.status]] for r in msg.members]
-        return [MsgKind.PUSH_PULL, msg.join, msg.sender, records]
+        return [MsgKind.PUSH_PULL, msg.join, msg.sender, records, msg.cluster]
+    if isinstance(msg, Cluster):
+        return [MsgKind.CLUSTER, msg.cluster_id]
     raise GossipError(f"not a gossip message: {msg!r}")
 
 
@@ -201,11 +217,40 @@ def refusal(reason: int) -> bytes:
     return bytes([MAGIC, VERSION, FLAG_REFUSAL, reason])
 
 
+def cluster_refusal(cluster_id: str) -> bytes:
+    """The answer of a push-pull server to a frame from a member of another cluster: names ours."""
+    if check_cluster_id(cluster_id) is None:
+        raise GossipError("a cluster refusal names the server's cluster id")
+    return refusal(REFUSED_CLUSTER) + cluster_id.encode()
+
+
 def refusal_reason(data: bytes) -> int | None:
-    """A refusal's reason code, or None when ``data`` is not a refusal."""
-    if len(data) == 4 and data[0] == MAGIC and data[1] == VERSION and data[2] == FLAG_REFUSAL:
-        return data[3]
-    return None
+    """A refusal's reason code, or None when ``data`` is not a (well-formed) refusal."""
+    if len(data) < 4 or data[0] != MAGIC or data[1] != VERSION or data[2] != FLAG_REFUSAL:
+        return None
+    if data[3] == REFUSED_CLUSTER:
+        return REFUSED_CLUSTER if refused_by_cluster(data) is not None else None
+    return data[3] if len(data) == 4 else None
+
+
+def refused_by_cluster(data: bytes) -> str | None:
+    """The cluster id a cluster refusal names, or None when ``data`` is not a well-formed one."""
+    if len(data) < 5 or data[:4] != refusal(REFUSED_CLUSTER):
+        return None
+    try:
+        return check_cluster_id(bytes(data[4:]).decode())
+    except (UnicodeDecodeError, CodecError):
+        return None
+
+
+def check_cluster_id(value: object) -> str | None:
+    """A cluster id as it may travel: None, or printable text of at most MAX_CLUSTER_ID_LEN characters."""
+    if value is None:
+        return None
+    # it ends up in log lines: no control characters, bounded
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_CLUSTER_ID_LEN or not value.isprintable():
+        raise CodecError("malformed", "bad cluster id")
+    return value
 
 
 # ---------------------------------------------------------------- decoding
@@ -308,6 +353,13 @@ def _meta(value: object) -> dict:
     return value
 
 
+def _cluster_id(value: object) -> str:
+    """A CLUSTER message's id: never None (a sender without an id sends no CLUSTER message)."""
+    if value is None:
+        raise CodecError("malformed", "bad cluster id")
+    return check_cluster_id(value)  # type: ignore[return-value]
+
+
 def _status(value: object) -> str:
     if type(value) is not int or value not in STATUS_NAMES:
         raise CodecError("malformed", "bad member status")
@@ -336,7 +388,9 @@ _DECODERS = {
                                                        _meta(meta)),
     MsgKind.SUSPECT: lambda inc, name, sender: Suspect(_int(inc, "incarnation"), _name(name), _name(sender)),
     MsgKind.DEAD: lambda inc, name, sender: Dead(_int(inc, "incarnation"), _name(name), _name(sender)),
-    MsgKind.PUSH_PULL: lambda join, sender, records: PushPull(_bool(join), _name(sender), _records(records)),
+    MsgKind.PUSH_PULL: lambda join, sender, records, cluster: PushPull(_bool(join), _name(sender),
+                                                                       _records(records), check_cluster_id(cluster)),
+    MsgKind.CLUSTER: lambda cluster: Cluster(_cluster_id(cluster)),
 }
 _ARITY = {MsgKind.PING: 2, MsgKind.INDIRECT_PING: 4, MsgKind.ACK: 1, MsgKind.NACK: 1, MsgKind.ALIVE: 4,
-          MsgKind.SUSPECT: 3, MsgKind.DEAD: 3, MsgKind.PUSH_PULL: 3}
+          MsgKind.SUSPECT: 3, MsgKind.DEAD: 3, MsgKind.PUSH_PULL: 4, MsgKind.CLUSTER: 1}

@@ -14,6 +14,10 @@ through k helpers with nacks, suspicion with incarnation refutation and a
 log(N)-scaled timeout shortened by independent confirmations, local-health
 scaling of our own timeouts, transmit-limited piggybacked broadcasts, periodic
 push-pull; plus serf-style reconnects to dead members so partitions heal.
+
+Every packet and push-pull frame names the sender's cluster id when it knows one (the
+driver keeps ``cluster_id`` current): state from a member of another cluster is never
+merged, and both sides of a refused push-pull log one line naming both ids.
 """
 from __future__ import annotations
 
@@ -30,8 +34,8 @@ import msgpack
 from axon.gossip import codec
 from axon.gossip.address import parse_addr
 from axon.gossip.broadcast import BroadcastQueue, retransmit_limit
-from axon.gossip.codec import (ALIVE, DEAD, LEFT, SUSPECT, Ack, Alive, Dead, IndirectPing, MemberRecord, Message,
-                               Nack, Ping, PushPull, Suspect)
+from axon.gossip.codec import (ALIVE, DEAD, LEFT, SUSPECT, Ack, Alive, Cluster, Dead, IndirectPing, MemberRecord,
+                               Message, Nack, Ping, PushPull, Suspect)
 from axon.gossip.config import GossipConfig
 from axon.gossip.crypto import Cipher
 from axon.gossip.errors import CodecError, GossipError
@@ -136,18 +140,23 @@ class Gossip:
     """One member's view of the cluster and its protocol timers.
 
     ``key`` seals every packet and frame (see codec); ``wall_clock`` stamps them for the
-    replay window; ``boot`` is this run's sender id (random unless a test fixes it).
+    replay window; ``boot`` is this run's sender id (random unless a test fixes it);
+    ``cluster_id`` is this node's cluster (None while joining; see ``set_cluster_id``).
     """
 
     def __init__(self, config: GossipConfig, name: str, addr: str, meta: dict, rng: random.Random, *,
                  key: bytes | None = None, now: float = 0.0, incarnation: int = 0,
-                 wall_clock: Callable[[], float] | None = None, boot: bytes | None = None) -> None:
+                 wall_clock: Callable[[], float] | None = None, boot: bytes | None = None,
+                 cluster_id: str | None = None) -> None:
         if not isinstance(name, str) or not 0 < len(name) <= codec.MAX_NAME_LEN:
             raise GossipError(f"bad member name {name!r}")
         parse_addr(addr)
         self.config = config
         self.name = name
         self.addr = addr
+        self._cluster_id: str | None = None
+        self._cluster_message = b""      # the encoded CLUSTER message that opens our packets
+        self.set_cluster_id(cluster_id)
         self._rng = rng
         self._cipher = Cipher(key) if key is not None else None
         self._sender = codec.Sender(self._cipher, boot)
@@ -193,6 +202,21 @@ class Gossip:
     def leaving(self) -> bool:
         return self._leaving
 
+    @property
+    def cluster_id(self) -> str | None:
+        return self._cluster_id
+
+    def set_cluster_id(self, cluster_id: str | None) -> None:
+        """This node's cluster id from now on (a joining node learns it late); raises GossipError if invalid."""
+        if cluster_id == self._cluster_id:
+            return
+        try:
+            codec.check_cluster_id(cluster_id)
+        except CodecError:
+            raise GossipError(f"bad cluster id {cluster_id!r}") from None
+        self._cluster_id = cluster_id
+        self._cluster_message = codec.encode_message(Cluster(cluster_id)) if cluster_id is not None else b""
+
     def members(self) -> list[dict]:
         return [m.as_dict() for m in sorted(self._members.values(), key=lambda m: m.name)]
 
@@ -218,6 +242,9 @@ class Gossip:
         messages = self._open(data, self.config.packet_size)
         if isinstance(messages, _Dropped):
             self._notice_dropped(now, src, src, "packet", messages)
+            return self._drain()
+        messages = self._admit_cluster(now, src, messages)
+        if messages is None:
             return self._drain()
         self._stale_accusation = False
         for msg in messages:
@@ -245,6 +272,10 @@ class Gossip:
             self._notice_dropped(now, src, _host(src), "push-pull", state)
             code = codec.REFUSAL_FOR_DROP.get(state.reason)
             return (codec.refusal(code) if code else None), self._drain()
+        if self._foreign(state.cluster):
+            self._refuse_cluster(now, _advertised(state) or _host(src), state.cluster)
+            # _foreign: our id is known
+            return codec.cluster_refusal(self._cluster_id), self._drain()   # type: ignore[arg-type]
         self._merge(now, state)
         self.stats["push_pull_served"] += 1
         if state.join:
@@ -260,11 +291,19 @@ class Gossip:
         if code is not None:
             self.stats["streams_received"] += 1
             self._drop("refused")
-            self._notice_exchange(now, src, join, _refusal_text(code, self.config.replay_window))
+            if code == codec.REFUSED_CLUSTER:
+                theirs = codec.refused_by_cluster(data)
+                self._notice(now, ("cluster", src), _cluster_text(src, theirs, self._cluster_id))
+            else:
+                self._notice_exchange(now, src, join, _refusal_text(code, self.config.replay_window))
             return False, self._drain()
         state = self._open_push_pull(data)
         if isinstance(state, _Dropped):
             self._notice_exchange(now, src, join, _bad_answer_text(state, self.config.replay_window))
+            return False, self._drain()
+        if self._foreign(state.cluster):
+            # the peer learnt an id of its own since it let our frame in: still not ours to merge
+            self._refuse_cluster(now, src, state.cluster)
             return False, self._drain()
         self._merge(now, state)
         self.stats["push_pull_merged"] += 1
@@ -327,6 +366,24 @@ class Gossip:
                 return _Dropped(reason, header.timestamp - wall)
         return messages
 
+    def _foreign(self, theirs: str | None) -> bool:
+        """True when a peer's cluster id says it belongs to another cluster (None: not known yet)."""
+        return theirs is not None and self._cluster_id is not None and theirs != self._cluster_id
+
+    def _refuse_cluster(self, now: float, peer: str, theirs: str | None) -> None:
+        """Count and warn (rate-limited per peer) about state from a member of another cluster."""
+        self._drop("cluster")
+        self._notice(now, ("cluster", peer), _cluster_text(peer, theirs, self._cluster_id))
+
+    def _admit_cluster(self, now: float, src: str, messages: list[Message]) -> list[Message] | None:
+        """A packet's messages after its CLUSTER opener; None when the sender belongs to another cluster."""
+        if not messages or not isinstance(messages[0], Cluster):
+            return messages      # a sender that does not know its cluster yet
+        if self._foreign(messages[0].cluster_id):
+            self._refuse_cluster(now, src, messages[0].cluster_id)
+            return None
+        return messages[1:]
+
     def _notice(self, now: float, key: tuple, message: str) -> None:
         if self._notices.allow(key, now):
             self._out.append(Notice(message))
@@ -388,11 +445,14 @@ class Gossip:
 
     def _emit_packet(self, addr: str, encoded: list[bytes]) -> None:
         self.stats["packets_sent"] += 1
+        if self._cluster_message:
+            encoded = [self._cluster_message, *encoded]
         self._out.append(SendPacket(addr, self._sender.seal(encoded, self._wall())))
 
     def _packet_budget(self) -> int:
         # 3 bytes: the largest msgpack array header a packet can need
-        return self.config.packet_size - codec.packet_overhead(self._cipher is not None) - 3
+        overhead = codec.packet_overhead(self._cipher is not None) + len(self._cluster_message) + 3
+        return self.config.packet_size - overhead
 
     def _retransmit_limit(self) -> int:
         return retransmit_limit(self.config.retransmit_mult, len(self._members))
@@ -576,7 +636,8 @@ class Gossip:
 
     def _push_pull_frame(self, join: bool) -> bytes:
         records = tuple(m.record() for m in self._members.values())
-        return self._sender.seal([codec.encode_message(PushPull(join, self.name, records))], self._wall())
+        frame = PushPull(join, self.name, records, self._cluster_id)
+        return self._sender.seal([codec.encode_message(frame)], self._wall())
 
     def _open_push_pull(self, data: bytes) -> PushPull | _Dropped:
         self.stats["streams_received"] += 1
@@ -729,6 +790,19 @@ def _bad_answer_text(dropped: _Dropped, window: float) -> str:
         # no network repeats a TCP frame: someone on the path replays traffic
         return "the answer of {peer} was a replay of an earlier frame (someone on the path?)"
     return f"the answer of {{peer}} is not a gossip frame we understand ({reason}: another version or service?)"
+
+
+def _cluster_text(peer: str, theirs: str | None, ours: str | None) -> str:
+    ours_text = f"cluster {ours}" if ours is not None else "no cluster yet"
+    return f"gossip peer {peer} belongs to cluster {theirs}, this node to {ours_text}; refusing"
+
+
+def _advertised(state: PushPull) -> str | None:
+    """The sender's own gossip address as its frame lists it (a stream's source port is ephemeral)."""
+    for rec in state.members:
+        if rec.name == state.sender:
+            return rec.addr
+    return None
 
 
 def _host(addr: str) -> str:

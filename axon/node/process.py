@@ -158,7 +158,8 @@ class NodeProcess:
             self.cluster_id.mint()
         self.gossip = GossipAgent(GossipConfig(), config.node_id, config.gossip,
                                   {"http": config.http, "raft": config.raft, "role": self._role()},
-                                  key=GossipAgent.key_for(config.cluster_key, config.gossip_key))
+                                  key=GossipAgent.key_for(config.cluster_key, config.gossip_key),
+                                  cluster_id=self.cluster_id)
         self.membership = Membership(config, self.gossip, self._role)
         self.loop_lag = LoopLag()
         self.service = KVService(config, self.node, self.store, self.pool, self.membership.members_view,
