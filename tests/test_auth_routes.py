@@ -42,7 +42,7 @@ def expected(role: str, decision: Decision, key: str) -> object:
         return ALLOWED
     if decision in (Decision.READ_KEY, Decision.LIST_PREFIX, Decision.WATCH):
         return ALLOWED if key.startswith("app/") else 403
-    if decision is Decision.WRITE_KEY:
+    if decision in (Decision.WRITE_KEY, Decision.TXN):   # the walk's transaction writes ``key``
         return ALLOWED if role == "write" and key.startswith("app/") else 403
     if decision in (Decision.ADMIN, Decision.PEER_OR_ADMIN, Decision.AUTH_ENABLE):
         return 403
@@ -59,7 +59,10 @@ def target(route: Route, key: str) -> str:
     return re.sub(r"<[a-z_]+>", "nobody", path)
 
 
-def body(route: Route) -> bytes:
+def body(route: Route, key: str = "") -> bytes:
+    if route.decision is Decision.TXN:
+        return json.dumps({"compare": [{"key": key, "exists": False}],
+                           "success": [{"op": "put", "key": key, "value": "v"}]}).encode()
     if route.method == "PUT":
         return b'{"value": "v"}'
     if route.pattern == "/cluster/join":
@@ -85,7 +88,8 @@ def secured_node(role: str):
 
 CASES = [(route, key) for route in table()
          for key in ((INSIDE, OUTSIDE) if route.decision in
-                     (Decision.READ_KEY, Decision.WRITE_KEY, Decision.LIST_PREFIX) else ("",))]
+                     (Decision.READ_KEY, Decision.WRITE_KEY, Decision.LIST_PREFIX, Decision.WATCH,
+                      Decision.TXN) else ("",))]
 
 
 def test_every_route_has_a_decision() -> None:
@@ -105,7 +109,7 @@ def test_a_route_without_a_decision_cannot_be_served() -> None:
 def test_route_answers_each_role(route: Route, key: str, role: str) -> None:
     node, token = secured_node(role)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    resp = node.call(route.method, target(route, key), body=body(route), headers=headers)
+    resp = node.call(route.method, target(route, key), body=body(route, key), headers=headers)
     want = expected(role, route.decision, key)
     got = resp.status if resp.status in (401, 403) else ALLOWED
     assert got == want, (resp.status, resp.body)
@@ -119,7 +123,7 @@ def test_auth_off_allows_every_route_as_before() -> None:
     for route, key in CASES:
         if route.pattern in ("/cluster/leave", "/auth/enable"):
             continue   # would remove the only node / turn auth on for the routes after it
-        resp = node.call(route.method, target(route, key), body=body(route))
+        resp = node.call(route.method, target(route, key), body=body(route, key or "k"))
         assert resp.status not in (401, 403), (route, resp.status, resp.body)
 
 

@@ -33,6 +33,7 @@ class Decision(enum.Enum):
     WRITE_KEY = "write-key"          # write on the key in the path
     LIST_PREFIX = "list-prefix"      # read on every key the listed prefix can hold
     WATCH = "watch"                  # read on the watched key, or on every key under the watched prefix
+    TXN = "txn"                      # a token here; read or write on each key, decided with the body
     ADMIN = "admin"                  # membership, auth, maintenance
     PEER_OR_ADMIN = "peer-or-admin"  # a peer's proof of the cluster key (checked by the api) or admin
     AUTH_ENABLE = "auth-enable"      # anyone while auth is off, admin once it is on
@@ -77,7 +78,7 @@ def authorize(state: AuthState, grant: Grant | None, decision: Decision, key: st
         return
     if grant is None:
         raise TokenRequired("a valid token is required (Authorization: Bearer <token>)")
-    if decision is Decision.ANY_TOKEN or grant.role == "admin":
+    if decision in (Decision.ANY_TOKEN, Decision.TXN) or grant.role == "admin":
         return
     if decision in (Decision.READ_KEY, Decision.LIST_PREFIX, Decision.WATCH):
         _needs(grant, "read", key)

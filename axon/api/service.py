@@ -19,7 +19,8 @@ from axon.api.overview import StatusFetcher, collect_overview
 from axon.client.http import HttpPool
 from axon.config import NodeConfig
 from axon.gossip.ratelimit import LogLimiter
-from axon.kv.commands import Delete, Put, Result
+from axon.api.txn import parse_txn, txn_reply
+from axon.kv.commands import Delete, Put, Result, Txn
 from axon.kv.store import StoreError
 from axon.raft.core import ConfChange
 from axon.raft.errors import RaftError
@@ -106,6 +107,18 @@ class KVService:
         items, nxt = self._local(lambda: self.store.scan(prefix or "", after or None, count,
                                                          self.config.max_page_bytes))
         return {"items": [{"key": k, "value": v, "revision": r} for k, v, r in items], "next": nxt}
+
+    def parse_txn(self, body: bytes) -> Txn:
+        """The transaction a request body describes (axon/api/txn.py), within this node's limits."""
+        return parse_txn(body, self.config.max_key_bytes, self.config.max_value_bytes)
+
+    def txn(self, txn: Txn) -> dict:
+        """Run a transaction in one entry: ``{"succeeded", "revision", "results"}``."""
+        try:
+            [result] = self.node.propose([txn], self.config.request_timeout)
+        except RaftError as exc:
+            raise self._refusal(exc) from None
+        return txn_reply(result, txn)
 
     def _local(self, read: Callable[[], Any]) -> Any:
         try:

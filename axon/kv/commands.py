@@ -7,7 +7,7 @@ and writes whatever :func:`evaluate` decides.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import msgpack
 
@@ -17,7 +17,14 @@ _DELETE = 1
 _AUTH_ENABLE = 2
 _TOKEN_ADD = 3
 _TOKEN_REVOKE = 4
+_TXN = 5
+_TXN_GET = 6
 ROLES = ("read", "write", "admin")
+COMPARE_TARGETS = ("revision", "value", "exists")
+COMPARE_OPS = ("==", "!=", "<", ">")
+
+
+RawWrite = tuple[str, "str | None"]   # (key, value); value None: the key is deleted
 
 
 class CommandError(ValueError):
@@ -58,8 +65,37 @@ class TokenRevoke:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """A condition on a key: its ``revision`` (0 when absent), ``value`` or ``exists``."""
+    key: str
+    target: str          # one of COMPARE_TARGETS
+    op: str              # one of COMPARE_OPS ("exists" takes == and != only)
+    operand: int | str | bool
+
+
+@dataclass(frozen=True, slots=True)
+class TxnGet:
+    """A read inside a transaction: the key as the transaction's earlier operations left it."""
+    key: str
+
+
+TxnOp = Put | Delete | TxnGet
+
+
+@dataclass(frozen=True, slots=True)
+class Txn:
+    """If every compare holds, the ``success`` operations, else the ``failure`` ones: one entry, atomic.
+
+    Its puts and deletes are unconditional (the compares are the conditions).
+    """
+    compares: tuple[Compare, ...]
+    success: tuple[TxnOp, ...]
+    failure: tuple[TxnOp, ...]
+
+
 AuthCommand = AuthEnable | TokenAdd | TokenRevoke
-Command = Put | Delete | AuthEnable | TokenAdd | TokenRevoke
+Command = Put | Delete | AuthEnable | TokenAdd | TokenRevoke | Txn
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +107,26 @@ class Result:
     error: str | None = None   # None | "conflict" | "not_found"
 
 
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    """Whether the compares held, the revision (entry index) it ran at, one Result per operation."""
+    succeeded: bool
+    revision: int
+    results: tuple[Result, ...]
+    ok: bool = True      # a transaction is never refused as a whole once it is in the log
+
+
 def command_size(cmd: Command) -> int:
     """Roughly the bytes a command takes in an entry (characters, not encoded bytes: cheap)."""
     if isinstance(cmd, Put):
         return len(cmd.key) + len(cmd.value)
-    return len(cmd.key) if isinstance(cmd, Delete) else 128
+    if isinstance(cmd, Delete):
+        return len(cmd.key)
+    if isinstance(cmd, Txn):
+        return sum(len(c.key) + len(str(c.operand)) for c in cmd.compares) + \
+            sum(command_size(op) if not isinstance(op, TxnGet) else len(op.key)
+                for op in cmd.success + cmd.failure)
+    return 128
 
 
 def encode_commands(cmds: Sequence[Command]) -> bytes:
@@ -120,6 +171,55 @@ def reads_current(cmd: Command) -> bool:
 
 def is_auth(cmd: Command) -> bool:
     return isinstance(cmd, (AuthEnable, TokenAdd, TokenRevoke))
+
+
+Current = Callable[[str], "tuple[str, int] | None"]   # a key's (value, revision) as the batch stands
+
+
+def evaluate_txn(txn: Txn, current: Current, index: int) -> tuple[TxnResult, list[RawWrite]]:
+    """A transaction's outcome and the writes it makes, in order ((key, value); value None: delete).
+
+    ``current`` gives a key's state before the transaction; its own operations see each other.
+    """
+    succeeded = all(compare_holds(c, current(c.key)) for c in txn.compares)
+    view: dict[str, tuple[str, int] | None] = {}
+    results: list[Result] = []
+    writes: list[RawWrite] = []
+    for op in txn.success if succeeded else txn.failure:
+        state = view[op.key] if op.key in view else current(op.key)
+        if isinstance(op, TxnGet):
+            results.append(Result(ok=True, key=op.key, value=state[0], revision=state[1]) if state is not None
+                           else Result(ok=False, key=op.key, error="not_found"))
+        elif isinstance(op, Put):
+            view[op.key] = (op.value, index)
+            writes.append((op.key, op.value))
+            results.append(Result(ok=True, key=op.key, value=op.value, revision=index))
+        elif state is None:
+            results.append(Result(ok=False, key=op.key, error="not_found"))
+        else:
+            view[op.key] = None
+            writes.append((op.key, None))
+            results.append(Result(ok=True, key=op.key, value=state[0], revision=index))
+    return TxnResult(succeeded, index, tuple(results)), writes
+
+
+def compare_holds(compare: Compare, state: tuple[str, int] | None) -> bool:
+    """Whether ``compare`` holds for a key in ``state``; a value compare on a missing key never does."""
+    if compare.target == "exists":
+        mine, theirs = state is not None, compare.operand
+    elif compare.target == "revision":
+        mine, theirs = (state[1] if state is not None else 0), compare.operand
+    elif state is None:
+        return False
+    else:
+        mine, theirs = state[0], compare.operand
+    if compare.op == "==":
+        return mine == theirs
+    if compare.op == "!=":
+        return mine != theirs
+    if compare.op == "<":
+        return mine < theirs      # type: ignore[operator]  # validated: both int or both str
+    return mine > theirs          # type: ignore[operator]
 
 
 def _evaluate_put(cmd: Put, current: tuple[str, int] | None, index: int) -> Result:
@@ -174,7 +274,59 @@ def _command_to_row(cmd: Any) -> list:
     if isinstance(cmd, TokenRevoke):
         _check_str("name", cmd.name)
         return [_TOKEN_REVOKE, cmd.name]
+    if isinstance(cmd, Txn):
+        return [_TXN, [_compare_to_row(c) for c in cmd.compares],
+                [_txn_op_to_row(op) for op in cmd.success], [_txn_op_to_row(op) for op in cmd.failure]]
     raise CommandError(f"not a command: {type(cmd).__name__}")
+
+
+def _compare_to_row(compare: Any) -> list:
+    if not isinstance(compare, Compare):
+        raise CommandError(f"not a compare: {type(compare).__name__}")
+    _check_compare(compare.key, compare.target, compare.op, compare.operand)
+    return [compare.key, compare.target, compare.op, compare.operand]
+
+
+def _txn_op_to_row(op: Any) -> list:
+    if isinstance(op, TxnGet):
+        _check_str("key", op.key)
+        return [_TXN_GET, op.key]
+    if isinstance(op, (Put, Delete)) and op.if_revision is None and not getattr(op, "if_absent", False):
+        return _command_to_row(op)
+    raise CommandError(f"not a transaction operation: {op!r}")
+
+
+def _check_compare(key: Any, target: Any, op: Any, operand: Any) -> None:
+    _check_str("compare key", key)
+    if target not in COMPARE_TARGETS or op not in COMPARE_OPS:
+        raise CommandError(f"bad compare {target!r} {op!r}")
+    wanted = {"revision": int, "value": str, "exists": bool}[target]
+    if type(operand) is not wanted or (target == "exists" and op not in ("==", "!=")):
+        raise CommandError(f"bad compare operand {operand!r} for {target} {op}")
+
+
+def _txn_from_row(row: list) -> Txn:
+    _, compares, success, failure = row
+    if not all(isinstance(part, list) for part in (compares, success, failure)):
+        raise CommandError("a transaction's parts must be lists")
+    parsed = []
+    for c in compares:
+        if not isinstance(c, list) or len(c) != 4:
+            raise CommandError("a compare must be [key, target, op, operand]")
+        _check_compare(*c)
+        parsed.append(Compare(*c))
+    return Txn(tuple(parsed), tuple(_txn_op_from_row(op) for op in success),
+               tuple(_txn_op_from_row(op) for op in failure))
+
+
+def _txn_op_from_row(row: Any) -> TxnOp:
+    if isinstance(row, list) and len(row) == 2 and row[0] == _TXN_GET and type(row[0]) is int:
+        _check_str("key", row[1])
+        return TxnGet(row[1])
+    op = _row_to_command(row, 0)
+    if not isinstance(op, (Put, Delete)) or op.if_revision is not None or getattr(op, "if_absent", False):
+        raise CommandError("a transaction operation must be an unconditional put, a delete or a get")
+    return op
 
 
 def _row_to_command(row: Any, position: int) -> Command:
@@ -190,6 +342,8 @@ def _row_to_command(row: Any, position: int) -> Command:
             return Delete(key=row[1], if_revision=row[2])
         if type(tag) is int and tag in _AUTH_ARITY and len(row) == _AUTH_ARITY[tag]:
             return _auth_command(row)
+        if tag == _TXN and type(tag) is int and len(row) == 4:
+            return _txn_from_row(row)
     except CommandError as exc:
         raise CommandError(f"command {position}: {exc}") from None
     raise CommandError(f"command {position} has an unknown tag or wrong arity")

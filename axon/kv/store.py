@@ -40,8 +40,8 @@ import msgpack
 import plyvel
 
 from axon.kv.authstate import AuthState, apply_auth
-from axon.kv.commands import (CommandError, Delete, Result, decode_commands, evaluate, is_auth,
-                              reads_current)
+from axon.kv.commands import (CommandError, Delete, Result, Txn, decode_commands, evaluate, evaluate_txn,
+                              is_auth, reads_current)
 from axon.kv.feed import RawChange
 
 log = logging.getLogger(__name__)
@@ -387,20 +387,28 @@ class _ApplyBatch:
             self.auth, result = apply_auth(self.auth, command)
             self._auth_changed = self._auth_changed or result.ok
             return result
+        if isinstance(command, Txn):
+            result, writes = evaluate_txn(command, lambda user_key: self._current(_data_key(user_key)), index)
+            for user_key, value in writes:
+                self._write(user_key, value, index)
+            return result
         key = _data_key(command.key)
         current = self._current(key) if reads_current(command) else None
         result = evaluate(command, current, index)
-        if not result.ok:
-            return result
-        if isinstance(command, Delete):
+        if result.ok:
+            self._write(command.key, None if isinstance(command, Delete) else command.value, index)
+        return result
+
+    def _write(self, user_key: str, value: str | None, index: int) -> None:
+        """Set (or, value None, delete) a key in the batch, visible to the batch's later commands."""
+        key = _data_key(user_key)
+        if value is None:
             self._pending[key] = None
             self._writes.delete(key)
-            self.changes.append((command.key, index, None))
         else:
-            self._pending[key] = (command.value, index)
-            self._writes.put(key, _pack([index, command.value]))
-            self.changes.append((command.key, index, command.value))
-        return result
+            self._pending[key] = (value, index)
+            self._writes.put(key, _pack([index, value]))
+        self.changes.append((user_key, index, value))
 
     def _current(self, key: bytes) -> tuple[str, int] | None:
         if key in self._pending:

@@ -13,7 +13,7 @@ import bisect
 from typing import Mapping
 
 from axon.kv.authstate import AuthState, apply_auth
-from axon.kv.commands import Command, Delete, Result, evaluate, is_auth
+from axon.kv.commands import Command, Delete, Result, Txn, TxnResult, evaluate, evaluate_txn, is_auth
 from axon.kv.store import page_item_bytes
 from axon.raft.core import ConfChange
 from axon.raft.errors import ConfChangeError, NotLeader, Timeout
@@ -34,21 +34,28 @@ class MemoryStore:
         self.applied_index += 1
         return [self._apply(cmd) for cmd in commands]
 
-    def _apply(self, cmd: Command) -> Result:
+    def _apply(self, cmd: Command) -> Result | TxnResult:
         if is_auth(cmd):
             self.auth, result = apply_auth(self.auth, cmd)
             return result
+        if isinstance(cmd, Txn):
+            txn_result, writes = evaluate_txn(cmd, self.data.get, self.applied_index)
+            for key, value in writes:
+                self._write(key, value)
+            return txn_result
         result = evaluate(cmd, self.data.get(cmd.key), self.applied_index)
-        if not result.ok:
-            return result
-        if isinstance(cmd, Delete):
-            del self.data[cmd.key]
-            self._keys.remove(cmd.key)
-        else:
-            if cmd.key not in self.data:
-                bisect.insort(self._keys, cmd.key)
-            self.data[cmd.key] = (cmd.value, self.applied_index)
+        if result.ok:
+            self._write(cmd.key, None if isinstance(cmd, Delete) else cmd.value)
         return result
+
+    def _write(self, key: str, value: str | None) -> None:
+        if value is None:
+            del self.data[key]
+            self._keys.remove(key)
+            return
+        if key not in self.data:
+            bisect.insort(self._keys, key)
+        self.data[key] = (value, self.applied_index)
 
     def get(self, key: str) -> tuple[str, int] | None:
         return self.data.get(key)

@@ -12,7 +12,6 @@ from typing import Sequence
 
 from gevent.server import _tcp_listener
 
-from axon.api.auth import Decision
 from axon.api.service import KVService
 from axon.api.tokens import TokenService
 from axon.api.watch import WatchService
@@ -65,8 +64,7 @@ def build_app(config: NodeConfig, service: KVService, pool: HttpPool,
     gate = AuthGate(lambda: service.store.auth, config.auth, lambda: config.cluster_key is not None)
     if watches is None:
         watches = WatchService(None, service.node, config.request_timeout, config.watch_progress_interval)
-    router = Router(api_routes(service, forwarder, config.node_id, tokens, watches,
-                               lambda req: gate(req, Decision.WATCH, ())),
+    router = Router(api_routes(service, forwarder, config.node_id, tokens, watches, gate),
                     fallback=dashboard_handler(), gate=gate)
     audit = audit_middleware(audit_log, node_audited(config.node_id)) if audit_log is not None else None
     return chain([*node_middlewares(trust, browser_guard(config), audit), *extra], router)

@@ -8,7 +8,7 @@ until the auth state that turns auth on is applied, so no client write slips in 
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 from axon.api.auth import Decision, authorize, bearer_token, principal
 from axon.api.errors import Unavailable
@@ -47,3 +47,14 @@ class AuthGate:
         authorize(state, grant, decision, key, peer_proof=proof)
         if grant is not None:
             req.principal = grant.name
+
+    def check_keys(self, req: Request, reads: Iterable[str], writes: Iterable[str]) -> None:
+        """Read on every key of ``reads`` and write on every key of ``writes`` (a transaction's)."""
+        state = self.state()
+        if not state.enabled:
+            return
+        grant = principal(state, bearer_token(req.headers.get("authorization")))
+        for key in reads:
+            authorize(state, grant, Decision.READ_KEY, key)
+        for key in writes:
+            authorize(state, grant, Decision.WRITE_KEY, key)

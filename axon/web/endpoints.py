@@ -15,12 +15,14 @@ import gevent
 from axon.api.auth import Decision
 from axon.api.service import KVService
 from axon.api.tokens import TokenService
+from axon.api.txn import txn_keys
 from axon.api.watch import WatchService
 from axon.web.forward import Forwarder
 from axon.web.params import query_params
 from axon.web.replies import JSON, json_reply, ok
 from axon.web.routes import Endpoint, Route
-from axon.web.watch import Recheck, watch_routes
+from axon.web.auth import AuthGate
+from axon.web.watch import watch_routes
 from axon.web.wire import Request, Response
 
 
@@ -30,10 +32,11 @@ PAGE_PIECE_BYTES = 64 << 10
 
 
 def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
-               tokens: TokenService, watches: WatchService, recheck: Recheck) -> list[Route]:
+               tokens: TokenService, watches: WatchService, gate: AuthGate) -> list[Route]:
     """Every route of the node's JSON API, each with its auth decision (axon/api/auth.py).
 
-    ``recheck(request)`` decides a watch's request again while it streams (a revoked token).
+    ``gate`` also decides what a route's decision alone cannot: a transaction's keys (from
+    its body), and a watch's request again while it streams (a revoked token).
     """
     leader_only = forwarder.leader_only
 
@@ -52,6 +55,11 @@ def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
         query = query_params(req.query)
         return page_reply(service.list(query.get("prefix"), query.get("limit"), query.get("after"),
                                        query.get("stale")))
+
+    def txn(req: Request) -> Response:
+        parsed = service.parse_txn(req.body)
+        gate.check_keys(req, *txn_keys(parsed))
+        return ok(service.txn(parsed))
 
     def join(req: Request) -> Response:
         answer = service.join(req.body)
@@ -73,6 +81,7 @@ def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
         Route("PUT", "/kv/<key:path>", leader_only(put_key), Decision.WRITE_KEY),
         Route("DELETE", "/kv/<key:path>", leader_only(delete_key), Decision.WRITE_KEY),
         Route("GET", "/kv", leader_only(list_keys), Decision.LIST_PREFIX),
+        Route("POST", "/txn", leader_only(txn), Decision.TXN),
         Route("GET", "/cluster/status", lambda req: ok(service.status()), ANY),
         Route("GET", "/cluster/overview", lambda req: ok(service.overview()), ANY),
         Route("GET", "/cluster/members", lambda req: ok(service.members()), ANY),
@@ -82,7 +91,8 @@ def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
         Route("GET", "/health", lambda req: ok(service.health()), OPEN),
         Route("GET", "/ready", lambda req: ok(service.ready()), OPEN),
         *auth_routes(tokens, leader_only),
-        *watch_routes(watches, forwarder, service.config.max_key_bytes, recheck),
+        *watch_routes(watches, forwarder, service.config.max_key_bytes,
+                      lambda req: gate(req, Decision.WATCH, ())),
     ]
 
 
