@@ -1,6 +1,7 @@
 """Axon and etcd side by side: the same wrk workloads against a 3-node cluster of each, on loopback.
 
     python bench/compare_etcd.py [--duration 10] [--rounds 1] [--keys 1000] [--value-size 100] [--json FILE]
+    python bench/compare_etcd.py --secure [--duration 10] [--rounds 3] [--json FILE]
 
 Needs `etcd` and `wrk` on PATH (installs nothing; on Debian: apt-get install etcd-server wrk).
 Both clusters run with fsync on, data dirs in one temporary directory, ports on 127.0.0.1 only.
@@ -9,6 +10,13 @@ ratio.  Writes and linearizable reads go to each cluster's leader; stale reads (
 ?stale=true, etcd serializable) go to the leader too, so both answer from the same process.
 The last row is the time from kill -9 of the leader to the first successful write through a
 surviving member (median of --failovers trials).
+
+--secure compares client trust instead, three systems in one run at 64 connections: "axon-tls"
+(a 3-node Axon serving HTTPS with certificates from axon.security.tls, bootstrapped with --auth,
+every request carrying a write token limited to the bench- prefix; the cluster key that lets
+nodes join an --auth cluster also seals Raft frames), "etcd-tls" (etcd with --cert-file/--key-file
+on https client URLs; peers plain http on loopback) and "axon" (plain, as in the default mode).
+Writes and linearizable reads; no failover.  A run with more than 1% non-2xx answers is refused.
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -29,8 +38,9 @@ from dataclasses import dataclass, field
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from axon.client.http import ClientError, HttpPool, kv_path   # noqa: E402
-from axon.testing.cluster import Cluster, free_ports, wait_for   # noqa: E402
+from axon.client.http import AxonClient, ClientError, HttpPool, kv_path, tls_client_context   # noqa: E402
+from axon.security.tls import Issued, make_ca, make_node_cert, write_private   # noqa: E402
+from axon.testing.cluster import Cluster, NodeHandle, cluster_key_args, free_ports, wait_for   # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -47,6 +57,7 @@ class WrkResult:
     p99_ms: float
     non_2xx: int
     socket_errors: int
+    requests: int = 0
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -68,9 +79,11 @@ def parse_wrk(output: str) -> WrkResult:
         raise CompareError(f"unexpected wrk output:\n{output}")
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    total = re.search(r"^\s*(\d+) requests in", output, re.M)
     return WrkResult(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)),
                      int(non2xx.group(1)) if non2xx else 0,
-                     sum(int(g) for g in sock.groups()) if sock else 0)
+                     sum(int(g) for g in sock.groups()) if sock else 0,
+                     int(total.group(1)) if total else 0)
 
 
 def run_wrk(url: str, script: str, connections: int, duration: float, env: dict[str, str]) -> WrkResult:
@@ -84,28 +97,65 @@ def run_wrk(url: str, script: str, connections: int, duration: float, env: dict[
     return parse_wrk(proc.stdout)
 
 
+# ---------------------------------------------------------------------- TLS material (--secure)
+class Pki:
+    """One CA for the run and a certificate per node or member, valid for 127.0.0.1 and localhost."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+        self._ca: Issued = make_ca("compare_etcd CA")
+        self.ca_file = os.path.join(directory, "ca.pem")
+        write_private(self.ca_file, self._ca.cert_pem)
+
+    def issue(self, name: str) -> tuple[str, str]:
+        """(certificate file, key file) for ``name``."""
+        issued = make_node_cert(self._ca, name, [HOST, "localhost"])
+        cert, key = (os.path.join(self.dir, f"{name}.{ext}") for ext in ("pem", "key"))
+        write_private(cert, issued.cert_pem)
+        write_private(key, issued.key_pem)
+        return cert, key
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that trusts this CA (and checks the host name)."""
+        return tls_client_context(self.ca_file)
+
+
 # ---------------------------------------------------------------------- etcd
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
 class EtcdCluster:
-    """Three etcd members on 127.0.0.1 with their data under base_dir (fsync on: etcd's default)."""
+    """Three etcd members on 127.0.0.1 with their data under base_dir (fsync on: etcd's default).
 
-    def __init__(self, base_dir: str, n: int = 3) -> None:
+    With ``pki`` the client URLs are https (--cert-file/--key-file); peer URLs stay http.
+    """
+
+    def __init__(self, base_dir: str, n: int = 3, pki: Pki | None = None) -> None:
         self.base_dir = base_dir
+        self.scheme = "https" if pki else "http"
         ports = free_ports(2 * n)
         self.names = [f"e{i}" for i in range(1, n + 1)]
         self.client = {name: f"{HOST}:{ports[2 * i]}" for i, name in enumerate(self.names)}
         self.peer = {name: f"{HOST}:{ports[2 * i + 1]}" for i, name in enumerate(self.names)}
         self.procs: dict[str, subprocess.Popen] = {}
-        self.pool = HttpPool(timeout=5)
+        self.certs = {name: pki.issue(f"etcd-{name}") for name in self.names} if pki else {}
+        self.pool = HttpPool(timeout=5, ssl_context=pki.client_context() if pki else None)
+
+    def tls_args(self, name: str) -> list[str]:
+        """--cert-file/--key-file for a member's client URLs (none without TLS)."""
+        if name not in self.certs:
+            return []
+        cert, key = self.certs[name]
+        return ["--cert-file", cert, "--key-file", key]
 
     def command(self, name: str) -> list[str]:
         initial = ",".join(f"{n}=http://{self.peer[n]}" for n in self.names)
+        client_url = f"{self.scheme}://{self.client[name]}"
         return ["etcd", "--name", name, "--data-dir", os.path.join(self.base_dir, name),
-                "--listen-client-urls", f"http://{self.client[name]}",
-                "--advertise-client-urls", f"http://{self.client[name]}",
+                "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+                *self.tls_args(name),
                 "--listen-peer-urls", f"http://{self.peer[name]}",
                 "--initial-advertise-peer-urls", f"http://{self.peer[name]}",
                 "--initial-cluster", initial, "--initial-cluster-state", "new",
@@ -164,6 +214,9 @@ class EtcdCluster:
 class AxonSystem:
     name = "axon"
     put_script, read_script = "axon_put.lua", "axon_get.lua"
+    scheme = "http"
+    headers: dict[str, str] = {}     # sent with every request (a token when auth is on)
+    wrk_env: dict[str, str] = {}     # extra environment for the wrk scripts
 
     def __init__(self, base_dir: str) -> None:
         path = os.path.join(base_dir, "axon")
@@ -172,11 +225,11 @@ class AxonSystem:
         self.pool = HttpPool(timeout=5)
 
     def leader_url(self) -> str:
-        return "http://" + self.cluster.leader().http
+        return f"{self.scheme}://" + self.leader_member().http
 
     def put(self, node, key: str, value: str, timeout: float) -> int:
         body = json.dumps({"value": value}).encode()
-        return self.pool.request("PUT", node.http, kv_path(key), body, timeout=timeout).status
+        return self.pool.request("PUT", node.http, kv_path(key), body, self.headers, timeout).status
 
     def members(self) -> list:
         return list(self.cluster.nodes)
@@ -204,15 +257,19 @@ class AxonSystem:
 class EtcdSystem:
     name = "etcd"
     put_script = read_script = "etcd_kv.lua"   # BENCH_OP says which
+    wrk_env: dict[str, str] = {}
 
-    def __init__(self, base_dir: str) -> None:
-        path = os.path.join(base_dir, "etcd")
+    def __init__(self, base_dir: str, pki: Pki | None = None) -> None:
+        """With ``pki``: "etcd-tls", https client URLs with certificates from it."""
+        if pki is not None:
+            self.name = "etcd-tls"
+        path = os.path.join(base_dir, self.name)
         os.makedirs(path)
-        self.cluster = EtcdCluster(path)
+        self.cluster = EtcdCluster(path, pki=pki)
         self.cluster.start_all()
 
     def leader_url(self) -> str:
-        return "http://" + self.cluster.client[self.cluster.leader()]
+        return f"{self.cluster.scheme}://" + self.cluster.client[self.cluster.leader()]
 
     def put(self, name: str, key: str, value: str, timeout: float) -> int:
         return self.cluster.put(name, key, value, timeout)
@@ -235,6 +292,75 @@ class EtcdSystem:
 
     def close(self) -> None:
         self.cluster.close()
+
+
+class AxonTlsSystem(AxonSystem):
+    """3-node Axon over HTTPS, bootstrapped with --auth; requests carry a bench- write token.
+
+    Nodes join an --auth cluster only with a proof of the cluster key, so every node has one,
+    and with it Raft frames are sealed too.
+    """
+    name = "axon-tls"
+    scheme = "https"
+
+    def __init__(self, base_dir: str, pki: Pki) -> None:
+        path = os.path.join(base_dir, self.name)
+        os.makedirs(path)
+        self.pki = pki
+        context = pki.client_context()
+        self.pool = HttpPool(timeout=5, ssl_context=context)
+        self.cluster = Cluster(path, 0, start=False, node_options=lambda _id: {"ssl_context": context})
+        try:
+            self._start(path)
+        except BaseException:
+            self.cluster.close()
+            raise
+
+    def _start(self, path: str, n: int = 3) -> None:
+        """Bootstrap n1 with --auth, make the bench token, join n2..nN, wait for n voters."""
+        key_args = cluster_key_args(path)
+        first = self.cluster.new_node(extra_args=self.node_args("n1") + key_args + ["--auth"])
+        first.start(bootstrap=True)
+        first.wait_serving(30)
+        root = self._root_token(first)
+        self.token = self.cluster.wait_for(lambda: self._client(first, root).token_create(
+            "bench", "write", "bench-")["token"], 30, message="the bench token")
+        self.headers = {"Authorization": f"Bearer {self.token}"}
+        self.wrk_env = {"BENCH_TOKEN": self.token}
+        for i in range(2, n + 1):
+            self.cluster.new_node(extra_args=self.node_args(f"n{i}") + key_args).start(join=[first.http])
+        voters = sorted(node.node_id for node in self.cluster.nodes)
+        self.cluster.wait_for(lambda: all(sorted(self._status(node)["voters"]) == voters
+                                          for node in self.cluster.nodes), 60, message=f"voters {voters}")
+
+    def node_args(self, node_id: str) -> list[str]:
+        """The serve flags for HTTPS with a certificate for ``node_id``."""
+        cert, key = self.pki.issue(f"axon-{node_id}")
+        return ["--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-file", self.pki.ca_file]
+
+    def _root_token(self, node: NodeHandle) -> str:
+        """The root token --auth wrote into the bootstrap node's data dir."""
+        path = os.path.join(node.data_dir, "root.token")
+        self.cluster.wait_for(lambda: os.path.exists(path), 30, message="root.token")
+        with open(path) as f:
+            return f.read().strip()
+
+    def _client(self, node: NodeHandle, token: str) -> AxonClient:
+        return AxonClient(node.http, timeout=5, pool=node.pool, token=token)
+
+    def _status(self, node: NodeHandle) -> dict:
+        return self._client(node, self.token).status()
+
+    def leader_member(self) -> NodeHandle:
+        """The node every running node names as leader (status asked with the bench token)."""
+        def agreed() -> NodeHandle | None:
+            statuses = [self._status(node) for node in self.cluster.running()]
+            leaders = {st["leader"] for st in statuses}
+            if len(leaders) != 1 or None in leaders:
+                return None
+            leader = self.cluster.node(leaders.pop())
+            return leader if self._status(leader)["state"] == "leader" else None
+        return self.cluster.wait_for(agreed, 20, message="an agreed leader")
 
 
 # ---------------------------------------------------------------------- measurements
@@ -285,14 +411,16 @@ class Row:
     def median(self, system: str) -> float:
         return statistics.median(self.values[system])
 
-    def ratio(self) -> float:
-        etcd = self.median("etcd")
-        return self.median("axon") / etcd if etcd else float("inf")
+    def ratio(self, system: str = "axon", base: str = "etcd") -> float:
+        """Median of ``system`` over median of ``base``."""
+        below = self.median(base)
+        return self.median(system) / below if below else float("inf")
 
-    def met(self) -> bool | None:
+    def met(self, system: str = "axon", base: str = "etcd") -> bool | None:
         if self.target is None:
             return None
-        return self.ratio() >= self.target if self.higher_is_better else self.ratio() <= self.target
+        ratio = self.ratio(system, base)
+        return ratio >= self.target if self.higher_is_better else ratio <= self.target
 
 
 def measure(systems: dict, args: argparse.Namespace) -> list[Row]:
@@ -340,6 +468,79 @@ def measure(systems: dict, args: argparse.Namespace) -> list[Row]:
     return list(rows.values()) + [fail]
 
 
+SECURE = ("axon-tls", "etcd-tls", "axon")
+SECURE_PLAN = [  # label, unit, higher better, target (axon-tls/etcd-tls), script kind, field
+    ("writes/s @64", "ops/s", True, 1.0, "put", "rps"),
+    ("write p50 @64", "ms", False, None, "put", "p50"),
+    ("write p99 @64", "ms", False, None, "put", "p99"),
+    ("lin. reads/s @64", "ops/s", True, 1.0, "read", "rps"),
+    ("read p50 @64", "ms", False, None, "read", "p50"),
+    ("read p99 @64", "ms", False, None, "read", "p99"),
+]
+
+
+def check_answers(name: str, kind: str, res: WrkResult, limit: float = 0.01) -> None:
+    """Refuse a run whose figures count refusals (a 401 is fast, and meaningless)."""
+    if res.requests == 0 or res.non_2xx > limit * res.requests:
+        raise CompareError(f"{name} {kind}: {res.non_2xx} of {res.requests} answers were not 2xx/3xx "
+                           f"(more than {limit:.0%}); the figures would not mean anything")
+
+
+def rotated(names: tuple[str, ...], by: int) -> list[str]:
+    """``names`` starting at index ``by`` (so each system goes first in turn)."""
+    by %= len(names)
+    return list(names[by:] + names[:by])
+
+
+def run_secure(system, kind: str, args: argparse.Namespace) -> WrkResult:
+    """One wrk run of ``kind`` (put or read) at 64 connections, answers checked."""
+    env = {"BENCH_KEYS": str(args.keys), "BENCH_VALUE_SIZE": str(args.value_size), "BENCH_STALE": "0",
+           "BENCH_OP": "put" if kind == "put" else "range", **system.wrk_env}
+    script = system.put_script if kind == "put" else system.read_script
+    res = run_wrk(system.leader_url(), script, 64, args.duration, env)
+    print(f"  {system.name:8s} {kind:4s} c=64: {res.requests_per_s:9.1f} req/s p50 {res.p50_ms:7.2f} ms "
+          f"p99 {res.p99_ms:7.2f} ms  requests {res.requests} non-2xx {res.non_2xx} "
+          f"sockerr {res.socket_errors}", flush=True)
+    check_answers(system.name, kind, res)
+    return res
+
+
+def measure_secure(systems: dict, args: argparse.Namespace) -> list[Row]:
+    """The SECURE_PLAN rows, every system run once per workload and round, in rotating order."""
+    rows = [Row(label, unit, better, target) for label, unit, better, target, _, _ in SECURE_PLAN]
+    for rnd in range(args.rounds):
+        for kind in ("put", "read"):
+            print(f"round {rnd + 1} {kind}", flush=True)
+            for name in rotated(SECURE, rnd):
+                res = run_secure(systems[name], kind, args)
+                values = {"rps": res.requests_per_s, "p50": res.p50_ms, "p99": res.p99_ms}
+                for row, plan in zip(rows, SECURE_PLAN):
+                    if plan[4] == kind:
+                        row.values.setdefault(name, []).append(values[plan[5]])
+    return rows
+
+
+def table_secure(rows: list[Row]) -> str:
+    """Medians per system, axon-tls/etcd-tls (with its target) and axon-tls/axon."""
+    lines = [f"{'metric':18s} {'axon-tls':>9s} {'etcd-tls':>9s} {'axon':>9s} {'tls/etcd-tls':>13s} "
+             f"{'tls/axon':>9s}  target"]
+    for r in rows:
+        target = "" if r.target is None else f">= {r.target:g}x"
+        met = {True: "  met", False: "  MISSED", None: ""}[r.met("axon-tls", "etcd-tls")]
+        lines.append(f"{r.label:18s} {r.median('axon-tls'):9.1f} {r.median('etcd-tls'):9.1f} "
+                     f"{r.median('axon'):9.1f} {r.ratio('axon-tls', 'etcd-tls'):13.2f} "
+                     f"{r.ratio('axon-tls', 'axon'):9.2f}  {target}{met}")
+    return "\n".join(lines)
+
+
+def secure_json(rows: list[Row]) -> list[dict]:
+    """The --secure figures as JSON-ready dicts."""
+    return [{"metric": r.label, "unit": r.unit, "values": r.values,
+             **{name: r.median(name) for name in SECURE},
+             "ratio_tls_etcd_tls": r.ratio("axon-tls", "etcd-tls"), "ratio_tls_plain": r.ratio("axon-tls", "axon"),
+             "target": r.target, "met": r.met("axon-tls", "etcd-tls")} for r in rows]
+
+
 def table(rows: list[Row]) -> str:
     lines = [f"{'metric':20s} {'axon':>10s} {'etcd':>10s} {'axon/etcd':>10s}  target"]
     for r in rows:
@@ -359,6 +560,32 @@ def check_tools() -> None:
                            "https://github.com/wg/wrk)")
 
 
+def compare_default(base: str, systems: dict, args: argparse.Namespace) -> tuple[str, list[dict]]:
+    """Axon vs etcd, plain HTTP: every row and failover; (table, JSON figures)."""
+    print(f"starting 3-node Axon and 3-member etcd under {base}", flush=True)
+    systems["axon"] = AxonSystem(base)
+    systems["etcd"] = EtcdSystem(base)
+    for system in systems.values():
+        prefill(system, args.keys, args.value_size)
+    rows = measure(systems, args)
+    return table(rows), [{"metric": r.label, "unit": r.unit, "values": r.values,
+                          "axon": r.median("axon"), "etcd": r.median("etcd"), "ratio": r.ratio(),
+                          "target": r.target, "met": r.met()} for r in rows]
+
+
+def compare_secure(base: str, systems: dict, args: argparse.Namespace) -> tuple[str, list[dict]]:
+    """axon-tls vs etcd-tls vs plain axon at 64 connections; (table, JSON figures)."""
+    print(f"starting axon-tls, etcd-tls and plain axon (3 nodes each) under {base}", flush=True)
+    pki = Pki(os.path.join(base, "pki"))
+    systems["axon-tls"] = AxonTlsSystem(base, pki)
+    systems["etcd-tls"] = EtcdSystem(base, pki)
+    systems["axon"] = AxonSystem(base)
+    for system in systems.values():
+        prefill(system, args.keys, args.value_size)
+    rows = measure_secure(systems, args)
+    return table_secure(rows), secure_json(rows)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
@@ -367,6 +594,8 @@ def main() -> int:
     ap.add_argument("--keys", type=int, default=1000)
     ap.add_argument("--value-size", type=int, default=100)
     ap.add_argument("--json", dest="json_path", help="also write the raw figures here")
+    ap.add_argument("--secure", action="store_true",
+                    help="HTTPS + token Axon vs etcd over TLS vs plain Axon, @64 only, no failover")
     args = ap.parse_args()
     try:
         check_tools()
@@ -376,19 +605,13 @@ def main() -> int:
     base = tempfile.mkdtemp(prefix="axon-vs-etcd-")
     systems: dict = {}
     try:
-        print(f"starting 3-node Axon and 3-member etcd under {base}", flush=True)
-        systems["axon"] = AxonSystem(base)
-        systems["etcd"] = EtcdSystem(base)
-        for system in systems.values():
-            prefill(system, args.keys, args.value_size)
-        rows = measure(systems, args)
+        compare = compare_secure if args.secure else compare_default
+        text, figures = compare(base, systems, args)
         print()
-        print(table(rows))
+        print(text)
         if args.json_path:
             with open(args.json_path, "w") as f:
-                json.dump([{"metric": r.label, "unit": r.unit, "values": r.values,
-                            "axon": r.median("axon"), "etcd": r.median("etcd"), "ratio": r.ratio(),
-                            "target": r.target, "met": r.met()} for r in rows], f, indent=2)
+                json.dump(figures, f, indent=2)
         return 0
     except CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
