@@ -56,6 +56,16 @@ def call(addr: str, fn: Callable[[Any], Any]) -> Any:
         fail(str(exc))
 
 
+def data_client() -> Any:
+    """The public client (axon.client.Client) over --addr, which may list several nodes (a,b,c)."""
+    from axon.client import Client
+    ctx = click.get_current_context()
+    endpoints = [a.strip() for a in ctx.params["addr"].split(",") if a.strip()]
+    if not endpoints:
+        fail("--addr names no node")
+    return Client(endpoints, token=ctx.meta.get("axon.token"), cacert=ctx.meta.get("axon.cacert"))
+
+
 def table(rows: list[dict], columns: list[str]) -> str:
     """rows as aligned text columns under an upper-case header."""
     cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]

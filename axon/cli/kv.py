@@ -1,9 +1,11 @@
 """`axon kv`: read and write keys over HTTP."""
 from __future__ import annotations
 
+import json
+
 import click
 
-from axon.cli.common import CONTEXT, call, client_options, out, table
+from axon.cli.common import CONTEXT, call, client_options, data_client, fail, out, table
 
 
 @click.group(context_settings=CONTEXT)
@@ -52,3 +54,32 @@ def kv_list(prefix: str, limit: int, after: str | None, stale: bool, addr: str, 
     """List keys in order."""
     data = call(addr, lambda c: c.list(prefix, limit, after, stale))
     out(data, as_json, lambda d: table(d["items"], ["key", "revision", "value"]))
+
+
+@kv.command("watch", context_settings=CONTEXT)
+@click.argument("key", required=False)
+@click.option("--prefix", default=None, help="Watch every key starting with this instead of one KEY.")
+@click.option("--from-revision", type=click.IntRange(min=1), default=None,
+              help="Start with the first change at this revision (default: from now).")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after this many changes.")
+@client_options
+def kv_watch(key: str | None, prefix: str | None, from_revision: int | None, count: int | None,
+             addr: str, as_json: bool) -> None:
+    """Print changes to KEY (or under --prefix) as they happen; --addr may list several nodes
+    (a,b,c): the watch moves to the next one when a node fails, losing and repeating nothing."""
+    from axon.client import ClientError
+    if (key is None) == (prefix is None):
+        fail("give a KEY or --prefix (not both)")
+    with data_client() as client:
+        try:
+            for n, event in enumerate(client.watch(key=key, prefix=prefix, from_revision=from_revision), 1):
+                if as_json:
+                    click.echo(json.dumps({"kind": event.kind, "key": event.key, "value": event.value,
+                                           "revision": event.revision}))
+                else:
+                    shown = "" if event.value is None else f" {event.value}"
+                    click.echo(f"{event.revision} {event.kind} {event.key}{shown}")
+                if count is not None and n >= count:
+                    return
+        except ClientError as exc:
+            fail(str(exc))

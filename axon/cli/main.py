@@ -13,6 +13,7 @@ from axon.cli.keys import keygen
 from axon.cli.kv import kv
 from axon.cli.tls import tls
 from axon.cli.tokens import auth, token
+from axon.cli.txn import txn
 from axon.cli.node import default_node_settings, launch, run_node, serve
 from axon.cli.node_options import DEFAULT_DATA_ROOT, default_node_options
 from axon.config import DEFAULT_PORT
@@ -41,7 +42,8 @@ def cli(ctx: click.Context, **node: Any) -> None:
         fail(f"{options[given[0]]} is a node option: give it without a command, or to `axon serve`")
 
 
-for command in (serve, launch, status, members, join, leave, remove, kv, bench, keygen, tls, token, auth):
+for command in (serve, launch, status, members, join, leave, remove, kv, txn, bench, keygen, tls, token,
+                auth):
     cli.add_command(command)
 
 

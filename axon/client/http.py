@@ -9,6 +9,7 @@ a cluster is all-https or all-http, so a node that serves https talks https to i
 """
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import select
@@ -25,10 +26,13 @@ from axon.config import ConfigError
 class ClientError(Exception):
     """A request failed: transport error (status 0) or an error answer from the server."""
 
-    def __init__(self, message: str, status: int = 0, body: Any = None) -> None:
+    def __init__(self, message: str, status: int = 0, body: Any = None, unsent: bool = False) -> None:
+        """``unsent``: the request never reached the server (e.g. connection refused), so sending
+        it again elsewhere cannot apply it twice."""
         super().__init__(message)
         self.status = status
         self.body = body
+        self.unsent = unsent
 
 
 @dataclass
@@ -109,12 +113,13 @@ class HttpPool:
                 raise ClientError(f"{addr}: connection lost ({exc.__class__.__name__})") from None
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                raise ClientError(f"{addr}: {_describe(exc)}") from None
+                raise ClientError(f"{addr}: {_describe(exc)}", unsent=_unsent(exc)) from None
             self._put(addr, conn, resp)
             return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
         raise AssertionError("unreachable")
 
     def _get(self, addr: str, timeout: float | None) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle pooled connection (True) or a new one (False)."""
         conn = None
         while True:
             with self._lock:
@@ -128,6 +133,10 @@ class HttpPool:
             if conn.sock is not None:
                 conn.sock.settimeout(conn.timeout)
             return conn, True
+        return self.new_connection(addr, timeout), False
+
+    def new_connection(self, addr: str, timeout: float | None = None) -> http.client.HTTPConnection:
+        """A connection of its own (not pooled, not connected yet), e.g. for a streamed answer."""
         scheme, hostport = split_scheme(addr)
         try:
             host, port = parse_addr(hostport)
@@ -138,9 +147,8 @@ class HttpPool:
                 context = self._context()
             except ConfigError as exc:
                 raise ClientError(str(exc)) from None
-            return http.client.HTTPSConnection(host, port, timeout=timeout or self.timeout,
-                                               context=context), False
-        return http.client.HTTPConnection(host, port, timeout=timeout or self.timeout), False
+            return http.client.HTTPSConnection(host, port, timeout=timeout or self.timeout, context=context)
+        return http.client.HTTPConnection(host, port, timeout=timeout or self.timeout)
 
     def _context(self) -> ssl.SSLContext:
         if self.ssl_context is None:   # made on first use: most pools never speak https
@@ -175,6 +183,12 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
     except (OSError, ValueError):
         return True
     return bool(readable)
+
+
+def _unsent(exc: Exception) -> bool:
+    """Whether a failure happened before any byte of the request could reach the server."""
+    return isinstance(exc, (ConnectionRefusedError, ssl.SSLCertVerificationError)) or \
+        (isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH))
 
 
 def _describe(exc: Exception) -> str:

@@ -4,6 +4,7 @@ Each change is ``id: <revision>``, ``event: put|delete``, ``data: {"key", "value
 a quiet interval gives ``event: progress`` with ``{"revision"}`` (its id too, so a client
 that resumes with ``Last-Event-ID`` skips what it has already seen); the end of a watch the
 node cannot continue is one ``event: error`` with ``{"error"[, "compacted_revision"]}``.
+The answer's ``X-Axon-Start-Revision`` header says the first revision the watch delivers.
 
 A watch "from now" starts at the leader's ReadIndex: a follower asks its leader for it
 (``GET /cluster/read-index``, passed on like any leader-only call, with the client's token)
@@ -46,7 +47,9 @@ def watch_routes(watches: WatchService, forwarder: Forwarder, max_key_bytes: int
         else:
             opened = watches.open(spec, spec.start)
         return sse_response(_stream(opened, lambda: recheck(req)),
-                            [("X-Accel-Buffering", "no")])   # proxies must not hold events back
+                            [("X-Accel-Buffering", "no"),   # proxies must not hold events back
+                             # where a client resumes if the stream breaks before any event
+                             ("X-Axon-Start-Revision", str(opened.start))])
 
     return [
         Route("GET", "/watch", watch, Decision.WATCH),

@@ -1,0 +1,268 @@
+"""``axon.client.Client``: the public Python client of a cluster, over several endpoints.
+
+    from axon.client import Client
+    with Client(["10.0.0.5:7000", "10.0.0.6:7000"], token=...) as c:
+        c.put("app/config", "v1")
+        for event in c.watch(prefix="app/"):
+            print(event.kind, event.key, event.value, event.revision)
+
+Any node answers (followers pass writes on to the leader), so the client sticks to one
+endpoint and moves to the next when it cannot be reached or has no leader.  It sends a
+request again only where that cannot change the outcome: reads and watches always; writes
+and transactions only when they never reached a node (e.g. connection refused).  A write
+whose answer was lost raises ``OutcomeUnknown``: it may or may not have been applied.
+
+A watch is an iterator that survives node failures: it remembers the last revision it
+delivered (or the revision it started at) and resumes from the next endpoint with
+``Last-Event-ID``, so no change is lost or repeated.  Past the retained history it raises
+``WatchCompacted``: re-read the keys, then watch from ``compacted_revision + 1``.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
+from urllib.parse import urlencode
+
+from axon.client.http import ClientError, HttpPool, kv_path
+from axon.client.sse import EventParser, StreamError
+
+RETRY_STATUSES = (503,)      # no leader, no quorum, or the node is busy: another node may answer
+READ_TIMEOUT_SLACK = 15.0    # a watch hears from the node at least every progress interval (<= 10 s)
+
+
+class OutcomeUnknown(ClientError):
+    """A write or transaction was sent but its answer lost: it may or may not have been applied."""
+
+
+class WatchCompacted(ClientError):
+    """The watch's start is older than the history the node keeps (``compacted_revision``)."""
+
+    def __init__(self, message: str, compacted_revision: int) -> None:
+        super().__init__(message, 410, {"error": message, "compacted_revision": compacted_revision})
+        self.compacted_revision = compacted_revision
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    kind: str               # "put" | "delete"
+    key: str
+    value: str | None       # None for a delete
+    revision: int
+
+
+class Client:
+    """Keys, transactions and watches on a cluster; ``retry_for`` bounds how long one call keeps trying."""
+
+    def __init__(self, endpoints: Sequence[str] | str, token: str | None = None, cacert: str | None = None,
+                 timeout: float = 10.0, retry_for: float = 15.0) -> None:
+        self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not self.endpoints:
+            raise ValueError("give at least one endpoint (host:port, or https://host:port)")
+        self.timeout = timeout
+        self.retry_for = retry_for
+        self.pool = HttpPool(timeout, cacert=cacert)
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._current = 0
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # ------------------------------------------------------------------ keys
+    def get(self, key: str, stale: bool = False) -> dict | None:
+        """``{"key", "value", "revision"}``, or None when the key does not exist."""
+        return self._call("GET", kv_path(key) + ("?stale=true" if stale else ""), ok=(200, 404),
+                          missing=None)
+
+    def put(self, key: str, value: str, if_revision: int | None = None, if_absent: bool = False) -> dict:
+        """Set a key; ``if_revision`` (0: must not exist) or ``if_absent`` make it a compare-and-swap
+        (a failed one raises ClientError with status 412)."""
+        headers = {}
+        if if_revision is not None:
+            headers["If-Match"] = str(if_revision)
+        if if_absent:
+            headers["If-None-Match"] = "*"
+        return self._call("PUT", kv_path(key), {"value": value}, headers, write=True)
+
+    def delete(self, key: str, if_revision: int | None = None) -> dict | None:
+        """Delete a key: ``{"key", "value", "revision"}``, or None when it did not exist."""
+        headers = {"If-Match": str(if_revision)} if if_revision is not None else {}
+        return self._call("DELETE", kv_path(key), None, headers, write=True, ok=(200, 404), missing=None)
+
+    def list(self, prefix: str = "", page_size: int = 1000, stale: bool = False) -> Iterator[dict]:
+        """Every key under ``prefix`` in order, page by page (each page one request)."""
+        after = None
+        while True:
+            query = {"prefix": prefix, "limit": page_size, **({"after": after} if after else {}),
+                     **({"stale": "true"} if stale else {})}
+            page = self._call("GET", "/kv?" + urlencode(query))
+            yield from page["items"]
+            after = page["next"]
+            if after is None:
+                return
+
+    def txn(self, compare: Sequence[Mapping] = (), success: Sequence[Mapping] = (),
+            failure: Sequence[Mapping] = ()) -> dict:
+        """One transaction (``POST /txn``): ``{"succeeded", "revision", "results"}``."""
+        body = {"compare": list(compare), "success": list(success), "failure": list(failure)}
+        return self._call("POST", "/txn", body, write=True)
+
+    def status(self) -> dict:
+        return self._call("GET", "/cluster/status")
+
+    # ------------------------------------------------------------------ watches
+    def watch(self, key: str | None = None, prefix: str | None = None,
+              from_revision: int | None = None) -> Iterator[WatchEvent]:
+        """Changes to ``key`` or under ``prefix`` (from ``from_revision``, else from now), forever.
+
+        Resumes on another endpoint when a node fails; raises WatchCompacted past the history
+        and ClientError when no endpoint answers within ``retry_for``.  Closing the generator
+        (or leaving the for loop) closes the stream.
+        """
+        if (key is None) == (prefix is None):
+            raise ValueError("give exactly one of key and prefix")
+        query = {"key": key} if key is not None else {"prefix": prefix}
+        resume_after = None if from_revision is None else from_revision - 1
+        failing_since = None
+        while True:
+            try:
+                stream = self._open_watch(query, resume_after)
+            except ClientError as exc:
+                failing_since = failing_since or time.monotonic()
+                if exc.status not in (0, *RETRY_STATUSES) or time.monotonic() - failing_since > self.retry_for:
+                    raise
+                self._next_endpoint()
+                time.sleep(0.1)
+                continue
+            failing_since = None
+            if resume_after is None:
+                resume_after = stream.start - 1
+            try:
+                for event in stream.events():
+                    resume_after = event.revision if event.kind != "progress" else max(resume_after,
+                                                                                       event.revision)
+                    if event.kind != "progress":
+                        yield event
+            finally:
+                stream.close()
+            self._next_endpoint()   # the stream ended or broke: resume elsewhere
+
+    def _open_watch(self, query: dict, resume_after: int | None) -> "_WatchStream":
+        headers = dict(self._headers)
+        if resume_after is not None:
+            headers["Last-Event-ID"] = str(resume_after)
+        addr = self.endpoints[self._current]
+        conn = self.pool.new_connection(addr, self.timeout)
+        try:
+            conn.request("GET", "/watch?" + urlencode(query), headers=headers)
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise ClientError(f"{addr}: {exc}") from None
+        if resp.status != 200:
+            body = _json(resp.read())
+            conn.close()
+            message = body.get("error") if isinstance(body, dict) else None
+            if resp.status == 410 and isinstance(body, dict) and type(body.get("compacted_revision")) is int:
+                raise WatchCompacted(message or "compacted", body["compacted_revision"])
+            raise ClientError(message or f"HTTP {resp.status}", resp.status, body)
+        conn.sock.settimeout(self.timeout + READ_TIMEOUT_SLACK)
+        start = resp.getheader("X-Axon-Start-Revision", "")
+        return _WatchStream(conn, resp, int(start) if start.isdigit() else (resume_after or 0) + 1)
+
+    # ------------------------------------------------------------------ the one request path
+    def _call(self, method: str, path: str, payload: Any = None, headers: Mapping[str, str] | None = None,
+              write: bool = False, ok: tuple[int, ...] = (200,), missing: Any = ...) -> Any:
+        body = json.dumps(payload).encode() if payload is not None else None
+        hdrs = {**self._headers, **(headers or {})}
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            addr = self.endpoints[self._current]
+            try:
+                resp = self.pool.request(method, addr, path, body, hdrs, self.timeout)
+            except ClientError as exc:
+                if write and not exc.unsent:
+                    raise OutcomeUnknown(f"{exc}; the {method} may or may not have been applied") from None
+                if time.monotonic() >= deadline:
+                    raise
+                self._next_endpoint()
+                continue
+            data = resp.json()
+            if resp.status in RETRY_STATUSES and time.monotonic() < deadline and not _maybe_applied(write, data):
+                self._next_endpoint()
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+                continue
+            if resp.status == 404 and missing is not ...:
+                return missing
+            if resp.status not in ok:
+                message = data.get("error") if isinstance(data, dict) else None
+                raise ClientError(message or f"HTTP {resp.status}", resp.status, data)
+            return data
+
+    def _next_endpoint(self) -> None:
+        self._current = (self._current + 1) % len(self.endpoints)
+
+
+def _maybe_applied(write: bool, data: Any) -> bool:
+    """Whether a write refused with 503 may still have been applied (its outcome is unknown).
+
+    A node answers 503 "no leader" before proposing anything; a proposal that timed out says
+    "outcome unknown", and sending it again could apply it twice.
+    """
+    text = data.get("error", "") if isinstance(data, dict) else ""
+    return write and "outcome unknown" in text
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return None
+
+
+class _WatchStream:
+    """One open /watch answer: its events until the node ends the stream or the connection breaks."""
+
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, start: int) -> None:
+        self.conn = conn
+        self.resp = resp
+        self.start = start
+
+    def events(self) -> Iterator[WatchEvent]:
+        """Changes and progress marks (kind "progress"); raises WatchCompacted on a final event
+        that says the history no longer reaches back; returns when the stream ends."""
+        parser = EventParser()
+        while True:
+            try:
+                chunk = self.resp.read1(65536)
+            except (OSError, ValueError, http.client.HTTPException):
+                return
+            if not chunk:
+                return
+            try:
+                events = parser.feed(chunk)
+            except StreamError:
+                return
+            for event in events:
+                data = _json(event.data.encode())
+                if not isinstance(data, dict):
+                    continue
+                if event.event in ("put", "delete") and type(data.get("revision")) is int:
+                    yield WatchEvent(event.event, data.get("key", ""), data.get("value"), data["revision"])
+                elif event.event == "progress" and type(data.get("revision")) is int:
+                    yield WatchEvent("progress", "", None, data["revision"])
+                elif event.event == "error":
+                    if type(data.get("compacted_revision")) is int:
+                        raise WatchCompacted(str(data.get("error")), data["compacted_revision"])
+                    return   # cut (fell behind, node stopping): resume elsewhere from the last revision
+
+    def close(self) -> None:
+        self.conn.close()
