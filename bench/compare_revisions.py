@@ -121,14 +121,28 @@ class RevCluster:
 
 
 def bench(cluster: RevCluster, workload: str, connections: int, duration: float) -> dict:
-    """One `axon bench` run (the working tree's) against ``cluster``; its JSON summary."""
+    """One `axon bench` run (the working tree's) against ``cluster``; its JSON summary, plus
+    ``cpu_us_per_op``: each node's CPU time over the run (prefill included) per operation, a
+    figure that a busy machine disturbs much less than ops/s."""
     cmd = [sys.executable, "-m", "axon", "bench", "--addr", cluster.https[0], "--workload", workload,
            "--connections", str(connections), "--duration", f"{duration:g}", "--json"]
+    before = [cpu_seconds(p.pid) for p in cluster.procs]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=REPO), timeout=duration + 120)
+    used = [cpu_seconds(p.pid) - b for p, b in zip(cluster.procs, before)]
     if proc.returncode != 0:
         raise CompareError(f"axon bench failed against {cluster.name}: {proc.stderr.strip()[-500:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    ops = max(1.0, result["ops_per_s"] * duration)
+    result["cpu_us_per_op"] = [round(u / ops * 1e6, 1) for u in used]
+    return result
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -162,8 +176,8 @@ def main() -> int:
                     r = bench(clusters[name], w, args.connections, args.duration)
                     results[w][name].append(r)
                     print(f"round {rnd + 1} {w:6s} {name:4s} {r['ops_per_s']:9.0f} ops/s "
-                          f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms errors {r['errors']}",
-                          file=sys.stderr, flush=True)
+                          f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms errors {r['errors']} "
+                          f"cpu us/op {r['cpu_us_per_op']}", file=sys.stderr, flush=True)
         print(table(results, args))
         if args.json_out:
             with open(args.json_out, "w") as f:
@@ -180,7 +194,7 @@ def main() -> int:
 
 def table(results: dict[str, dict[str, list[dict]]], args: argparse.Namespace) -> str:
     lines = [f"| workload @{args.connections} | base ops/s | new ops/s | new/base | per round | "
-             "p99 base | p99 new |", "|---|---:|---:|---:|---|---:|---:|"]
+             "p99 base | p99 new | CPU us/op base (n1,n2,n3) | new |", "|---|---:|---:|---:|---|---:|---:|---|---|"]
     for w, sides in results.items():
         base = [r["ops_per_s"] for r in sides["base"]]
         new = [r["ops_per_s"] for r in sides["new"]]
@@ -188,8 +202,14 @@ def table(results: dict[str, dict[str, list[dict]]], args: argparse.Namespace) -
         lines.append(f"| {w} | {statistics.median(base):,.0f} | {statistics.median(new):,.0f} | "
                      f"{statistics.median(new) / statistics.median(base):.2f} | {per_round} | "
                      f"{statistics.median(r['p99_ms'] for r in sides['base']):.1f} ms | "
-                     f"{statistics.median(r['p99_ms'] for r in sides['new']):.1f} ms |")
+                     f"{statistics.median(r['p99_ms'] for r in sides['new']):.1f} ms | "
+                     f"{_cpu(sides['base'])} | {_cpu(sides['new'])} |")
     return "\n".join(lines)
+
+
+def _cpu(runs: list[dict]) -> str:
+    """Each node's median CPU microseconds per operation over the rounds."""
+    return ", ".join(f"{statistics.median(r['cpu_us_per_op'][i] for r in runs):.0f}" for i in range(3))
 
 
 if __name__ == "__main__":
