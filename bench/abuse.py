@@ -66,7 +66,7 @@ class Probe:
                                          json.dumps({"value": str(n)}).encode(), timeout=5)
                 got = self._pool.request("GET", self.node.http, kv_path("probe"), timeout=5)
                 if put.status != 200 or got.status != 200:
-                    self.errors.append(f"HTTP {put.status}/{got.status}")
+                    self.errors.append(f"HTTP {put.status}/{got.status}: {put.body[:100]!r} {got.body[:100]!r}")
                     continue
             except (ClientError, OSError) as exc:
                 self.errors.append(str(exc))
@@ -152,7 +152,8 @@ def close_all(socks: list[socket.socket]) -> None:
 
 
 def case_idle(node: NodeHandle, scale: float, hold: float, stop: threading.Event) -> str:
-    socks = open_connections(node, int(20_000 * scale), stop)
+    room = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 3_000   # the other cases and the probe
+    socks = open_connections(node, min(int(20_000 * scale), room), stop)
     stop.wait(hold)
     close_all(socks)
     return f"{len(socks)} idle connections opened"
@@ -267,6 +268,7 @@ class Outcome:
     probe_ops: int
     probe_errors: int
     exited: list[str] = field(default_factory=list)
+    first_errors: list[str] = field(default_factory=list)
 
 
 def terms(cluster: Cluster) -> dict[str, int]:
@@ -293,7 +295,8 @@ def run_case(cluster: Cluster, names: list[str], scale: float, hold: float) -> O
     return Outcome("+".join(names), details, round(seconds, 1),
                    {k: round(v / MIB, 1) for k, v in rss.peak.items()},
                    sum(after[k] - before[k] for k in before), round(probe.percentile(0.5), 1),
-                   round(probe.percentile(0.99), 1), len(probe.latencies), len(probe.errors), rss.exited)
+                   round(probe.percentile(0.99), 1), len(probe.latencies), len(probe.errors), rss.exited,
+                   sorted(set(probe.errors))[:3])
 
 
 def prefill_listing(node: NodeHandle, scale: float) -> None:
@@ -320,9 +323,15 @@ def table(outcomes: list[Outcome]) -> str:
 
 
 def raise_fd_limit(wanted: int) -> None:
+    """Room for the idle connections and everything else this process opens (root may raise the
+    hard limit too; otherwise the idle case opens as many as the hard limit allows)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    if soft >= wanted:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def main() -> int:

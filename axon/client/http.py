@@ -175,14 +175,19 @@ class HttpPool:
 
 
 def _dropped(conn: http.client.HTTPConnection) -> bool:
-    """Whether an idle connection is unusable: readable means EOF (or stray bytes) from the server."""
+    """Whether an idle connection is unusable: readable means EOF (or stray bytes) from the server.
+
+    poll, not select: select() cannot take a descriptor past 1023, and a process holding many
+    connections (a node forwarding under load) would then drop every pooled connection.
+    """
     if conn.sock is None:
         return True
     try:
-        readable, _, _ = select.select([conn.sock], [], [], 0)
+        poller = select.poll()
+        poller.register(conn.sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 def _unsent(exc: Exception) -> bool:
