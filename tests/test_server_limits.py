@@ -379,7 +379,7 @@ def test_head_trickling_in_is_cut_at_the_header_timeout_however_steadily_it_come
 
 
 def test_stalled_body_gets_408_after_the_body_timeout_and_gives_its_bytes_back(serve, connect) -> None:
-    server, addr = serve(body_timeout=SHORT)
+    server, addr = serve(body_timeout=SHORT, unbudgeted_body=0)
     client = connect(addr)
     client.send(b"PUT /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
     sent = time.monotonic()
@@ -445,7 +445,7 @@ def hold_body(client: Client, declared: int, sent: int) -> None:
 
 
 def test_bodies_past_the_in_flight_budget_get_503_while_small_ones_pass_until_it_frees(serve, connect) -> None:
-    server, addr = serve(max_inflight_bytes=100_000)
+    server, addr = serve(max_inflight_bytes=100_000, unbudgeted_body=0)
     holders = [connect(addr) for _ in range(3)]
     for holder in holders:
         hold_body(holder, 30_000, 1000)
@@ -479,7 +479,7 @@ def test_bodies_past_the_in_flight_budget_get_503_while_small_ones_pass_until_it
 
 
 def test_a_body_counts_until_its_handler_returns(serve, connect, handlers) -> None:
-    server, addr = serve(max_inflight_bytes=100_000)
+    server, addr = serve(max_inflight_bytes=100_000, unbudgeted_body=0)
     client = connect(addr)
     client.send(b"PUT /hold HTTP/1.1\r\nHost: t\r\nContent-Length: 60000\r\n\r\n" + b"x" * 60_000)
     wait_until(lambda: handlers.held == 1, TIMEOUT, "the handler to start")
@@ -489,3 +489,17 @@ def test_a_body_counts_until_its_handler_returns(serve, connect, handlers) -> No
     assert client.response()[0] == 200
     assert server.inflight_bytes == 0
     assert connect(addr).request("/big", b"b" * 50_000)[0] == 200
+
+
+def test_bodies_held_back_cannot_make_small_writes_wait(serve, connect) -> None:
+    """The start of every body is outside the budget: big stalled bodies fill the budget, a
+    small write still passes, a big one is refused."""
+    server, addr = serve(max_inflight_bytes=300_000, unbudgeted_body=20_000)
+    holders = [connect(addr) for _ in range(3)]
+    for holder in holders:
+        hold_body(holder, 120_000, 1000)   # 100,000 each counted
+    wait_until(lambda: server.inflight_bytes == 300_000, TIMEOUT, "the held bodies to be accounted")
+    small = connect(addr)
+    assert small.request("/small", b"s" * 20_000)[0] == 200
+    assert_refused(connect(addr).request("/big", b"b" * 20_001), 503)
+    assert server.inflight_bytes == 300_000

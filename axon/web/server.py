@@ -37,8 +37,8 @@ import gevent.ssl
 from gevent.server import StreamServer
 
 from axon.web.limits import ByteBudget, ConnectionCount, connection_cap
-from axon.web.wire import (CONTINUE, LAST_CHUNK, Framing, HttpError, Request, RequestParser, Response,
-                           StreamHead, format_response, frame_chunk, stream_head)
+from axon.web.wire import (CONTINUE, LAST_CHUNK, UNBUDGETED_BODY, Framing, HttpError, Request, RequestParser,
+                           Response, StreamHead, format_response, frame_chunk, stream_head)
 
 log = logging.getLogger("axon.web.app")
 
@@ -87,6 +87,9 @@ class HttpServer(StreamServer):
       received, or received and being handled).  A request whose Content-Length does not
       fit in what is left gets 503 with ``Retry-After: 1`` before its body is read, and
       the close; a chunked body is refused the same way at the chunk that does not fit.
+      The first ``unbudgeted_body`` bytes of each body are not counted (at most that much a
+      connection, so at most the connection cap times it in all): clients that hold big
+      bodies back then cannot make small writes wait until their bodies time out.
 
     Input deadlines are checked by one timer per server (every quarter of the shortest
     timeout, at most every second), so a deadline fires up to that late.  A plain answer
@@ -97,7 +100,8 @@ class HttpServer(StreamServer):
                  send_timeout: float = SEND_TIMEOUT, *, max_connections: int = MAX_CONNECTIONS,
                  idle_timeout: float = IDLE_TIMEOUT, header_timeout: float = HEADER_TIMEOUT,
                  body_timeout: float = BODY_TIMEOUT, max_inflight_bytes: int = MAX_INFLIGHT_BYTES,
-                 fd_reserve: int = FD_RESERVE, ssl_context: ssl.SSLContext | None = None) -> None:
+                 fd_reserve: int = FD_RESERVE, ssl_context: ssl.SSLContext | None = None,
+                 unbudgeted_body: int = UNBUDGETED_BODY) -> None:
         for name, seconds in [("send_timeout", send_timeout), ("idle_timeout", idle_timeout),
                               ("header_timeout", header_timeout), ("body_timeout", body_timeout)]:
             if not seconds > 0:
@@ -114,6 +118,7 @@ class HttpServer(StreamServer):
         self.ssl_context = ssl_context   # our own wrapping (_handshake), not StreamServer's
         self.connections = ConnectionCount(max_connections)   # its limit may shrink at start()
         self.inflight = ByteBudget(max_inflight_bytes)
+        self.unbudgeted_body = unbudgeted_body
         self.turned_away = 0          # connections refused at the cap, ever
         self._cap_warning = _Every(WARN_EVERY)
         self._fd_warning = _Every(WARN_EVERY)
@@ -249,7 +254,7 @@ class HttpServer(StreamServer):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass   # not TCP (tests may hand us a unix socket)
-        parser = RequestParser(self.max_body, self.inflight)
+        parser = RequestParser(self.max_body, self.inflight, self.unbudgeted_body)
         wait = _InputWait(gevent.getcurrent())
         self._waits.add(wait)
         remote = address[0] if isinstance(address, tuple) else str(address)

@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 from axon.web.limits import ByteBudget
 
 MAX_HEAD_BYTES = 64 * 1024
+UNBUDGETED_BODY = 64 * 1024   # a server's default: the start of each body is outside the budget
 MAX_HEADERS = 100
 _HEX = frozenset("0123456789abcdefABCDEF")
 _REQUEST_LINE = re.compile(r"([-!#$%&'*+.^_`|~0-9A-Za-z]+) ([^\x00-\x20\x7f]+) (HTTP/1\.[01])")
@@ -92,10 +93,12 @@ class RequestParser:
     body is still in memory while the request is handled.
     """
 
-    def __init__(self, max_body: int, budget: ByteBudget | None = None) -> None:
+    def __init__(self, max_body: int, budget: ByteBudget | None = None, unbudgeted: int = 0) -> None:
         self.max_body = max_body
         self.budget = budget
+        self.unbudgeted = unbudgeted   # the first bytes of each body held outside the budget
         self.reserved = 0     # bytes taken from the budget and not yet released
+        self._unbudgeted = 0  # bytes of the current body held outside the budget
         self._buf = bytearray()
         self._head: _Head | None = None
         self._chunks: _ChunkedBody | None = None
@@ -134,12 +137,21 @@ class RequestParser:
         if self.reserved and self.budget is not None:
             self.budget.give(self.reserved)
             self.reserved = 0
+        self._unbudgeted = 0
 
     def _reserve(self, n: int) -> None:
-        """Take ``n`` body bytes from the budget before they are buffered; 503 when it is spent."""
+        """Take ``n`` body bytes from the budget before they are buffered; 503 when it is spent.
+
+        The first ``unbudgeted`` bytes of each body are not taken: a connection holds at most
+        that many outside the budget (bounded by the connection cap), so clients that hold big
+        bodies back cannot make every small write wait for them.
+        """
         if self.budget is None:
             return
-        if not self.budget.take(n):
+        free = min(n, self.unbudgeted - self._unbudgeted)
+        self._unbudgeted += free
+        n -= free
+        if n and not self.budget.take(n):
             # discard 0: the body is not read; the client may retry once others' bodies are handled
             raise HttpError(503, "the server is receiving too many request bodies at once; retry",
                             retry_after=1)
