@@ -86,6 +86,7 @@ class RssWatch:
     def __init__(self, nodes: list[NodeHandle]) -> None:
         self.nodes = nodes
         self.peak: dict[str, int] = {n.node_id: 0 for n in nodes}
+        self.lag: dict[str, float] = {n.node_id: 0.0 for n in nodes}
         self.exited: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -99,13 +100,25 @@ class RssWatch:
         self._thread.join()
 
     def _run(self) -> None:
+        ticks = 0
         while not self._stop.wait(0.2):
+            ticks += 1
             for node in self.nodes:
                 if node.proc is None or node.proc.poll() is not None:
                     if node.node_id not in self.exited:
                         self.exited.append(node.node_id)
                     continue
                 self.peak[node.node_id] = max(self.peak[node.node_id], rss_bytes(node.proc.pid))
+                if ticks % 10 == 0:   # every 2 s: the node's own worst event-loop lag of the last 10 s
+                    self.lag[node.node_id] = max(self.lag[node.node_id], loop_lag_ms(node))
+
+
+def loop_lag_ms(node: NodeHandle) -> float:
+    """``loop_lag_ms.recent_max`` of the node's status (0 when it cannot answer now)."""
+    try:
+        return float((node.client.status().get("loop_lag_ms") or {}).get("recent_max") or 0.0)
+    except (ClientError, OSError, ValueError, TypeError):
+        return 0.0
 
 
 def rss_bytes(pid: int) -> int:
@@ -262,6 +275,7 @@ class Outcome:
     detail: list[str]
     seconds: float
     peak_rss_mb: dict[str, float]
+    loop_lag_ms: dict[str, float]
     elections: int
     probe_p50_ms: float
     probe_p99_ms: float
@@ -293,7 +307,7 @@ def run_case(cluster: Cluster, names: list[str], scale: float, hold: float) -> O
     cluster.leader(20)
     after = terms(cluster)
     return Outcome("+".join(names), details, round(seconds, 1),
-                   {k: round(v / MIB, 1) for k, v in rss.peak.items()},
+                   {k: round(v / MIB, 1) for k, v in rss.peak.items()}, dict(rss.lag),
                    sum(after[k] - before[k] for k in before), round(probe.percentile(0.5), 1),
                    round(probe.percentile(0.99), 1), len(probe.latencies), len(probe.errors), rss.exited,
                    sorted(set(probe.errors))[:3])
@@ -313,11 +327,12 @@ def prefill_listing(node: NodeHandle, scale: float) -> None:
 
 
 def table(outcomes: list[Outcome]) -> str:
-    lines = ["| case | peak RSS per node (MB) | elections | probe p50 | probe p99 | probe errors | what happened |",
-             "|---|---|---:|---:|---:|---:|---|"]
+    lines = ["| case | peak RSS per node (MB) | worst loop lag (ms) | elections | probe p50 | probe p99 "
+             "| probe errors | what happened |", "|---|---|---|---:|---:|---:|---:|---|"]
     for o in outcomes:
         rss = ", ".join(f"{k} {v:.0f}" for k, v in o.peak_rss_mb.items())
-        lines.append(f"| {o.case} | {rss} | {o.elections} | {o.probe_p50_ms:.1f} ms | {o.probe_p99_ms:.1f} ms "
+        lag = ", ".join(f"{v:.0f}" for v in o.loop_lag_ms.values())
+        lines.append(f"| {o.case} | {rss} | {lag} | {o.elections} | {o.probe_p50_ms:.1f} ms | {o.probe_p99_ms:.1f} ms "
                      f"| {o.probe_errors}/{o.probe_ops + o.probe_errors} | {'; '.join(o.detail)} |")
     return "\n".join(lines)
 
