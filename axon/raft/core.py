@@ -829,7 +829,9 @@ class RaftCore:
             self.become_follower(self.term, None)   # we committed our own removal
             return
         for pid, pr in self.progress.items():
-            self._send_append(pid)
+            # Empty if need be: followers learn the new commit index now, not at the next
+            # heartbeat, so what they serve (watches, stale reads) is not a heartbeat late.
+            self._send_append(pid, allow_empty=True)
             self._maybe_promote(pid, pr)
 
     def _maybe_promote(self, pid: str, pr: Progress) -> None:

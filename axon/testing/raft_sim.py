@@ -272,6 +272,9 @@ class Simulation:
         self.leaders: dict[int, str] = {}                  # term -> leader
         self.entry_ids: dict[tuple[int, int], tuple] = {}  # (index, term) -> (prev term, kind, data)
         self.committed: dict[int, Entry] = {}
+        # index -> a term by which it was committed (the term of the first node that applied
+        # it: at least the term it was committed in), for leader completeness
+        self.commit_terms: dict[int, int] = {}
         self.max_committed = 0
         self.committed_config: ClusterConfig = ClusterConfig()
         self.committed_config_index = 0
@@ -691,8 +694,13 @@ class Simulation:
             self._check_leader_has(node, index)
 
     def _check_leader_has(self, node: SimNode, index: int) -> None:
+        """Leader completeness: an entry committed in a term is in every leader of a later term.
+
+        A leader of an earlier term may still win after it (votes granted before, delivered
+        late) and rightly lack it; it steps down at the first message of the later term.
+        """
         entry = self.committed.get(index)
-        if entry is None:
+        if entry is None or self.commit_terms[index] >= node.core.term:
             return
         if node.core.term_at(index) != entry.term and index > node.core.snap_index:
             self.fail(f"leader completeness: leader {node.id} of term {node.core.term} lacks "
@@ -711,13 +719,14 @@ class Simulation:
 
     def _record_committed(self, node: SimNode, entry: Entry) -> None:
         known = self.committed.setdefault(entry.index, entry)
+        self.commit_terms.setdefault(entry.index, node.core.term)
         if known != entry:
             self.fail(f"two different entries committed at {entry.index}: {known} on some node, "
                       f"{entry} on {node.id}")
         if entry.index > self.max_committed:
             self.max_committed = entry.index
             for other in self.nodes.values():
-                if (other.up and other.core.is_leader and other.core.term >= entry.term):
+                if other.up and other.core.is_leader:
                     self._check_leader_has(other, entry.index)
         if entry.kind == EntryKind.CONFIG and entry.index > self.committed_config_index:
             self.committed_config = decode_config_bytes(entry.data)
