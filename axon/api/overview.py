@@ -133,7 +133,15 @@ def merge_overview(self_status: dict, gossip_view: list[dict] | None,
         "gossip_enabled": gossip_view is not None,
         "quorum": quorum_summary(sorted(voters), online, leader),
         "nodes": rows,
+        # the dashboard polls only the overview: this node's alarms and join rule ride along
+        "alarms": _alarms(status.get("alarms")),
+        "join_requires_proof": bool(status.get("join_requires_proof")),
     }
+
+
+def _alarms(value: Any) -> list[str]:
+    """A status's alarms as a list of strings (anything else: none)."""
+    return [a for a in value if isinstance(a, str)] if isinstance(value, list) else []
 
 
 def _fill_lag(rows: list[dict]) -> None:
@@ -170,10 +178,13 @@ class StatusFetcher:
         self.clock = clock
         self._last_answer: dict[str, float] = {}
 
-    def fetch(self, targets: Mapping[str, str]) -> dict[str, dict | str]:
-        """node id -> its status dict, or a short error string; never raises, never waits past the timeout."""
+    def fetch(self, targets: Mapping[str, str], headers: Mapping[str, str] | None = None) -> dict[str, dict | str]:
+        """node id -> its status dict, or a short error string; never raises, never waits past the timeout.
+
+        ``headers``: the asking client's Authorization, so that with auth on members answer it
+        (a status page for a token is one for every node's, not an anonymous 401)."""
         ids = [nid for nid, addr in targets.items() if addr]
-        jobs = [gevent.spawn(self._one, targets[nid]) for nid in ids]
+        jobs = [gevent.spawn(self._one, targets[nid], dict(headers or {})) for nid in ids]
         gevent.joinall(jobs, timeout=self.timeout + 0.2)
         out: dict[str, dict | str] = {nid: "no http address" for nid, addr in targets.items() if not addr}
         now = self.clock()
@@ -189,9 +200,9 @@ class StatusFetcher:
                 out[nid] = "error"
         return out
 
-    def _one(self, addr: str) -> dict | str:
+    def _one(self, addr: str, headers: dict[str, str]) -> dict | str:
         try:
-            resp = self.pool.request("GET", addr, "/cluster/status", timeout=self.timeout)
+            resp = self.pool.request("GET", addr, "/cluster/status", None, headers, timeout=self.timeout)
             body = resp.json()
         except ClientError as exc:
             return str(exc)
@@ -205,7 +216,8 @@ class StatusFetcher:
         return {nid: now - t for nid, t in self._last_answer.items()}
 
 
-def collect_overview(fetcher: StatusFetcher, self_status: dict, gossip_view: list[dict] | None) -> dict:
+def collect_overview(fetcher: StatusFetcher, self_status: dict, gossip_view: list[dict] | None,
+                     headers: Mapping[str, str] | None = None) -> dict:
     """Fetch every other member's status and merge everything (what the route answers)."""
     status = _require(self_status)
     targets: dict[str, str] = {}
@@ -216,5 +228,5 @@ def collect_overview(fetcher: StatusFetcher, self_status: dict, gossip_view: lis
         nid = m.get("node_id") if isinstance(m, dict) else None
         if nid and nid != status["node_id"] and not targets.get(nid) and m.get("status") != "left":
             targets[nid] = m.get("http") or ""
-    answers = fetcher.fetch(targets)
+    answers = fetcher.fetch(targets, headers)
     return merge_overview(status, gossip_view, answers, fetcher.seconds_since())

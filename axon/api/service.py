@@ -160,10 +160,12 @@ class KVService:
                        for nid, m in sorted(members.items())]
         return st
 
-    def overview(self) -> dict:
-        """The whole cluster as this node sees it, each member's status asked concurrently."""
+    def overview(self, authorization: str | None = None) -> dict:
+        """The whole cluster as this node sees it, each member's status asked concurrently
+        (with the client's ``authorization``, so members with auth on answer)."""
         gossip = self.members_view() if self.members_view is not None else None
-        return collect_overview(self.status_fetcher, self.status(), gossip)
+        headers = {"Authorization": authorization} if authorization else None
+        return collect_overview(self.status_fetcher, self.status(), gossip, headers)
 
     def _online(self) -> dict[str, bool | None]:
         if self.members_view is None:

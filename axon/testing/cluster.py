@@ -106,9 +106,10 @@ class NodeHandle:
                  request_timeout: float = 2.0, client_timeout: float = 10.0,
                  env: dict[str, str] | None = None, host: str = HOST,
                  ports: Sequence[int] | None = None, command_prefix: Sequence[str] = (),
-                 ssl_context: Any = None) -> None:
+                 ssl_context: Any = None, token: str | None = None) -> None:
         """``host``/``ports``/``command_prefix`` let a node run elsewhere, e.g. in a network namespace;
-        ``ssl_context`` (an ssl.SSLContext) makes the harness speak https to a node serving TLS."""
+        ``ssl_context`` (an ssl.SSLContext) makes the harness speak https to a node serving TLS;
+        ``token``: sent with the harness's own calls when auth is on."""
         self.node_id = node_id
         self.host = host
         self.base_dir = str(base_dir)
@@ -126,6 +127,17 @@ class NodeHandle:
         self.pool = HttpPool(timeout=client_timeout, ssl_context=ssl_context)
         self.client = AxonClient(self.http, timeout=client_timeout, pool=self.pool)
         self.paused = False
+        self.token = token
+
+    def harness_token(self) -> str | None:
+        """The token the harness polls with: the one it was given, else this node's root token."""
+        if self.token:
+            return self.token
+        try:   # a node bootstrapped with --auth writes its root token here
+            with open(os.path.join(self.data_dir, "root.token"), encoding="utf-8") as f:
+                return f.read().strip() or None
+        except OSError:
+            return None
 
     # ------------------------------------------------------------------ processes
     def command(self, bootstrap: bool = False, join: Sequence[str] = (),
@@ -226,7 +238,7 @@ class NodeHandle:
     # ------------------------------------------------------------------ observation
     def status(self, timeout: float = 2.0) -> dict:
         """GET /cluster/status with a short timeout (raises ClientError when down)."""
-        return AxonClient(self.http, timeout=timeout, pool=self.pool).status()
+        return AxonClient(self.http, timeout=timeout, pool=self.pool, token=self.harness_token()).status()
 
     def try_status(self) -> dict | None:
         try:
@@ -261,9 +273,11 @@ class Cluster:
 
     def __init__(self, base_dir: Any, n: int = 3, extra_args: Sequence[str] = (),
                  request_timeout: float = 2.0, start: bool = True, prefix: str = "n",
-                 node_options: Callable[[str], dict] | None = None) -> None:
-        """``node_options(node_id)`` gives extra NodeHandle keyword arguments (host, ports, command_prefix)."""
+                 node_options: Callable[[str], dict] | None = None, token: str | None = None) -> None:
+        """``node_options(node_id)`` gives extra NodeHandle keyword arguments (host, ports, command_prefix);
+        ``token``: the harness's own status polls send it (a cluster with auth on answers 401 without)."""
         self.base_dir = str(base_dir)
+        self.token = token
         self.node_options = node_options
         self.extra_args = list(extra_args)
         self.request_timeout = request_timeout
@@ -281,10 +295,17 @@ class Cluster:
         node_id = node_id or f"{self.prefix}{len(self.nodes) + 1}"
         args = self.extra_args if extra_args is None else extra_args
         options = self.node_options(node_id) if self.node_options is not None else {}
+        options.setdefault("token", self.token)
         node = NodeHandle(self.base_dir, node_id, extra_args=args, request_timeout=self.request_timeout,
                           **options)
         self.nodes.append(node)
         return node
+
+    def use_token(self, token: str) -> None:
+        """From now on the harness polls every node (and nodes added later) with ``token``."""
+        self.token = token
+        for node in self.nodes:
+            node.token = token
 
     def start(self, n: int, timeout: float = 30.0) -> None:
         """Bootstrap node 1, start the others with --join once it serves, wait until all are voters."""

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import gevent
 
-from axon.api.auth import Decision
+from axon.api.auth import Decision, bearer_token, principal
 from axon.api.service import KVService
 from axon.api.tokens import TokenService
 from axon.api.txn import txn_keys
@@ -83,13 +83,15 @@ def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
         Route("GET", "/kv", leader_only(list_keys), Decision.LIST_PREFIX),
         Route("POST", "/txn", leader_only(txn), Decision.TXN),
         Route("GET", "/cluster/status", lambda req: ok(service.status()), ANY),
-        Route("GET", "/cluster/overview", lambda req: ok(service.overview()), ANY),
+        Route("GET", "/cluster/overview",
+              lambda req: ok(service.overview(req.headers.get("authorization"))), ANY),
         Route("GET", "/cluster/members", lambda req: ok(service.members()), ANY),
         Route("POST", "/cluster/join", leader_only(join), Decision.PEER_OR_ADMIN),
         Route("POST", "/cluster/leave", leader_only(leave, rewrite=as_removal), ADMIN),
         Route("DELETE", "/cluster/nodes/<node_id>", leader_only(remove), ADMIN),
         Route("GET", "/health", lambda req: ok(service.health()), OPEN),
         Route("GET", "/ready", lambda req: ok(service.ready()), OPEN),
+        Route("GET", "/auth/whoami", lambda req: ok(whoami(gate, req)), ANY),
         *auth_routes(tokens, leader_only),
         *watch_routes(watches, forwarder, service.config.max_key_bytes,
                       lambda req: gate(req, Decision.WATCH, ())),
@@ -119,6 +121,15 @@ def _page_pieces(items: list[dict], nxt: str | None) -> Iterator[bytes]:
             piece, size = [], 0
             gevent.sleep(0)
     yield ("".join(piece) + '], "next": ' + json.dumps(nxt) + "}").encode()
+
+
+def whoami(gate: AuthGate, req: Request) -> dict:
+    """Who the request's token is (the dashboard shows it and hides what the role may not do)."""
+    state = gate.state()
+    grant = principal(state, bearer_token(req.headers.get("authorization"))) if state.enabled else None
+    if grant is None:   # auth off (the gate let an unknown token through only then)
+        return {"auth_enabled": state.enabled, "name": None, "role": None, "prefix": None}
+    return {"auth_enabled": True, "name": grant.name, "role": grant.role, "prefix": grant.prefix}
 
 
 def auth_routes(tokens: TokenService, leader_only: Callable[[Endpoint], Endpoint]) -> list[Route]:

@@ -9,10 +9,26 @@ export class ApiError extends Error {
   }
 }
 
+// The token lives in sessionStorage: it goes when the tab closes and is not shared with other
+// tabs or windows (docs/security.md, browser section).
+const TOKEN_KEY = "axon.token";
+let onUnauthorized = () => {};
+
+export const getToken = () => sessionStorage.getItem(TOKEN_KEY);
+export const setToken = (token) => sessionStorage.setItem(TOKEN_KEY, token);
+export const clearToken = () => sessionStorage.removeItem(TOKEN_KEY);
+
+/** `handler(res)` runs on every 401 answer (the app goes back to sign-in). */
+export function setUnauthorizedHandler(handler) {
+  onUnauthorized = handler;
+}
+
 export async function request(method, url, { body, headers = {}, timeoutMs = 10000 } = {}) {
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), timeoutMs);
   const hdrs = { ...headers };
+  const token = getToken();
+  if (token) hdrs["Authorization"] = `Bearer ${token}`;
   if (body !== undefined) hdrs["Content-Type"] = "application/json";
   try {
     const res = await fetch(url, {
@@ -31,7 +47,9 @@ export async function request(method, url, { body, headers = {}, timeoutMs = 100
     } catch {
       data = null;
     }
-    return { status: res.status, ok: res.ok, data };
+    const answer = { status: res.status, ok: res.ok, data };
+    if (res.status === 401) onUnauthorized(answer);
+    return answer;
   } catch (err) {
     if (err instanceof ApiError) throw err;
     if (err && err.name === "AbortError") throw new ApiError(0, `${method} ${url}: timed out`);
@@ -43,7 +61,8 @@ export async function request(method, url, { body, headers = {}, timeoutMs = 100
 
 export function errorText(res) {
   const msg = res.data && typeof res.data === "object" && typeof res.data.error === "string" ? res.data.error : "";
-  return msg ? `${msg} (HTTP ${res.status})` : `HTTP ${res.status}`;
+  const why = res.status === 403 ? "not allowed for this token: " : "";
+  return msg ? `${why}${msg} (HTTP ${res.status})` : `${why}HTTP ${res.status}`;
 }
 
 /** Throws ApiError unless the answer's status is one of `expected`. */
