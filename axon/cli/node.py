@@ -100,8 +100,11 @@ def _local_address_towards(targets: list[str]) -> str:
                    "audits to DIR/logs/NODE.audit.jsonl.")
 @click.option("--max-nodes", type=click.IntRange(1, 99), default=16, show_default=True,
               help="The most nodes POST /api/nodes may bring the cluster to.")
+@click.option("--auth", is_flag=True, envvar="AXON_LAUNCH_AUTH",
+              help="Create the cluster with auth on: its root token goes to DIR/root.token (0600), "
+                   "and the dashboard and the supervisor API ask for a token.")
 def launch(nodes: int, directory: str, port: int, host: str, base_port: int, stop_timeout: float,
-           log_level: str, tls: bool, audit_log: str | None, max_nodes: int) -> None:
+           log_level: str, tls: bool, audit_log: str | None, max_nodes: int, auth: bool) -> None:
     """Run a local cluster of node processes with the dashboard and a supervisor API.
 
     The first start creates the cluster; later starts on the same --dir bring the same nodes
@@ -112,6 +115,6 @@ def launch(nodes: int, directory: str, port: int, host: str, base_port: int, sto
     from axon.launcher.supervisor import LaunchError, run
     try:
         run(directory, nodes, port, host, base_port, stop_timeout, log_level, say=click.echo, tls=tls,
-            audit_log=audit_log, max_nodes=max_nodes)
+            audit_log=audit_log, max_nodes=max_nodes, auth=auth)
     except LaunchError as exc:
         fail(str(exc))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -40,6 +41,7 @@ from axon.web.app import serve
 log = logging.getLogger("axon.launcher.supervisor")
 
 LOCK_FILE = "launcher.lock"
+TOKEN_FILE = "root.token"  # with --auth: the cluster's root (admin) token, 0600, in <dir> and the bootstrap node's data dir
 KEY_FILE = "cluster.key"  # the cluster key every node gets (--cluster-key-file), made at the first launch
 PR_SET_PDEATHSIG = 1
 STATUS_TIMEOUT = 1.5
@@ -108,14 +110,17 @@ def ports_free(host: str, ports: list[int]) -> bool:
 
 
 def node_args(spec: NodeSpec, data_dir: str, others: list[NodeSpec], bootstrap: bool,
-              log_level: str, key_file: str | None = None) -> list[str]:
-    """The `axon serve` arguments of one node (``key_file``: the cluster key file)."""
+              log_level: str, key_file: str | None = None, auth: bool = False) -> list[str]:
+    """The `axon serve` arguments of one node (``key_file``: the cluster key file; ``auth``: the
+    bootstrap node turns auth on, the others learn it through the log)."""
     args = ["serve", "--node-id", spec.node_id, "--data-dir", data_dir, "--http", spec.http,
             "--raft", spec.raft, "--gossip", spec.gossip, "--log-level", log_level]
     if key_file is not None:
         args += ["--cluster-key-file", key_file]
     if bootstrap:
         args.append("--bootstrap")
+        if auth:
+            args.append("--auth")
     args += discovery_args(others)
     return args
 
@@ -147,9 +152,10 @@ class Supervisor:
     def __init__(self, directory: str, host: str = "127.0.0.1", base_port: int = 7000,
                  nodes: int = 3, stop_timeout: float = 15.0, log_level: str = "info",
                  say: Callable[[str], None] = print, *, tls: bool = False, max_nodes: int = MAX_NODES,
-                 audit: bool = False) -> None:
+                 audit: bool = False, auth: bool = False) -> None:
         """``tls``: nodes serve https with certificates of a CA made in <dir>/tls; ``audit``:
-        each node writes its own audit log, logs/<node-id>.audit.jsonl (one writer per file)."""
+        each node writes its own audit log, logs/<node-id>.audit.jsonl (one writer per file);
+        ``auth``: the cluster has auth on and the launcher keeps its root token in <dir>/root.token."""
         self.directory = os.path.abspath(directory)
         self.stop_timeout = stop_timeout
         self.log_level = log_level
@@ -165,6 +171,10 @@ class Supervisor:
         self._lock_fd: int | None = None
         self._proxy_target: str | None = None   # the node that answered the last proxied request
         self._open_dir()
+        self.token_file = os.path.join(self.directory, TOKEN_FILE)
+        # a cluster once launched with --auth keeps auth on (it is replicated): so does its launcher
+        self.auth = auth or os.path.exists(self.token_file)
+        self._token: str | None = None
         self.key_file = ensure_cluster_key(self.directory)   # under the directory's lock: one key per cluster
         layout = load_layout(self.directory)
         if layout is None:
@@ -225,7 +235,7 @@ class Supervisor:
             bootstrap = not self.layout.bootstrapped and self.layout.nodes[0].node_id == node_id
             others = [n for n in self.layout.nodes if n.node_id != node_id]
             args = node_args(child.spec, self.data_dir(node_id), others, bootstrap, self.log_level,
-                             self.key_file)
+                             self.key_file, self.auth)
             self._spawn(child, args + self._own_args(child.spec))
             if bootstrap:
                 self.layout.bootstrapped = True
@@ -345,7 +355,7 @@ class Supervisor:
         last = "no answer"
         for other in running:
             try:
-                AxonClient(other.spec.http, timeout=10, pool=self.pool).remove(node_id)
+                self._client(other, 10).remove(node_id)
                 return
             except ClientError as exc:
                 if exc.status == 404:   # not a member (it never joined): nothing to remove
@@ -407,11 +417,53 @@ class Supervisor:
             return resp.status, resp.body, keep
         raise Unavailable(f"no running node answered ({last})")
 
+    # auth ---------------------------------------------------------------
+    def token(self) -> str | None:
+        """The root token the launcher's own calls send (None with auth off or not yet made)."""
+        if not self.auth:
+            return None
+        if self._token is None:
+            try:
+                with open(self.token_file, encoding="utf-8") as f:
+                    self._token = f.read().strip() or None
+            except OSError:
+                return None
+        return self._token
+
+    def wait_root_token(self, timeout: float = 30.0) -> str | None:
+        """Copy the bootstrap node's root.token to <dir>/root.token (0600) once it is written;
+        the path, or None when it did not come before ``timeout``."""
+        if not self.auth or os.path.exists(self.token_file):
+            return self.token_file if self.auth else None
+        source = os.path.join(self.data_dir(self.layout.nodes[0].node_id), TOKEN_FILE)
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(source):
+            if time.monotonic() > deadline:
+                return None
+            gevent.sleep(0.1)
+        with open(source, encoding="utf-8") as f:
+            token = f.read().strip()
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(token + "\n")
+        return self.token_file
+
+    def whoami(self, authorization: str) -> tuple[int, dict | None]:
+        """(status, answer) of GET /auth/whoami with a client's Authorization, asked of a running node."""
+        status, body, _ = self.proxy("GET", "/auth/whoami", None, {"Authorization": authorization})
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, None
+
+    def _client(self, child: Child, timeout: float) -> AxonClient:
+        return AxonClient(child.spec.http, timeout=timeout, pool=self.pool, token=self.token())
+
     def _status(self, child: Child) -> dict | None:
         if child.state != "running":
             return None
         try:
-            return AxonClient(child.spec.http, timeout=STATUS_TIMEOUT, pool=self.pool).status()
+            return self._client(child, STATUS_TIMEOUT).status()
         except ClientError:
             return None
 
@@ -456,16 +508,26 @@ def _announce_ready(sup: Supervisor, say: Callable[[str], None], deadline: float
     say("cluster not ready yet; see the node logs and GET /api/nodes")
 
 
+def _announce_token(sup: Supervisor, say: Callable[[str], None]) -> None:
+    """Say where the root token is: its path only, the secret never reaches a log."""
+    path = sup.wait_root_token()
+    if path is None:
+        say("  auth is on, but the root token did not appear yet; see the first node's log")
+        return
+    say(f"  auth on: the root (admin) token is in {path} (0600); sign in to the dashboard with it, "
+        f"or use AXON_TOKEN=$(cat {path})")
+
+
 def run(directory: str, nodes: int, port: int, host: str, base_port: int, stop_timeout: float,
         log_level: str, say: Callable[[str], None] = print, *, tls: bool = False,
-        audit_log: str | None = None, max_nodes: int = MAX_NODES) -> None:
+        audit_log: str | None = None, max_nodes: int = MAX_NODES, auth: bool = False) -> None:
     """Start (or bring back) the cluster, serve the API, and wait for SIGINT/SIGTERM.
 
     ``audit_log``: the launcher's actions go there, each node's to logs/<node-id>.audit.jsonl.
     """
     try:
         sup = Supervisor(directory, host, base_port, nodes, stop_timeout, log_level, say, tls=tls,
-                         max_nodes=max_nodes, audit=audit_log is not None)
+                         max_nodes=max_nodes, audit=audit_log is not None, auth=auth)
         audit = AuditLog(audit_log) if audit_log else None
     except LayoutError as exc:
         raise LaunchError(str(exc)) from None
@@ -496,6 +558,8 @@ def run(directory: str, nodes: int, port: int, host: str, base_port: int, stop_t
         say(f"dashboard and supervisor API: {scheme}://{listen}/  (GET /api/nodes; Ctrl-C stops every node)")
         if sup.tls is not None:
             say(f"  https with the cluster CA {sup.tls.ca_file} (give it to clients: --cacert)")
+        if sup.auth:
+            _announce_token(sup, say)
         sys.stdout.flush()
         gevent.spawn(_announce_ready, sup, say, time.monotonic() + 60)
         stopping.wait()

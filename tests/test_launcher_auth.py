@@ -1,0 +1,151 @@
+"""`axon launch --auth`: every launcher route has an auth decision; real processes: the root
+token file (0600, never printed), the supervisor API refusing anonymous calls, admin-only actions."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import stat
+import subprocess
+import sys
+from typing import Iterator
+
+import pytest
+
+from axon.api.auth import Decision
+from axon.client.http import AxonClient, ClientError
+from axon.launcher.api import PROXIED, PROXIED_PATHS, build_api, launcher_routes
+from axon.launcher.supervisor import Supervisor
+from axon.testing.cluster import free_ports, wait_for
+from axon.testing.inprocess import request
+
+HOST = "127.0.0.1"
+ADMIN, READER = "axon_admin-token", "axon_read-token"
+
+
+class GatedSupervisor(Supervisor):
+    """A supervisor with auth on whose token check needs no node: two known tokens."""
+
+    def whoami(self, authorization: str) -> tuple[int, dict | None]:
+        known = {f"Bearer {ADMIN}": {"name": "root", "role": "admin"},
+                 f"Bearer {READER}": {"name": "r", "role": "read"}}
+        return (200, known[authorization]) if authorization in known else (401, {"error": "unknown"})
+
+
+@pytest.fixture
+def gated(tmp_path) -> Iterator[GatedSupervisor]:
+    sup = GatedSupervisor(str(tmp_path / "c"), HOST, random.randrange(40000, 50000, 10), nodes=2,
+                          stop_timeout=2, say=lambda s: None, auth=True)
+    try:
+        yield sup
+    finally:
+        sup.shutdown()
+
+
+def concrete(pattern: str) -> str:
+    return re.sub(r"<[a-z_]+(:path)?>", "x", pattern)
+
+
+def test_every_launcher_route_has_a_decision(gated) -> None:
+    routes = launcher_routes(gated)
+    for route in routes:
+        assert isinstance(route.decision, Decision), route
+        if route.pattern.startswith("/api/"):
+            # viewing the processes: any token; changing them: admin only
+            assert route.decision is (Decision.ANY_TOKEN if route.method == "GET" else Decision.ADMIN), route
+        else:
+            assert route.pattern in PROXIED_PATHS and route.decision is PROXIED, route
+
+
+def test_launcher_routes_refuse_without_a_token_and_non_admin_changes(gated) -> None:
+    app = build_api(gated)
+    for route in launcher_routes(gated):
+        if not route.pattern.startswith("/api/"):
+            continue
+        path = concrete(route.pattern).replace("/x/x", "/node-1/bogus")
+        anonymous = app(request(route.method, path))
+        assert anonymous.status == 401 and ("WWW-Authenticate", "Bearer") in anonymous.headers, route
+        wrong = app(request(route.method, path, headers={"Authorization": "Bearer axon_nope"}))
+        assert wrong.status == 401, route
+        read = app(request(route.method, path, headers={"Authorization": f"Bearer {READER}"}))
+        assert read.status == (403 if route.decision is Decision.ADMIN else 200 if route.pattern == "/api/nodes"
+                               else read.status), route
+    # an admin gets past the gate to the endpoint (an unknown verb is the endpoint's 404)
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    assert app(request("GET", "/api/nodes", headers=admin)).status == 200
+    assert app(request("POST", "/api/nodes/node-1/bogus", headers=admin)).status == 404
+
+
+def test_without_auth_the_launcher_checks_nothing(tmp_path) -> None:
+    sup = Supervisor(str(tmp_path / "c"), HOST, random.randrange(40000, 50000, 10), nodes=1,
+                     stop_timeout=2, say=lambda s: None)
+    try:
+        assert build_api(sup)(request("GET", "/api/nodes")).status == 200
+    finally:
+        sup.shutdown()
+
+
+# ---------------------------------------------------------------------- real processes
+@pytest.mark.slow
+def test_launch_with_auth(tmp_path) -> None:
+    directory = str(tmp_path / "cluster")
+    [port] = free_ports(1)
+    out_path = str(tmp_path / "launch.out")
+    cmd = [sys.executable, "-m", "axon", "launch", "--auth", "--dir", directory, "--nodes", "2",
+           "--port", str(port), "--base-port", str(random.randrange(30000, 40000, 10)), "--stop-timeout", "10"]
+    with open(out_path, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    token_file = os.path.join(directory, "root.token")
+
+    def output() -> str:
+        with open(out_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def printed_token_path() -> bool:
+        assert proc.poll() is None, output()
+        return token_file in output()
+
+    try:
+        wait_for(printed_token_path, 60.0, interval=0.2, message="the launcher to print the token file")
+        assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+        with open(token_file, encoding="utf-8") as f:
+            root = f.read().strip()
+        assert root.startswith("axon_") and root not in output()
+        anonymous = AxonClient(f"{HOST}:{port}", timeout=15)
+        admin = AxonClient(f"{HOST}:{port}", timeout=15, token=root)
+        with pytest.raises(ClientError) as err:
+            anonymous.call("GET", "/api/nodes")
+        assert err.value.status == 401
+        with pytest.raises(ClientError) as err:   # proxied: the node refuses it
+            anonymous.call("GET", "/cluster/overview")
+        assert err.value.status == 401
+
+        def ready() -> bool:
+            roles = sorted(n["role"] for n in admin.call("GET", "/api/nodes")["nodes"])
+            return roles == ["follower", "leader"]
+        wait_for(ready, 60.0, interval=0.2, message="2 nodes with a leader")
+        assert admin.call("GET", "/auth/whoami")["role"] == "admin"
+        admin.put("launched/a", "1")
+        assert admin.get("launched/a")["value"] == "1"
+        overview = admin.call("GET", "/cluster/overview")
+        assert all(n["online"] for n in overview["nodes"]), overview
+        node_http = admin.call("GET", "/api/nodes")["nodes"][0]["http"]
+        made = AxonClient(node_http, timeout=15, token=root).token_create("viewer", "read", "")
+        reader = AxonClient(f"{HOST}:{port}", timeout=15, token=made["token"])
+        assert len(reader.call("GET", "/api/nodes")["nodes"]) == 2
+        with pytest.raises(ClientError) as err:
+            reader.call("POST", "/api/nodes/node-2/restart")
+        assert err.value.status == 403
+        assert admin.call("POST", "/api/nodes/node-2/restart")["state"] == "running"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+    assert root not in output()
+    assert json.dumps(root) not in output()
