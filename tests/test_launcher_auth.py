@@ -2,7 +2,6 @@
 token file (0600, never printed), the supervisor API refusing anonymous calls, admin-only actions."""
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -18,6 +17,7 @@ from axon.api.auth import Decision
 from axon.client.http import AxonClient, ClientError
 from axon.launcher.api import PROXIED, PROXIED_PATHS, build_api, launcher_routes
 from axon.launcher.supervisor import Supervisor
+from axon.testing.browser import chromium
 from axon.testing.cluster import free_ports, wait_for
 from axon.testing.inprocess import request
 
@@ -88,64 +88,102 @@ def test_without_auth_the_launcher_checks_nothing(tmp_path) -> None:
 
 
 # ---------------------------------------------------------------------- real processes
-@pytest.mark.slow
-def test_launch_with_auth(tmp_path) -> None:
-    directory = str(tmp_path / "cluster")
-    [port] = free_ports(1)
-    out_path = str(tmp_path / "launch.out")
-    cmd = [sys.executable, "-m", "axon", "launch", "--auth", "--dir", directory, "--nodes", "2",
-           "--port", str(port), "--base-port", str(random.randrange(30000, 40000, 10)), "--stop-timeout", "10"]
-    with open(out_path, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    token_file = os.path.join(directory, "root.token")
+class AuthLaunch:
+    """`python -m axon launch --auth` of 2 nodes; ``root`` once the token file is there."""
 
-    def output() -> str:
-        with open(out_path, encoding="utf-8", errors="replace") as f:
+    def __init__(self, tmp_path) -> None:
+        self.directory = str(tmp_path / "cluster")
+        [self.port] = free_ports(1)
+        self.url = f"http://{HOST}:{self.port}/"
+        self.out_path = str(tmp_path / "launch.out")
+        cmd = [sys.executable, "-m", "axon", "launch", "--auth", "--dir", self.directory, "--nodes", "2",
+               "--port", str(self.port), "--base-port", str(random.randrange(30000, 40000, 10)),
+               "--stop-timeout", "10"]
+        with open(self.out_path, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.token_file = os.path.join(self.directory, "root.token")
+        self.root = ""
+
+    def output(self) -> str:
+        with open(self.out_path, encoding="utf-8", errors="replace") as f:
             return f.read()
 
-    def printed_token_path() -> bool:
-        assert proc.poll() is None, output()
-        return token_file in output()
-
-    try:
+    def wait_ready(self) -> None:
+        def printed_token_path() -> bool:
+            assert self.proc.poll() is None, self.output()
+            return self.token_file in self.output()
         wait_for(printed_token_path, 60.0, interval=0.2, message="the launcher to print the token file")
-        assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
-        with open(token_file, encoding="utf-8") as f:
-            root = f.read().strip()
-        assert root.startswith("axon_") and root not in output()
-        anonymous = AxonClient(f"{HOST}:{port}", timeout=15)
-        admin = AxonClient(f"{HOST}:{port}", timeout=15, token=root)
-        with pytest.raises(ClientError) as err:
-            anonymous.call("GET", "/api/nodes")
-        assert err.value.status == 401
-        with pytest.raises(ClientError) as err:   # proxied: the node refuses it
-            anonymous.call("GET", "/cluster/overview")
-        assert err.value.status == 401
+        with open(self.token_file, encoding="utf-8") as f:
+            self.root = f.read().strip()
+        admin = AxonClient(f"{HOST}:{self.port}", timeout=15, token=self.root)
 
         def ready() -> bool:
             roles = sorted(n["role"] for n in admin.call("GET", "/api/nodes")["nodes"])
             return roles == ["follower", "leader"]
         wait_for(ready, 60.0, interval=0.2, message="2 nodes with a leader")
-        assert admin.call("GET", "/auth/whoami")["role"] == "admin"
-        admin.put("launched/a", "1")
-        assert admin.get("launched/a")["value"] == "1"
-        overview = admin.call("GET", "/cluster/overview")
-        assert all(n["online"] for n in overview["nodes"]), overview
-        node_http = admin.call("GET", "/api/nodes")["nodes"][0]["http"]
-        made = AxonClient(node_http, timeout=15, token=root).token_create("viewer", "read", "")
-        reader = AxonClient(f"{HOST}:{port}", timeout=15, token=made["token"])
-        assert len(reader.call("GET", "/api/nodes")["nodes"]) == 2
-        with pytest.raises(ClientError) as err:
-            reader.call("POST", "/api/nodes/node-2/restart")
-        assert err.value.status == 403
-        assert admin.call("POST", "/api/nodes/node-2/restart")["state"] == "running"
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(40)
+                self.proc.wait(40)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-    assert root not in output()
-    assert json.dumps(root) not in output()
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory) -> Iterator[AuthLaunch]:
+    cluster = AuthLaunch(tmp_path_factory.mktemp("launchauth"))
+    try:
+        cluster.wait_ready()
+        yield cluster
+    finally:
+        cluster.close()
+    assert cluster.root and cluster.root not in cluster.output()   # the secret never reaches the log
+
+
+@pytest.mark.slow
+def test_launch_with_auth(launched) -> None:
+    port, root = launched.port, launched.root
+    assert stat.S_IMODE(os.stat(launched.token_file).st_mode) == 0o600
+    assert root.startswith("axon_") and root not in launched.output()
+    anonymous = AxonClient(f"{HOST}:{port}", timeout=15)
+    admin = AxonClient(f"{HOST}:{port}", timeout=15, token=root)
+    with pytest.raises(ClientError) as err:
+        anonymous.call("GET", "/api/nodes")
+    assert err.value.status == 401
+    with pytest.raises(ClientError) as err:   # proxied: the node refuses it
+        anonymous.call("GET", "/cluster/overview")
+    assert err.value.status == 401
+    assert admin.call("GET", "/auth/whoami")["role"] == "admin"
+    admin.put("launched/a", "1")
+    assert admin.get("launched/a")["value"] == "1"
+    overview = admin.call("GET", "/cluster/overview")
+    assert all(n["online"] for n in overview["nodes"]), overview
+    node_http = admin.call("GET", "/api/nodes")["nodes"][0]["http"]
+    made = AxonClient(node_http, timeout=15, token=root).token_create("viewer", "read", "")
+    reader = AxonClient(f"{HOST}:{port}", timeout=15, token=made["token"])
+    assert len(reader.call("GET", "/api/nodes")["nodes"]) == 2
+    with pytest.raises(ClientError) as err:
+        reader.call("POST", "/api/nodes/node-2/restart")
+    assert err.value.status == 403
+    assert admin.call("POST", "/api/nodes/node-2/restart")["state"] == "running"
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_launchers_dashboard_asks_for_a_token(launched) -> None:
+    expect = pytest.importorskip("playwright.sync_api").expect
+    with chromium() as browser:
+        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        page.goto(launched.url)
+        expect(page.get_by_test_id("sign-in")).to_be_visible()
+        page.get_by_label("Token").fill(launched.root)
+        page.get_by_test_id("sign-in-submit").click()
+        expect(page.get_by_test_id("principal")).to_have_text("root")
+        expect(page.get_by_test_id("add-node")).to_be_visible()   # an admin: process actions
+        expect(page.locator("[data-testid=node-row]")).to_have_count(2)
+        page.get_by_test_id("sign-out").click()
+        expect(page.get_by_test_id("sign-in")).to_be_visible()
+        assert page.evaluate("() => sessionStorage.getItem('axon.token')") is None
