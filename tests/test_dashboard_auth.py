@@ -175,7 +175,12 @@ def test_read_token_sees_no_write_actions(page, secured) -> None:
 def test_write_outside_the_prefix_shows_the_403(page, secured) -> None:
     sign_in(page, secured.writer)
     expect(page.get_by_test_id("principal-role")).to_contain_text("write on app/*")
+    secured.admin.put("app/mine", "1")
     open_data_tab(page)
+    # the first listing is of the token's own prefix, not a 403 on every key
+    expect(page.get_by_label("Prefix")).to_have_value("app/")
+    expect(page.get_by_role("button", name="View key app/mine")).to_be_visible()
+    expect(page.get_by_text("Listing failed")).to_have_count(0)
     page.get_by_label("Key", exact=True).fill("other/x")
     page.get_by_label("Value", exact=True).fill("no")
     page.get_by_role("button", name="Create").click()
@@ -195,3 +200,19 @@ def test_revoked_token_goes_back_to_sign_in(page, secured) -> None:
     expect(page.get_by_test_id("sign-in")).to_be_visible(timeout=15000)
     expect(page.get_by_test_id("sign-in-error")).to_contain_text("401")
     assert stored_token(page) is None
+
+
+@pytest.mark.browser
+def test_an_alarm_shows_as_a_banner(page, secured) -> None:
+    """A node out of space says "alarms": ["nospace"] in its status; the overview carries it."""
+    def with_alarm(route) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        body["alarms"] = ["nospace"]
+        route.fulfill(response=answer, json=body)
+    page.route("**/cluster/overview", with_alarm)
+    sign_in(page, secured.root)
+    expect(page.get_by_test_id("alarms")).to_contain_text("nospace")
+    expect(page.get_by_test_id("alarms")).to_contain_text("writes are refused")
+    page.unroute("**/cluster/overview")
+    expect(page.get_by_test_id("alarms")).to_have_count(0)
