@@ -91,13 +91,15 @@ def test_without_auth_the_launcher_checks_nothing(tmp_path) -> None:
 class AuthLaunch:
     """`python -m axon launch --auth` of 2 nodes; ``root`` once the token file is there."""
 
-    def __init__(self, tmp_path) -> None:
+    def __init__(self, tmp_path, auth: bool = True, port: int | None = None, base_port: int | None = None,
+                 out: str = "launch.out") -> None:
         self.directory = str(tmp_path / "cluster")
-        [self.port] = free_ports(1)
+        self.port = port or free_ports(1)[0]
+        self.base_port = base_port or random.randrange(30000, 40000, 10)
         self.url = f"http://{HOST}:{self.port}/"
-        self.out_path = str(tmp_path / "launch.out")
-        cmd = [sys.executable, "-m", "axon", "launch", "--auth", "--dir", self.directory, "--nodes", "2",
-               "--port", str(self.port), "--base-port", str(random.randrange(30000, 40000, 10)),
+        self.out_path = str(tmp_path / out)
+        cmd = [sys.executable, "-m", "axon", "launch", *(["--auth"] if auth else []), "--dir", self.directory,
+               "--nodes", "2", "--port", str(self.port), "--base-port", str(self.base_port),
                "--stop-timeout", "10"]
         with open(self.out_path, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -187,3 +189,25 @@ def test_the_launchers_dashboard_asks_for_a_token(launched) -> None:
         page.get_by_test_id("sign-out").click()
         expect(page.get_by_test_id("sign-in")).to_be_visible()
         assert page.evaluate("() => sessionStorage.getItem('axon.token')") is None
+
+
+@pytest.mark.slow
+def test_relaunch_with_auth_turns_it_on_for_an_existing_cluster(tmp_path) -> None:
+    first = AuthLaunch(tmp_path, auth=False)
+    try:
+        wait_for(lambda: first.proc.poll() is None and "cluster ready" in first.output(), 60.0, interval=0.2,
+                 message="a cluster without auth")
+    finally:
+        first.close()
+    again = AuthLaunch(tmp_path, auth=True, port=first.port, base_port=first.base_port, out="again.out")
+    try:
+        again.wait_ready()
+        assert stat.S_IMODE(os.stat(again.token_file).st_mode) == 0o600
+        with pytest.raises(ClientError) as err:
+            AxonClient(f"{HOST}:{again.port}", timeout=15).call("GET", "/api/nodes")
+        assert err.value.status == 401
+        admin = AxonClient(f"{HOST}:{again.port}", timeout=15, token=again.root)
+        assert admin.call("GET", "/auth/whoami")["role"] == "admin"
+    finally:
+        again.close()
+    assert again.root not in again.output()

@@ -146,6 +146,10 @@ def discovery_args(others: list[NodeSpec]) -> list[str]:
 
 
 # ---------------------------------------------------------------------- supervisor
+class _AuthAlreadyOn(Exception):
+    """POST /auth/enable answered 409: someone turned auth on and holds the root token."""
+
+
 class Supervisor:
     """Owns the layout and the node processes; every public method is safe to call concurrently."""
 
@@ -437,16 +441,39 @@ class Supervisor:
             return self.token_file if self.auth else None
         source = os.path.join(self.data_dir(self.layout.nodes[0].node_id), TOKEN_FILE)
         deadline = time.monotonic() + timeout
-        while not os.path.exists(source):
+        token = None
+        while token is None:
             if time.monotonic() > deadline:
                 return None
-            gevent.sleep(0.1)
-        with open(source, encoding="utf-8") as f:
-            token = f.read().strip()
+            token = self._read(source) if os.path.exists(source) else None
+            if token is None and not self.created:
+                try:
+                    token = self._enable_auth()   # a cluster made without --auth: turn it on now
+                except _AuthAlreadyOn:
+                    self.say("  auth was already on, with a root token this launcher does not have")
+                    return None
+            if token is None:
+                gevent.sleep(0.2)
         fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(token + "\n")
         return self.token_file
+
+    @staticmethod
+    def _read(path: str) -> str | None:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip() or None
+
+    def _enable_auth(self) -> str | None:
+        """POST /auth/enable through a running node: the root token, or None (no node yet, or
+        auth already on with a token this launcher never saw)."""
+        for child in [c for c in self.children.values() if c.state == "running"]:
+            try:
+                return self._client(child, 10).auth_enable()["token"]
+            except ClientError as exc:
+                if exc.status == 409:
+                    raise _AuthAlreadyOn() from None
+        return None
 
     def whoami(self, authorization: str) -> tuple[int, dict | None]:
         """(status, answer) of GET /auth/whoami with a client's Authorization, asked of a running node."""
