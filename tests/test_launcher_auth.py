@@ -2,6 +2,7 @@
 token file (0600, never printed), the supervisor API refusing anonymous calls, admin-only actions."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -211,3 +212,19 @@ def test_relaunch_with_auth_turns_it_on_for_an_existing_cluster(tmp_path) -> Non
     finally:
         again.close()
     assert again.root not in again.output()
+
+
+def test_launcher_actions_are_audited_with_the_tokens_name(gated, tmp_path) -> None:
+    from axon.audit import AuditLog
+    path = str(tmp_path / "audit.jsonl")
+    log = AuditLog(path)
+    try:
+        app = build_api(gated, audit_log=log)
+        app(request("POST", "/api/nodes/node-1/stop", headers={"Authorization": f"Bearer {READER}"}))
+        app(request("POST", "/api/nodes/node-1/stop"))
+    finally:
+        log.close()
+    with open(path, encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    # a known token refused (403) is named; no token at all is anonymous
+    assert [(r["principal"], r["outcome"]) for r in records] == [("r", "refused"), ("anonymous", "refused")]

@@ -90,7 +90,7 @@ def launcher_gate(sup: Supervisor) -> Gate:
             raise TokenRequired("unknown token")
         if status != 200 or not isinstance(who, dict):
             raise Unavailable(f"cannot check the token now (a node answered {status}); retry shortly")
+        req.principal = str(who.get("name") or "")   # named in the audit log, refused or not
         if decision is Decision.ADMIN and who.get("role") != "admin":
             raise Forbidden(f"token {who.get('name')!r} is not an admin token")
-        req.principal = who.get("name")
     return gate
