@@ -1,5 +1,6 @@
 -- wrk script: POST /txn, a compare-and-swap over two keys (txn-a-N, txn-b-N): if a == "v" then put
 -- a and b, else put a and b too, so every transaction writes two keys whatever the compare says.
+-- etcd_kv.lua with BENCH_OP=txn sends the same transaction to etcd.
 local keys = tonumber(os.getenv("BENCH_KEYS") or "1000")
 local headers = {["Content-Type"] = "application/json"}
 local token = os.getenv("BENCH_TOKEN") or ""

@@ -74,7 +74,7 @@ class Axon:
     def values(self, data: bytes) -> list[int]:
         return [int(v) for v in _AXON_VALUE.findall(data)]
 
-    txn_script = "axon_txn.lua"
+    txn_script, txn_env = "axon_txn.lua", {}
 
     def close(self) -> None:
         self.cluster.close()
@@ -113,7 +113,7 @@ class Etcd:
     def values(self, data: bytes) -> list[int]:
         return [int(base64.b64decode(v)) for v in _ETCD_VALUE.findall(data)]
 
-    txn_script = "etcd_txn.lua"
+    txn_script, txn_env = "etcd_kv.lua", {"BENCH_OP": "txn"}
 
     def close(self) -> None:
         self.cluster.close()
@@ -232,7 +232,7 @@ def throughput_row(system, watchers: int, duration: float, writers: int = 8) -> 
 
 
 def txn_row(system, duration: float) -> dict:
-    res = run_wrk("http://" + system.leader(), system.txn_script, 64, duration, {})
+    res = run_wrk("http://" + system.leader(), system.txn_script, 64, duration, system.txn_env)
     if res.non_2xx or res.socket_errors:
         raise CompareError(f"{system.name}: txn run had {res.non_2xx} non-2xx and {res.socket_errors} errors")
     return {"txn_per_s": res.requests_per_s, "p50_ms": res.p50_ms, "p99_ms": res.p99_ms}

@@ -1,5 +1,7 @@
 -- wrk script for etcd's v3 JSON gateway on bench-NNNNNNNN (keys and values base64 encoded):
--- BENCH_OP=put writes, BENCH_OP=range reads (linearizable; serializable when BENCH_STALE=1).
+-- BENCH_OP=put writes, BENCH_OP=range reads (linearizable; serializable when BENCH_STALE=1),
+-- BENCH_OP=txn the two-key compare-and-swap of axon_txn.lua (txn-a-N, txn-b-N: if a == "v" then
+-- put a and b, else put a and b, so every transaction writes two keys).
 local op = os.getenv("BENCH_OP") or "put"
 local keys = tonumber(os.getenv("BENCH_KEYS") or "1000")
 local size = tonumber(os.getenv("BENCH_VALUE_SIZE") or "100")
@@ -23,13 +25,25 @@ local function base64(s)
   return table.concat(out)
 end
 
-local path = (op == "put") and "/v3/kv/put" or "/v3/kv/range"
+local paths = {put = "/v3/kv/put", range = "/v3/kv/range", txn = "/v3/kv/txn"}
+local path = paths[op]
 local value = base64(string.rep("x", size))
+
+local function txn_body(i)
+  local a, b, v = base64(string.format("txn-a-%05d", i)), base64(string.format("txn-b-%05d", i)), base64("v")
+  local puts = '[{"request_put":{"key":"' .. a .. '","value":"' .. v .. '"}},' ..
+               '{"request_put":{"key":"' .. b .. '","value":"' .. v .. '"}}]'
+  return '{"compare":[{"key":"' .. a .. '","result":"EQUAL","target":"VALUE","value":"' .. v .. '"}],' ..
+         '"success":' .. puts .. ',"failure":' .. puts .. '}'
+end
+
 local bodies = {}
 for i = 0, keys - 1 do
   local key = '{"key":"' .. base64(string.format("bench-%08d", i)) .. '"'
   if op == "put" then
     bodies[i] = key .. ',"value":"' .. value .. '"}'
+  elseif op == "txn" then
+    bodies[i] = txn_body(i)
   else
     bodies[i] = key .. serializable .. '}'
   end
