@@ -34,11 +34,11 @@ SAMPLE = {
 }
 
 
-def launch(directory: str) -> tuple[subprocess.Popen, AxonClient, str]:
+def launch(directory: str, *extra: str) -> tuple[subprocess.Popen, AxonClient, str]:
     """`axon launch` in the background; its output goes to <directory>.log."""
     [port] = free_ports(1)
     cmd = [sys.executable, "-m", "axon", "launch", "--dir", directory, "--port", str(port),
-           "--base-port", str(random.randrange(40000, 50000, 10))]
+           "--base-port", str(random.randrange(40000, 50000, 10)), *extra]
     with open(directory + ".log", "ab") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     return proc, AxonClient(f"127.0.0.1:{port}", timeout=15), f"http://127.0.0.1:{port}/"
@@ -81,6 +81,53 @@ def shoot(url: str, api: AxonClient, out: str, chromium: str) -> None:
         browser.close()
 
 
+def shoot_sign_in(url: str, token: str, out: str, chromium: str) -> None:
+    """The sign-in form of a cluster with auth on, then the data view of a read-only token."""
+    from playwright.sync_api import expect, sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.goto(url)
+        expect(page.get_by_test_id("sign-in")).to_be_visible(timeout=15000)
+        page.screenshot(path=os.path.join(out, "sign-in.png"))
+        page.get_by_label("Token").fill(token)
+        page.get_by_test_id("sign-in-submit").click()
+        expect(page.get_by_test_id("principal")).to_have_text("viewer", timeout=15000)
+        page.get_by_role("tab", name="Data").click()
+        page.get_by_role("button", name="View key config/service/api").click()
+        expect(page.get_by_test_id("detail-value")).to_contain_text('"replicas": 3')
+        page.screenshot(path=os.path.join(out, "signed-in-read-only.png"))
+        browser.close()
+
+
+def run_launch(tmp: str, name: str, *extra: str):
+    """A launched cluster, ready: (process, launcher client, url).  With --auth the client
+    carries the root token the launcher keeps in the cluster dir."""
+    proc, api, url = launch(os.path.join(tmp, name), *extra)
+    try:
+        if "--auth" in extra:
+            token_file = os.path.join(tmp, name, "root.token")
+            wait_for(lambda: os.path.exists(token_file), 60, message="the root token file")
+            with open(token_file, encoding="utf-8") as f:
+                api.auth_headers = {"Authorization": f"Bearer {f.read().strip()}"}
+        wait_ready(api)
+    except AssertionError:
+        with open(os.path.join(tmp, f"{name}.log"), encoding="utf-8", errors="replace") as f:
+            print(f.read()[-3000:], file=sys.stderr)
+        stop(proc)
+        raise
+    return proc, api, url
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "screenshots"))
@@ -88,24 +135,23 @@ def main() -> int:
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="axon-shots-") as tmp:
-        proc, api, url = launch(os.path.join(tmp, "cluster"))
+        proc, api, url = run_launch(tmp, "cluster")
         try:
-            try:
-                wait_ready(api)
-            except AssertionError:
-                with open(os.path.join(tmp, "cluster.log"), encoding="utf-8", errors="replace") as f:
-                    print(f.read()[-3000:], file=sys.stderr)
-                raise
             for key, value in SAMPLE.items():
                 wait_for(lambda: api.put(key, value), 20, message=f"writing {key}")
             shoot(url, api, args.out, args.chromium)
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
+        proc, api, url = run_launch(tmp, "secured", "--auth")
+        try:
+            for key, value in SAMPLE.items():
+                wait_for(lambda: api.put(key, value), 20, message=f"writing {key}")
+            node = AxonClient(api.call("GET", "/api/nodes")["nodes"][0]["http"], timeout=15)
+            node.auth_headers = api.auth_headers   # tokens are made on a node, not through the launcher
+            viewer = node.token_create("viewer", "read", "")["token"]
+            shoot_sign_in(url, viewer, args.out, args.chromium)
+        finally:
+            stop(proc)
     print(f"screenshots in {args.out}")
     return 0
 
