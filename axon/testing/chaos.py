@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 from axon.client.http import AxonClient, ClientError, HttpPool
-from axon.testing.cluster import Cluster, ClusterError, NodeHandle, cluster_key_args
+from axon.testing.cluster import Cluster, ClusterError, NodeHandle, cluster_key_args, wait_for
+from axon.testing.watchcheck import WatchRecorder, check_watch
 from axon.testing.history import NOT_FOUND, History, Op
 from axon.testing.linearizability import CheckResult, check_history
 from axon.testing.netns import NetnsError, NetnsNetwork, cleanup_stale, unavailable_reason
@@ -287,6 +288,7 @@ class Nemesis:
 
     name = "none"
     needs_netns = False
+    kills_every_node = False   # only then may state kept in memory alone (the watch history) be lost
     hold = (2.0, 4.0)   # seconds a fault stays active (uniform)
 
     def inject(self, ctx: ChaosContext) -> str:
@@ -299,8 +301,10 @@ class Nemesis:
 class KillNemesis(Nemesis):
     """kill -9 some nodes; heal restarts them on their data."""
 
-    def __init__(self, name: str, pick: Callable[[ChaosContext], list[NodeHandle]]) -> None:
+    def __init__(self, name: str, pick: Callable[[ChaosContext], list[NodeHandle]],
+                 every_node: bool = False) -> None:
         self.name = name
+        self.kills_every_node = every_node
         self._pick = pick
         self._victims: list[NodeHandle] = []
 
@@ -471,7 +475,7 @@ def _random_alive(ctx: ChaosContext) -> list[NodeHandle]:
 NEMESES: dict[str, Callable[[], Nemesis]] = {
     "kill-one": lambda: KillNemesis("kill-one", _random_alive),
     "kill-leader": lambda: KillNemesis("kill-leader", lambda ctx: [ctx.leader()]),
-    "kill-all": lambda: KillNemesis("kill-all", lambda ctx: list(ctx.members)),
+    "kill-all": lambda: KillNemesis("kill-all", lambda ctx: list(ctx.members), every_node=True),
     "pause": PauseNemesis,
     "partition-majority-minority": lambda: PartitionNemesis("partition-majority-minority", _majority_minority),
     "partition-isolated-leader": lambda: PartitionNemesis("partition-isolated-leader", _isolated_leader),
@@ -519,10 +523,11 @@ class ChaosReport:
     durability: DurabilityResult | None
     problems: list[str] = field(default_factory=list)
     unavailability: dict[str, list[float]] = field(default_factory=dict)
+    watch_events: int = 0   # changes a watcher beside the workload received and had checked
 
     def summary(self) -> str:
         lines = [f"nemesis {self.nemesis}: {'OK' if self.ok else 'FAILED'} "
-                 f"({len(self.faults)} faults, ops {self.op_counts})"]
+                 f"({len(self.faults)} faults, ops {self.op_counts}, {self.watch_events} watched changes)"]
         for what, times in self.unavailability.items():
             if times:
                 lines.append(f"  {what}: median {statistics.median(times):.2f}s, max {max(times):.2f}s "
@@ -569,6 +574,7 @@ class ChaosRun:
         os.makedirs(self.out_dir, exist_ok=True)
         self.faults: list[FaultEvent] = []
         self.problems: list[str] = []
+        self.watch_events = 0   # changes the watcher received (checked against the history)
 
     def run(self) -> ChaosReport:
         net: NetnsNetwork | None = None
@@ -589,11 +595,14 @@ class ChaosRun:
                               node_options=net.node_options if net is not None else None)
             ctx = ChaosContext(cluster, net, self.rng)
             keys = [f"k{i}" for i in range(self.config.keys)]
+            start = ctx.leader().status()["commit_index"] + 1
+            watcher = WatchRecorder(lambda: [n.http for n in cluster.nodes], "k", start).start()
             workload = Workload(cluster.nodes, keys, clients=self.config.clients, seed=self.config.seed)
             with workload:
                 self._nemesis_loop(ctx)
                 time.sleep(2.0)   # let the clients see the healed cluster
             final = self._recover_and_read(ctx, keys)
+            self._check_watch(ctx, watcher, workload, start, final)
         except (ChaosError, ClusterError, NetnsError) as exc:
             self.problems.append(f"{exc.__class__.__name__}: {exc}")
         except BaseException:
@@ -669,6 +678,21 @@ class ChaosRun:
                     self.problems.append(f"{node.node_id} holds {key}={local} but the leader says {final[key]}")
         return final
 
+    def _check_watch(self, ctx: ChaosContext, watcher: WatchRecorder, workload: Workload, start: int,
+                     final: dict[str, tuple[str | None, int | None]]) -> None:
+        """The watcher got every change of the run, in order, once (axon/testing/watchcheck.py)."""
+        wait_for(lambda: ctx.leader(timeout=RECOVERY_TIMEOUT).client.put(watcher.sentinel, "end"),
+                 RECOVERY_TIMEOUT, message="the watch's end marker to be written")
+        if not watcher.done.wait(RECOVERY_TIMEOUT):
+            self.problems.append(f"the watcher did not reach the end marker ({len(watcher.events)} events)")
+            return
+        self.watch_events = len(watcher.events)
+        self.problems += watcher.problems
+        if watcher.gaps and not self.nemesis.kills_every_node:
+            # the change history is kept in memory: only a restart of every node may lose it
+            self.problems.append(f"the watch lost revisions {watcher.gaps} though a node kept running")
+        self.problems += check_watch(watcher.events, workload.history.ops(), start, final, watcher.gaps)
+
     def _read_final(self, ctx: ChaosContext, leader: NodeHandle, key: str) -> tuple[str | None, int | None]:
         deadline = time.monotonic() + RECOVERY_TIMEOUT
         while True:
@@ -697,7 +721,8 @@ class ChaosRun:
         ok = (not self.problems and linearizable is not None and linearizable.ok
               and durability is not None and durability.ok)
         report = ChaosReport(self.nemesis.name, self.out_dir, ok, self.faults, counts, linearizable,
-                             durability, self.problems, measure_unavailability(history, self.faults))
+                             durability, self.problems, measure_unavailability(history, self.faults),
+                             self.watch_events)
         with open(os.path.join(self.out_dir, "summary.txt"), "w", encoding="utf-8") as f:
             f.write(report.summary() + "\n")
         if not report.ok:

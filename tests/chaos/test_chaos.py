@@ -40,6 +40,7 @@ def test_nemesis_keeps_history_linearizable_and_acknowledged_writes_durable(neme
     assert len(report.faults) >= MIN_FAULTS, report.summary()
     assert all(fault.healed is not None for fault in report.faults)
     assert report.op_counts.get("ok", 0) >= 300, report.summary()
+    assert report.watch_events >= 100, report.summary()   # the watch check had changes to check
     assert (tmp_path / "history.jsonl").stat().st_size > 0
     assert not [ns for ns in list_namespaces() if f"{PREFIX}{os.getpid()}x" in ns]
 
