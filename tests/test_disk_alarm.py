@@ -1,0 +1,40 @@
+"""The disk alarm's pure decision and the usage probe."""
+from axon.node.disk import DiskAlarm, DiskLimits, DiskUsage, NOSPACE, over_limit, read_usage
+
+
+def test_limits_of_zero_are_off():
+    assert not over_limit(DiskLimits(0, 0), DiskUsage(free_bytes=0, data_bytes=10**12))
+
+
+def test_free_floor_and_quota():
+    limits = DiskLimits(min_free_bytes=100, quota_bytes=1000)
+    assert not over_limit(limits, DiskUsage(100, 999))
+    assert over_limit(limits, DiskUsage(99, 0))
+    assert over_limit(limits, DiskUsage(10**9, 1000))
+
+
+def test_alarm_raises_and_clears():
+    alarm = DiskAlarm(DiskLimits(min_free_bytes=100, quota_bytes=1000))
+    assert alarm.alarms() == []
+    assert alarm.observe(DiskUsage(50, 0))
+    assert alarm.alarms() == [NOSPACE]
+    assert not alarm.observe(DiskUsage(500, 10))
+    assert alarm.alarms() == []
+
+
+def test_enospc_holds_until_space_is_back():
+    alarm = DiskAlarm(DiskLimits(0, 0))
+    alarm.on_enospc()
+    assert alarm.alarms() == [NOSPACE]
+    assert alarm.observe(DiskUsage(0, 5))  # still no room at all
+    assert not alarm.observe(DiskUsage(4096, 5))
+    assert alarm.alarms() == []
+
+
+def test_read_usage_counts_files(tmp_path):
+    (tmp_path / "a").write_bytes(b"x" * 1000)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b").write_bytes(b"y" * 24)
+    usage = read_usage(str(tmp_path))
+    assert usage.data_bytes == 1024
+    assert usage.free_bytes > 0
