@@ -38,3 +38,9 @@ def test_read_usage_counts_files(tmp_path):
     usage = read_usage(str(tmp_path))
     assert usage.data_bytes == 1024
     assert usage.free_bytes > 0
+
+
+def test_nospace_is_507():
+    from axon.api.errors import NoSpace
+    from axon.web.replies import status_of
+    assert status_of(NoSpace("out of space")) == 507

@@ -50,6 +50,10 @@ class TooLarge(ApiError):
     """A value or request body is over its limit."""
 
 
+class NoSpace(ApiError):
+    """The disk alarm is raised (free-space floor or data quota): writes are refused, deletes are not."""
+
+
 class Compacted(ApiError):
     """What was asked for is older than the history kept (details: ``compacted_revision``)."""
 

@@ -13,8 +13,8 @@ from typing import Any, Iterable
 
 import bottle
 
-from axon.api.errors import (ApiError, Compacted, Conflict, Forbidden, InvalidInput, NotFound,
-                             RevisionMismatch, TokenRequired, TooLarge, Unauthenticated, Unavailable)
+from axon.api.errors import (ApiError, Compacted, Conflict, Forbidden, InvalidInput, NoSpace,
+                             NotFound, RevisionMismatch, TokenRequired, TooLarge, Unauthenticated, Unavailable)
 from axon.web.middleware import Handler
 from axon.web.routes import MethodNotAllowed
 from axon.web.wire import Request, Response
@@ -33,6 +33,7 @@ STATUS: dict[type[ApiError], int] = {
     Compacted: 410,
     RevisionMismatch: 412,
     TooLarge: 413,
+    NoSpace: 507,       # Insufficient Storage, as the disk alarm's contract says
     Unavailable: 503,   # NotLeader too, when it was not passed on to the leader
 }
 _BOTTLE_MESSAGES = {404: "nothing at {method} {path}", 405: "method {method} not allowed on {path}"}
