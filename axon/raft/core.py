@@ -98,6 +98,7 @@ class Progress:
     snapshot_index: int = 0
     snapshot_elapsed: int = 0
     read_ack: int = 0                                # highest read-barrier sequence acknowledged
+    commit_sent: int = 0                             # the commit index the last APPEND carried
 
     def become_probe(self) -> None:
         if self.state == ProgressState.SNAPSHOT:
@@ -717,6 +718,7 @@ class RaftCore:
             return
         self._send(self._msg(MsgType.APPEND, pid, index=prev, log_term=prev_term,
                              entries=tuple(entries), commit=self.commit))
+        pr.commit_sent = self.commit
         if pr.state == ProgressState.REPLICATE and entries:
             pr.next = entries[-1].index + 1
             pr.inflight.append(entries[-1].index)
@@ -763,7 +765,7 @@ class RaftCore:
                 self._send(self._msg(MsgType.TIMEOUT_NOW, msg.src))
         elif pr.state == ProgressState.PROBE:
             pr.probe_sent = False
-        self._send_append(msg.src)
+        self._send_append(msg.src, allow_empty=self._owes_commit(pr))
 
     def _handle_append_reject(self, msg: Message, pr: Progress) -> None:
         rejected = msg.index
@@ -829,10 +831,18 @@ class RaftCore:
             self.become_follower(self.term, None)   # we committed our own removal
             return
         for pid, pr in self.progress.items():
-            # Empty if need be: followers learn the new commit index now, not at the next
-            # heartbeat, so what they serve (watches, stale reads) is not a heartbeat late.
-            self._send_append(pid, allow_empty=True)
+            self._send_append(pid, allow_empty=self._owes_commit(pr))
             self._maybe_promote(pid, pr)
+
+    def _owes_commit(self, pr: Progress) -> bool:
+        """Whether a follower must be told the commit index by an empty APPEND now.
+
+        Without it a follower would learn it at the next heartbeat, and what it serves
+        (watches, stale reads) would be a heartbeat late.  An APPEND in flight carries a
+        commit index already and its answer brings the follower's turn again, so under load
+        the commit rides on the entries and no message is added.
+        """
+        return not pr.inflight and pr.commit_sent < self.commit
 
     def _maybe_promote(self, pid: str, pr: Progress) -> None:
         if (self.opts.auto_promote and pid in self.config.learners and self.transferee is None
