@@ -20,10 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from axon.client.http import AxonClient  # noqa: E402  (after the path fix above)
+from axon.testing.browser import CHROMIUM_ARGS  # noqa: E402
 from axon.testing.cluster import free_ports, wait_for  # noqa: E402
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 SAMPLE = {
     "config/service/api": json.dumps({"replicas": 3, "image": "api:1.4.2", "env": {"LOG_LEVEL": "info"}}),
     "config/service/worker": json.dumps({"replicas": 5, "queue": "jobs", "batch": 50}),

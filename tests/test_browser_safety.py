@@ -16,22 +16,19 @@ from typing import Iterator
 import pytest
 
 from axon.client.http import AxonClient
+from axon.testing.browser import chromium
 from axon.testing.cluster import Cluster, free_ports, wait_for
 from axon.web.browser import BrowserGuard, allowed_hosts, host_name, judge
 from axon.web.wire import Request, Response
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 HOST = "127.0.0.1"
 LOOPBACK = allowed_hosts(HOST)
 NONE: frozenset[str] = frozenset()
 
 try:
-    from playwright import sync_api
     from playwright.sync_api import expect
 except ImportError:
-    sync_api = None
+    expect = None   # the browser fixture skips first
 
 
 # ---------------------------------------------------------------- the rule
@@ -166,16 +163,8 @@ class AttackerSite:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    if sync_api is None:
-        pytest.skip("the playwright Python package is not installed")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def audit_lines(path: str) -> list[dict]:

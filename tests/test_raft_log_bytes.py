@@ -6,6 +6,7 @@ import gevent
 from axon.kv.commands import Put, command_size, encode_commands
 from axon.kv.machine import KVStateMachine
 from axon.kv.store import Store
+from axon.testing.fake_raft import NullTransport
 from axon.raft import rules
 from axon.raft.core import RaftCore
 from axon.raft.node import RaftNode
@@ -59,19 +60,11 @@ def test_one_entry_bigger_than_what_is_kept_is_compacted_too() -> None:
 
 # ---------------------------------------------------------------------- the driver compacts on it
 
-class _Sink:
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def set_peers(self, peers: dict) -> None: ...
-    def backlog(self, peer_id: str) -> int: return 0
-    def send(self, msg) -> None: ...
-
-
 def test_a_node_writing_big_entries_compacts_before_the_entry_count(tmp_path) -> None:
     bound = 256 << 10
     with Store.open(str(tmp_path / "store")) as store:
         node = RaftNode("n1", Member("127.0.0.1:1", "127.0.0.1:2"), str(tmp_path / "raft"),
-                        KVStateMachine(store), lambda _cb: _Sink(), encode_batch=encode_commands,
+                        KVStateMachine(store), lambda _cb: NullTransport(), encode_batch=encode_commands,
                         item_size=command_size, bootstrap=True, tick_interval=0.01,
                         snapshot_entries=20000, snapshot_bytes=bound)
         node.fatal = lambda exc: None

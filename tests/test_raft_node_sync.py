@@ -10,14 +10,7 @@ from axon.raft.types import Member
 from axon.raft.wal_sync import INLINE_SYNC_BELOW
 from axon.kv.machine import KVStateMachine
 from axon.kv.store import Store
-
-
-class _Sink:
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def set_peers(self, peers: dict) -> None: ...
-    def backlog(self, peer_id: str) -> int: return 0
-    def send(self, msg) -> None: ...
+from axon.testing.fake_raft import NullTransport
 
 
 class _Token:
@@ -45,7 +38,7 @@ def _threads(node: RaftNode, seconds: float, count: int) -> list[bool]:
 def test_slow_syncs_move_to_a_worker_and_quick_ones_come_back(tmp_path) -> None:
     with Store.open(str(tmp_path / "store")) as store:
         node = RaftNode("n1", Member("127.0.0.1:1", "127.0.0.1:2"), str(tmp_path / "raft"),
-                        KVStateMachine(store), lambda _cb: _Sink(),
+                        KVStateMachine(store), lambda _cb: NullTransport(),
                         encode_batch=encode_commands, item_size=command_size)
         try:
             assert _threads(node, 0.0, 3) == [True, True, True]

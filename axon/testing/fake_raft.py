@@ -172,3 +172,13 @@ class FakeRaftNode:
             raise NotLeader(self._leader, self.leader_http())
         if not self.quorum:
             raise Timeout(f"{what} timed out (no quorum?); outcome unknown", self._leader)
+
+
+class NullTransport:
+    """A Raft transport that sends nothing: a one-member RaftNode needs no peers."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def set_peers(self, peers: dict) -> None: ...
+    def backlog(self, peer_id: str) -> int: return 0
+    def send(self, msg) -> None: ...
