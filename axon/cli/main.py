@@ -11,6 +11,7 @@ from axon.cli.cluster import join, leave, members, remove, status
 from axon.cli.common import CONTEXT, fail
 from axon.cli.keys import keygen
 from axon.cli.kv import kv
+from axon.cli.lock import lock
 from axon.cli.tls import tls
 from axon.cli.tokens import auth, token
 from axon.cli.txn import txn
@@ -43,7 +44,7 @@ def cli(ctx: click.Context, **node: Any) -> None:
 
 
 for command in (serve, launch, status, members, join, leave, remove, kv, txn, bench, keygen, tls, token,
-                auth):
+                auth, lock):
     cli.add_command(command)
 
 

@@ -23,11 +23,15 @@ import http.client
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from urllib.parse import urlencode
 
 from axon.client.http import ClientError, HttpPool, kv_path
 from axon.client.sse import EventParser, StreamError
+
+if TYPE_CHECKING:
+    from axon.client.election import Election
+    from axon.client.lock import Lock
 
 RETRY_STATUSES = (503,)      # no leader, no quorum, or the node is busy: another node may answer
 READ_TIMEOUT_SLACK = 15.0    # a watch hears from the node at least every progress interval (<= 10 s)
@@ -117,6 +121,18 @@ class Client:
 
     def status(self) -> dict:
         return self._call("GET", "/cluster/status")
+
+    # ------------------------------------------------------------------ locks and elections
+    def lock(self, name: str, ttl: float = 10.0, timeout: float | None = None, value: str = "") -> "Lock":
+        """A distributed lock (axon/client/lock.py): ``with c.lock(name) as lock:`` holds it, with
+        ``lock.token`` its fencing token; ``lock.acquire(timeout)`` / ``release()`` by hand."""
+        from axon.client.lock import Lock
+        return Lock(self, name, ttl, value=value, timeout=timeout)
+
+    def election(self, name: str, ttl: float = 10.0) -> "Election":
+        """A leader election (axon/client/election.py): campaign, resign, leader, observe."""
+        from axon.client.election import Election
+        return Election(self, name, ttl)
 
     # ------------------------------------------------------------------ watches
     def watch(self, key: str | None = None, prefix: str | None = None,
