@@ -26,7 +26,7 @@ export default defineConfig({
   server: {
     // `npm run dev`: the API comes from a running launcher (AXON_DEV_API, default 127.0.0.1:8080)
     proxy: Object.fromEntries(
-      ["/api", "/cluster", "/kv"].map((p) => [p, `http://${process.env.AXON_DEV_API || "127.0.0.1:8080"}`]),
+      ["/api", "/cluster", "/kv", "/watch", "/auth"].map((p) => [p, `http://${process.env.AXON_DEV_API || "127.0.0.1:8080"}`]),
     ),
   },
 });

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from axon.api.auth import Decision
 from axon.api.errors import Forbidden, NotFound, TokenRequired, Unavailable
 from axon.audit import AuditLog
+from axon.launcher.watch_relay import watch_relay
 from axon.web import params
 from axon.web.audit import audit_middleware, launcher_audited
 from axon.web.browser import BrowserGuard
@@ -34,6 +35,9 @@ PROXIED_PATHS = ("/cluster/<rest:path>", "/kv", "/kv/<rest:path>")
 PROXIED_METHODS = ("GET", "PUT", "POST", "DELETE")
 PROXIED_HEADERS = ("If-Match", "If-None-Match", "Content-Type", "Authorization")
 PROXIED_PATHS += ("/auth/whoami",)   # the dashboard's sign-in asks who a token is
+WATCH_PATH = "/watch"   # the data view's live updates: streamed through, never buffered
+PROXIED_PATHS += (WATCH_PATH,)
+GET_ONLY = ("/auth/whoami", WATCH_PATH)
 # the node decides a proxied request with the client's own token (passed on), not the launcher
 PROXIED = Decision.OPEN
 
@@ -71,8 +75,10 @@ def launcher_routes(sup: Supervisor) -> list[Route]:
               Decision.ADMIN),
         Route("POST", "/api/nodes/<node_id>/<verb>", action, Decision.ADMIN),
     ]
-    routes += [Route(method, path, proxy, PROXIED) for path in PROXIED_PATHS for method in PROXIED_METHODS
-               if not (path == "/auth/whoami" and method != "GET")]
+    relay = watch_relay(sup)
+    routes += [Route(method, path, relay if path == WATCH_PATH else proxy, PROXIED)
+               for path in PROXIED_PATHS for method in PROXIED_METHODS
+               if method == "GET" or path not in GET_ONLY]
     return routes
 
 

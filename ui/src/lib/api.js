@@ -23,12 +23,21 @@ export function setUnauthorizedHandler(handler) {
   onUnauthorized = handler;
 }
 
+/** `headers` plus the signed-in token's Authorization, if any. */
+export function withAuth(headers = {}) {
+  const token = getToken();
+  return token ? { ...headers, Authorization: `Bearer ${token}` } : { ...headers };
+}
+
+/** Tells the app a call was refused with 401 (a call made without `request`, e.g. a watch). */
+export function unauthorized(answer) {
+  onUnauthorized(answer);
+}
+
 export async function request(method, url, { body, headers = {}, timeoutMs = 10000 } = {}) {
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), timeoutMs);
-  const hdrs = { ...headers };
-  const token = getToken();
-  if (token) hdrs["Authorization"] = `Bearer ${token}`;
+  const hdrs = withAuth(headers);
   if (body !== undefined) hdrs["Content-Type"] = "application/json";
   try {
     const res = await fetch(url, {
@@ -73,6 +82,10 @@ export async function call(method, url, options = {}, expected = [200]) {
 }
 
 export const kvUrl = (key) => "/kv/" + encodeURIComponent(key);
+
+export function watchUrl(prefix) {
+  return "/watch?" + new URLSearchParams({ prefix }).toString();
+}
 
 export function listUrl(prefix, limit, after) {
   const q = new URLSearchParams({ prefix, limit: String(limit) });

@@ -33,3 +33,26 @@ export function ago(seconds) {
 }
 
 export const dash = (v) => (v == null || v === "" ? "–" : v);
+
+/** A figure the node may not report (an older node): "—" when absent. */
+export const absent = (v, show = String) => (v == null ? "—" : show(v));
+
+export function bytes(n) {
+  if (!Number.isFinite(n)) return "—";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i += 1;
+  }
+  return i === 0 ? `${n} B` : `${n < 10 ? n.toFixed(1) : Math.round(n)} ${units[i]}`;
+}
+
+export function duration(seconds) {
+  if (!Number.isFinite(seconds)) return "—";
+  const s = Math.floor(seconds);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}

@@ -1,0 +1,243 @@
+"""The dashboard's data view kept current by a watch (no re-polling), in Debian's Chromium through
+Playwright, against real `axon launch` clusters: the launcher's streamed /watch pass-through, a
+PUT and a DELETE by another client showing up without a reload (through the launcher, from a
+node's own dashboard, with auth on), and the watch resuming when its node stops."""
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from typing import Iterator
+
+import pytest
+
+from axon.client.http import AxonClient
+from axon.testing.browser import chromium
+from axon.testing.cluster import wait_for
+from test_dashboard import HOST, LaunchedCluster
+from test_launcher_auth import AuthLaunch
+
+pytestmark = pytest.mark.slow
+
+try:
+    from playwright.sync_api import expect
+except ImportError:   # the pass-through tests still run; the browser fixture skips
+    expect = None
+
+LIVE_MS = 10000   # a change must show within this (it takes a few ms; CI machines are slow)
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory) -> Iterator[LaunchedCluster]:
+    cluster = LaunchedCluster(str(tmp_path_factory.mktemp("live") / "cluster"))
+    try:
+        cluster.wait_ready(3)
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def context(browser) -> Iterator[object]:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def open_live_data_view(page, url: str, prefix: str) -> None:
+    page.goto(url)
+    page.get_by_role("tab", name="Data").click()
+    page.get_by_label("Prefix").fill(prefix)
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "live", timeout=LIVE_MS)
+
+
+def key_row(page, key: str):
+    return page.locator(f"[data-testid=key-row][data-key='{key}']")
+
+
+def writer(launched: LaunchedCluster) -> AxonClient:
+    """Another client: straight to a node, never through the page or the launcher."""
+    return wait_for(lambda: launched.node_client("node-2"), 10, message="node-2's address")
+
+
+def watch_through(port: int, query: str, headers: dict | None = None) -> tuple[http.client.HTTPConnection,
+                                                                             http.client.HTTPResponse]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=15)
+    conn.request("GET", "/watch?" + query, headers=headers or {})
+    return conn, conn.getresponse()
+
+
+def read_events(resp: http.client.HTTPResponse, wanted: int, timeout: float = 15) -> list[dict]:
+    """The first ``wanted`` put/delete events of an open stream, as {kind, key, revision}."""
+    events: list[dict] = []
+    text = ""
+    deadline = time.monotonic() + timeout
+    while len(events) < wanted:
+        assert time.monotonic() < deadline, f"only {events} within {timeout} s"
+        chunk = resp.read1(65536)
+        assert chunk, "the stream ended"
+        text += chunk.decode()
+        *blocks, text = text.split("\n\n")
+        for block in blocks:
+            fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and line[0] != ":")
+            if fields.get("event") in ("put", "delete"):
+                data = json.loads(fields["data"])
+                events.append({"kind": fields["event"], "key": data["key"], "revision": data["revision"]})
+    return events
+
+
+# ---------------------------------------------------------------------- the launcher's pass-through
+def test_the_launcher_streams_a_watch_as_it_comes(launched) -> None:
+    conn, resp = watch_through(launched.port, "prefix=relay/")
+    try:
+        assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+        start = int(resp.getheader("X-Axon-Start-Revision"))
+        client = writer(launched)
+        put = client.put("relay/a", "1")
+        assert put["revision"] >= start
+        client.put("other/b", "ignored")
+        gone = client.delete("relay/a")
+        # each event arrives while the stream stays open: nothing is held until the answer ends
+        assert read_events(resp, 2) == [{"kind": "put", "key": "relay/a", "revision": put["revision"]},
+                                        {"kind": "delete", "key": "relay/a", "revision": gone["revision"]}]
+    finally:
+        conn.close()
+    # resuming after an event id: the next change only
+    again = client.put("relay/c", "3")
+    conn, resp = watch_through(launched.port, "prefix=relay/", {"Last-Event-ID": str(gone["revision"])})
+    try:
+        assert read_events(resp, 1) == [{"kind": "put", "key": "relay/c", "revision": again["revision"]}]
+    finally:
+        conn.close()
+
+
+def test_the_launcher_passes_a_refused_watch_on_as_json(launched) -> None:
+    conn, resp = watch_through(launched.port, "")   # neither key nor prefix
+    try:
+        assert resp.status == 400
+        assert "prefix" in json.loads(resp.read())["error"]
+    finally:
+        conn.close()
+
+
+def test_a_watch_the_browser_leaves_is_closed_at_the_node(launched) -> None:
+    """The relay ends with the browser: the nodes' open connections drop by the watches closed."""
+    def open_connections() -> float:
+        total, seen = 0.0, False
+        for node in launched.nodes().values():
+            conn = http.client.HTTPConnection(*node["http"].split(":"), timeout=5)
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+            conn.close()
+            for line in text.splitlines():
+                if line.startswith("axon_http_connections "):
+                    total, seen = total + float(line.split()[-1]), True
+        if not seen:
+            pytest.skip("the nodes export no axon_http_connections gauge")
+        return total
+    before = open_connections()
+    conns = [watch_through(launched.port, "prefix=leave/")[0] for _ in range(3)]
+    peak = wait_for(lambda: (n := open_connections()) >= before + 3 and n, 10, message="3 more connections")
+    for conn in conns:
+        conn.close()
+    wait_for(lambda: open_connections() <= peak - 3, 10, message="the relayed watches closed at the nodes")
+
+
+# ---------------------------------------------------------------------- the data view, live
+@pytest.mark.browser
+def test_a_put_and_a_delete_by_another_client_show_up_through_the_launcher(context, launched) -> None:
+    page = context.new_page()
+    client = writer(launched)
+    client.put("live/a", "first")
+    open_live_data_view(page, launched.url, "live/")
+    expect(key_row(page, "live/a")).to_be_visible()
+    polls = []
+    page.on("request", lambda req: polls.append(req.url) if "/kv?" in req.url else None)
+
+    made = client.put("live/b", "from elsewhere")
+    expect(key_row(page, "live/b")).to_have_attribute("data-revision", str(made["revision"]), timeout=LIVE_MS)
+    expect(key_row(page, "live/b")).to_contain_text("from elsewhere")
+    # the page is in key order, and a key under another prefix stays out
+    client.put("elsewhere/x", "no")
+    assert page.locator("[data-testid=key-row]").evaluate_all("rows => rows.map(r => r.dataset.key)") == \
+        ["live/a", "live/b"]
+
+    # the open key follows a change made elsewhere
+    page.get_by_role("button", name="View key live/a").click()
+    expect(page.get_by_test_id("detail-value")).to_have_text("first")
+    changed = client.put("live/a", "second")
+    expect(page.get_by_test_id("detail-revision")).to_have_text(str(changed["revision"]), timeout=LIVE_MS)
+    expect(page.get_by_test_id("detail-value")).to_have_text("second")
+
+    client.delete("live/b")
+    expect(key_row(page, "live/b")).to_have_count(0, timeout=LIVE_MS)
+    assert polls == []   # no re-listing: the watch brought every change
+    expect(page.locator("[data-testid=key-row][data-key='elsewhere/x']")).to_have_count(0)
+
+
+@pytest.mark.browser
+def test_a_nodes_own_dashboard_is_live_too(context, launched) -> None:
+    page = context.new_page()
+    node = launched.nodes()["node-3"]
+    open_live_data_view(page, f"http://{node['http']}/", "own/")
+    made = writer(launched).put("own/k", "v")
+    expect(key_row(page, "own/k")).to_have_attribute("data-revision", str(made["revision"]), timeout=LIVE_MS)
+
+
+@pytest.mark.browser
+def test_the_view_resumes_when_the_watching_node_stops(context, launched) -> None:
+    """Stopping every node in turn but one: the launcher's relay breaks, the page reconnects
+    (Last-Event-ID) through another node and misses nothing written meanwhile."""
+    page = context.new_page()
+    open_live_data_view(page, launched.url, "resume/")
+    first = sorted(launched.nodes())[0]   # the relay's first choice
+    launched.api.call("POST", f"/api/nodes/{first}/stop")
+    try:
+        others = [nid for nid in sorted(launched.nodes()) if nid != first]
+        client = launched.node_client(others[0])
+        made = wait_for(lambda: client.put("resume/while-away", "1"), 20, message="a write without " + first)
+        expect(key_row(page, "resume/while-away")).to_have_attribute("data-revision", str(made["revision"]),
+                                                                      timeout=20000)
+        expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "live")
+    finally:
+        launched.api.call("POST", f"/api/nodes/{first}/start")
+    launched.wait_ready(3)
+
+
+# ---------------------------------------------------------------------- with auth on (launch --auth)
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory) -> Iterator[AuthLaunch]:
+    cluster = AuthLaunch(tmp_path_factory.mktemp("liveauth"))
+    try:
+        cluster.wait_ready()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.mark.browser
+def test_live_with_auth_on_through_the_launcher(context, secured) -> None:
+    page = context.new_page()
+    page.goto(secured.url)
+    page.get_by_label("Token").fill(secured.root)
+    page.get_by_test_id("sign-in-submit").click()
+    expect(page.get_by_test_id("principal")).to_have_text("root")
+    page.get_by_role("tab", name="Data").click()
+    page.get_by_label("Prefix").fill("sec/")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "live", timeout=LIVE_MS)
+    admin = AxonClient(f"{HOST}:{secured.port}", timeout=15, token=secured.root)
+    node = AxonClient(admin.call("GET", "/api/nodes")["nodes"][1]["http"], timeout=15, token=secured.root)
+    made = node.put("sec/k", "v")
+    expect(key_row(page, "sec/k")).to_have_attribute("data-revision", str(made["revision"]), timeout=LIVE_MS)
+    node.delete("sec/k")
+    expect(key_row(page, "sec/k")).to_have_count(0, timeout=LIVE_MS)
