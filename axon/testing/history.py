@@ -4,7 +4,8 @@ An ``Op`` is one client call against one key.  Its meaning, as the checker
 (``axon.testing.linearizability``) reads it:
 
 ``kind``
-    ``"read"``, ``"write"``, ``"cas"`` (a conditional write) or ``"delete"``.
+    ``"read"``, ``"write"``, ``"cas"`` (a conditional write), ``"delete"`` or ``"txn"``
+    (a transaction over several keys, see ``parts``).
 ``value``
     The value written by ``write`` / ``cas``; ``None`` for ``read`` / ``delete``.
 ``expected``
@@ -31,6 +32,14 @@ An ``Op`` is one client call against one key.  Its meaning, as the checker
       the server reported with the conflict, else None.
     * anything else: None.
 
+A ``txn`` op (``History.invoke_txn``) spans keys: ``parts`` is ``(compares, success,
+failure)``, the compares ``(key, revision)`` pairs (revision 0: absent) that must all hold for
+the success branch to run, each branch a tuple of ``("put", key, value)`` and ``("get", key,
+None)``.  Its ok result is ``(succeeded, revision, reads)``: which branch ran, the revision it
+ran at (None if not reported) and one ``(key, value, revision)`` per get of that branch, in
+order (value None: absent).  ``fail`` means certainly not applied; ``unknown`` as above.  Its
+``key`` is only a label (the keys joined by ``+``); the checker reads the keys from ``parts``.
+
 Reads served with ``stale=true`` are allowed to be stale and must simply not be
 recorded.
 """
@@ -43,7 +52,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
-KINDS = ("read", "write", "cas", "delete")
+KINDS = ("read", "write", "cas", "delete", "txn")
 STATUSES = ("pending", "ok", "fail", "unknown")
 NOT_FOUND = "not_found"   # delete result: the key was absent, nothing changed
 
@@ -64,10 +73,23 @@ class Op:
     complete: float | None = None
     status: str = "pending"
     result: Any = None
+    parts: Any = None   # txn only: (compares, success, failure), see the module docstring
+
+    def keys(self) -> tuple[str, ...]:
+        """The keys this op touches (a txn's from its parts), sorted."""
+        if self.kind != "txn":
+            return (self.key,)
+        compares, success, failure = self.parts
+        return tuple(sorted({k for k, _ in compares} | {p[1] for p in success + failure}))
 
     def describe(self, origin: float = 0.0) -> str:
         """A short human-readable line, times relative to ``origin``."""
         what = self.kind
+        if self.parts is not None:
+            compares, success, failure = self.parts
+            what += (" if " + ",".join(f"{k}@{r}" for k, r in compares) + " then "
+                     + ",".join(_part_text(p) for p in success) + " else "
+                     + ",".join(_part_text(p) for p in failure))
         if self.value is not None:
             what += f" {self.value!r}"
         if self.expected is not None:
@@ -76,6 +98,46 @@ class Op:
         outcome = self.status if self.result is None else f"{self.status} {self.result!r}"
         return (f"#{self.id} client {self.client} {what} -> {outcome} "
                 f"[{self.invoke - origin:.6f}, {end}]")
+
+
+def _part_text(part: tuple) -> str:
+    return f"{part[0]} {part[1]}" + ("" if part[2] is None else f"={part[2]!r}")
+
+
+def _check_parts(parts: Any) -> tuple:
+    """Normalise a txn's ``(compares, success, failure)`` (lists from JSON become tuples)."""
+    if not isinstance(parts, (tuple, list)) or len(parts) != 3:
+        raise HistoryError(f"txn parts must be (compares, success, failure), got {parts!r}")
+    try:
+        compares = tuple((k, r) for k, r in parts[0])
+        branches = [tuple(tuple(p) for p in branch) for branch in parts[1:]]
+    except (TypeError, ValueError):
+        raise HistoryError(f"txn parts must be (compares, success, failure), got {parts!r}") from None
+    for k, r in compares:
+        if not isinstance(k, str) or not _is_revision(r):
+            raise HistoryError(f"a txn compare is (key, revision >= 0), got {(k, r)!r}")
+    for p in branches[0] + branches[1]:
+        if not (len(p) == 3 and isinstance(p[1], str) and
+                ((p[0] == "put" and isinstance(p[2], str)) or (p[0] == "get" and p[2] is None))):
+            raise HistoryError(f'a txn op is ("put", key, value) or ("get", key, None), got {p!r}')
+    return (compares, branches[0], branches[1])
+
+
+def _check_txn_result(op: "Op", result: Any) -> tuple:
+    """Normalise a txn's ok result ``(succeeded, revision, ((key, value, revision), ...))``."""
+    if not isinstance(result, (tuple, list)) or len(result) != 3 or not isinstance(result[0], bool):
+        raise HistoryError(f"a txn result is (succeeded, revision, reads), got {result!r}")
+    succeeded, revision, reads = result
+    if revision is not None and not _is_revision(revision):
+        raise HistoryError(f"txn revision must be an int >= 0 or None, got {revision!r}")
+    try:
+        reads = tuple((k, *_check_read_like((v, r))) for k, v, r in reads)
+    except (TypeError, ValueError):
+        raise HistoryError(f"txn reads are (key, value, revision) triples, got {reads!r}") from None
+    branch = op.parts[1] if succeeded else op.parts[2]
+    if [k for k, *_ in reads] != [p[1] for p in branch if p[0] == "get"]:
+        raise HistoryError(f"txn #{op.id}: the reads {reads!r} do not match the gets of its branch")
+    return (succeeded, revision, reads)
 
 
 def _check_invoke(client: int, key: str, kind: str, value: Any, expected: Any) -> None:
@@ -87,11 +149,11 @@ def _check_invoke(client: int, key: str, kind: str, value: Any, expected: Any) -
         raise HistoryError(f"kind must be one of {KINDS}, got {kind!r}")
     if kind in ("write", "cas") and not isinstance(value, str):
         raise HistoryError(f"{kind} needs a str value, got {value!r}")
-    if kind in ("read", "delete") and value is not None:
+    if kind in ("read", "delete", "txn") and value is not None:
         raise HistoryError(f"{kind} takes no value, got {value!r}")
     if kind == "cas" and expected is None:
         raise HistoryError("cas needs an expected revision")
-    if kind in ("read", "write") and expected is not None:
+    if kind in ("read", "write", "txn") and expected is not None:
         raise HistoryError(f"{kind} takes no expected revision")
     if expected is not None and not _is_revision(expected):
         raise HistoryError(f"expected revision must be an int >= 0, got {expected!r}")
@@ -116,6 +178,8 @@ def _check_read_like(result: Any) -> tuple[str | None, int | None]:
 
 
 def _normalise_ok_result(op: Op, result: Any) -> Any:
+    if op.kind == "txn":
+        return _check_txn_result(op, result)
     if op.kind == "read":
         return _check_read_like(result)
     if op.kind == "delete" and result == NOT_FOUND:
@@ -148,6 +212,15 @@ class History:
         _check_invoke(client, key, kind, value, expected)
         with self._lock:
             op = Op(len(self._ops), client, key, kind, value, expected, self._clock())
+            self._ops.append(op)
+        return op
+
+    def invoke_txn(self, client: int, compares: Any, success: Any, failure: Any = ()) -> Op:
+        """Record the start of a transaction (see the module docstring for its parts)."""
+        parts = _check_parts((compares, success, failure))
+        with self._lock:
+            op = Op(len(self._ops), client, "", "txn", None, None, self._clock(), parts=parts)
+            op.key = "+".join(op.keys())
             self._ops.append(op)
         return op
 
@@ -222,7 +295,7 @@ class History:
 
 
 _FIELDS = ("id", "client", "key", "kind", "value", "expected", "invoke", "complete",
-           "status", "result")
+           "status", "result", "parts")
 
 
 def _op_from_json(line: str, where: str) -> Op:
@@ -230,6 +303,8 @@ def _op_from_json(line: str, where: str) -> Op:
         raw = json.loads(line)
     except ValueError as e:
         raise HistoryError(f"{where}: not JSON: {e}") from None
+    if isinstance(raw, dict):
+        raw.setdefault("parts", None)   # dumps from before transactions
     if not isinstance(raw, dict) or set(raw) != set(_FIELDS):
         raise HistoryError(f"{where}: expected an object with fields {_FIELDS}")
     op = Op(**raw)
@@ -251,6 +326,13 @@ def _validate_op(op: Op) -> None:
     if not isinstance(op, Op):
         raise HistoryError(f"not an Op: {op!r}")
     _check_invoke(op.client, op.key, op.kind, op.value, op.expected)
+    if (op.kind == "txn") != (op.parts is not None):
+        raise HistoryError(f"op #{op.id}: parts go with kind txn, and only with it")
+    if op.parts is not None:
+        try:
+            op.parts = _check_parts(op.parts)
+        except HistoryError as e:
+            raise HistoryError(f"op #{op.id}: {e}") from None
     if op.status not in STATUSES:
         raise HistoryError(f"status must be one of {STATUSES}, got {op.status!r}")
     if not _is_time(op.invoke):

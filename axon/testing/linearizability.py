@@ -54,6 +54,17 @@ affordable (each is argued where it is implemented):
 Optionally (``unknown_horizon``) unknown ops must take effect within a bound
 after their invoke; that is faster to refute but only sound if the system
 really guarantees such a bound.
+
+Transactions (``txn`` ops, several keys at once): linearizability is local
+(P-compositional) only per *object*, and a transaction makes its keys one
+object.  ``check_history`` therefore splits the keys into groups connected by
+transactions and searches each group whole, its state the tuple of its keys'
+registers.  A txn that ran its success branch needs every compare to hold (as
+a CAS does, pinning revisions) and applies its puts at its revision, its gets
+observing; one that ran its failure branch needs some compare able to fail
+and its gets observe; an unknown one is optional with the success branch's
+effect.  Groups with a transaction lose no reduction above, only speed: the
+search is over all their ops together.
 """
 from __future__ import annotations
 
@@ -157,6 +168,103 @@ def step(state: State, op: Op) -> State | None:
     return _step_mutation(state, op, op.result)
 
 
+def _step_txn(states: dict[str, State], op: Op) -> dict[str, State] | None:
+    """The registers (by key, only those ``op`` touches) after the txn ``op``, or None."""
+    compares, success, failure = op.parts
+    if op.status in ("unknown", "pending"):
+        succeeded, revision, reads = True, None, None
+    else:
+        succeeded, revision, reads = op.result
+    states = dict(states)
+    if succeeded:
+        for key, expected in compares:
+            states[key] = _condition_holds(states[key], expected)
+            if states[key] is None:
+                return None
+    gets = iter(reads or ())
+    for part in success if succeeded else failure:
+        key = part[1]
+        if part[0] == "put":
+            states[key] = _set(states[key], part[2], revision)
+        elif reads is not None:
+            _, value, rev = next(gets)
+            states[key] = _observe(states[key], (value, rev))
+        if states[key] is None:
+            return None
+    if not succeeded and not any(_condition_can_fail(states[k], r) for k, r in compares):
+        return None
+    return states
+
+
+class _Register:
+    """The model of one key: the state is that key's register."""
+
+    def __init__(self, key: str | None) -> None:
+        self.label = repr(key)
+        self.initial = INITIAL
+
+    step = staticmethod(step)
+
+    @staticmethod
+    def floor(state: State) -> int:
+        return state[1]
+
+    @staticmethod
+    def describe(state: State) -> str:
+        value, revision, exact = state
+        return f"register after it: value={value!r} revision{'=' if exact else '>='}{revision}"
+
+
+class _Group:
+    """The model of keys joined by transactions: the state is a tuple of registers, by ``keys``."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+        self.index = {key: i for i, key in enumerate(keys)}
+        self.label = "+".join(repr(k) for k in keys)
+        self.initial = tuple(INITIAL for _ in keys)
+
+    def step(self, state: tuple, op: Op) -> tuple | None:
+        if op.kind != "txn":
+            i = self.index[op.key]
+            new = step(state[i], op)
+            return None if new is None else state[:i] + (new,) + state[i + 1:]
+        touched = _step_txn({key: state[self.index[key]] for key in op.keys()}, op)
+        if touched is None:
+            return None
+        out = list(state)
+        for key, register in touched.items():
+            out[self.index[key]] = register
+        return tuple(out)
+
+    @staticmethod
+    def floor(state: tuple) -> int:
+        return max(register[1] for register in state)
+
+    def describe(self, state: tuple) -> str:
+        return "registers after it: " + ", ".join(
+            f"{key}: value={value!r} revision{'=' if exact else '>='}{revision}"
+            for key, (value, revision, exact) in zip(self.keys, state))
+
+
+def _writes(op: Op) -> list[tuple[str, object]]:
+    """(key, value) of each value ``op`` may write."""
+    if op.kind in ("write", "cas"):
+        return [(op.key, op.value)]
+    if op.kind == "txn" and not (op.status == "ok" and not op.result[0]):
+        return [(p[1], p[2]) for p in op.parts[1] if p[0] == "put"]
+    return []
+
+
+def _sightings(op: Op) -> list[tuple[str, str | None, int | None]]:
+    """(key, value, revision) of each value ``op`` reports having seen."""
+    if op.kind == "txn":
+        return list(op.result[2]) if op.status == "ok" else []
+    if isinstance(op.result, tuple):
+        return [(op.key, *op.result)]
+    return []
+
+
 def _is_optional(op: Op) -> bool:
     return op.status in ("unknown", "pending")
 
@@ -168,6 +276,8 @@ def _only_observes(op: Op) -> bool:
     at an unknown or equal revision) may change a later one, e.g. un-pin an
     exact revision, so where it goes still matters.
     """
+    if op.kind == "txn":
+        return op.status == "ok" and not (op.result[0] and any(p[0] == "put" for p in op.parts[1]))
     if op.kind == "read" or op.status == "fail":
         return True
     return op.kind == "delete" and op.result == NOT_FOUND
@@ -177,6 +287,8 @@ def _is_relevant(op: Op) -> bool:
     """False for ops that certainly had no effect and carry no information."""
     if op.kind == "read":
         return op.status == "ok"
+    if op.kind == "txn":   # certainly not applied, or maybe applied but with nothing to write
+        return op.status == "ok" or (op.status != "fail" and any(p[0] == "put" for p in op.parts[1]))
     if op.status != "fail":
         return True
     return op.kind in ("cas", "delete") and op.expected is not None
@@ -191,24 +303,27 @@ def _require_observed(ops: list[Op], horizon: float | None
     new ops and, for the rewritten ones, the original op by ``id()`` of the copy
     (for explanations).
     """
-    writers: dict[str, list[Op]] = {}
+    writers: dict[object, list[Op]] = {}
     for op in ops:
-        if op.kind in ("write", "cas"):
-            writers.setdefault(op.value, []).append(op)
-    first_seen: dict[str, float] = {}
+        for _, value in _writes(op):
+            writers.setdefault(value, []).append(op)
+    first_seen: dict[object, float] = {}
     for op in ops:
-        if isinstance(op.result, tuple) and op.result[0] is not None and op.complete is not None:
-            value = op.result[0]
-            first_seen[value] = min(first_seen.get(value, op.complete), op.complete)
+        for _, value, _ in _sightings(op):
+            if value is not None and op.complete is not None:
+                first_seen[value] = min(first_seen.get(value, op.complete), op.complete)
     out, originals = [], {}
     for op in ops:
-        if (_is_optional(op) and op.kind in ("write", "cas") and op.value in first_seen
-                and len(writers[op.value]) == 1):
-            due = first_seen[op.value]
+        seen = [first_seen[value] for _, value in _writes(op)
+                if value in first_seen and len(writers[value]) == 1]
+        # (a txn whose success branch reads stays optional: what its gets saw is unknown)
+        if _is_optional(op) and seen and not (op.kind == "txn" and any(p[0] == "get" for p in op.parts[1])):
+            due = min(seen)
             if horizon is not None:
                 due = min(due, op.invoke + horizon)
             due = max(op.invoke, due)
-            copy = replace(op, status="ok", complete=due, result=None)
+            result = (True, None, ()) if op.kind == "txn" else None
+            copy = replace(op, status="ok", complete=due, result=result)
             originals[id(copy)] = op
             op = copy
         out.append(op)
@@ -232,11 +347,18 @@ def _forget_unseen_values(ops: list[Op], originals: dict[int, Op]) -> list[Op]:
     of them, so which one it is cannot matter; merged states let the cache cut
     the many placements of unknown writes.
     """
-    seen = {op.result[0] for op in ops if isinstance(op.result, tuple)}
+    seen = {value for op in ops for _, value, _ in _sightings(op)}
     out = []
     for op in ops:
+        copy = None
         if op.kind in ("write", "cas") and op.value not in seen:
             copy = replace(op, value=UNSEEN)
+        elif op.kind == "txn" and any(p[0] == "put" and p[2] not in seen for p in op.parts[1]):
+            compares, success, failure = op.parts
+            success = tuple((p[0], p[1], UNSEEN) if p[0] == "put" and p[2] not in seen else p
+                            for p in success)
+            copy = replace(op, parts=(compares, success, failure))
+        if copy is not None:
             originals[id(copy)] = originals.get(id(op), op)
             op = copy
         out.append(op)
@@ -332,7 +454,9 @@ class _Search:
     """
 
     def __init__(self, ops: list[Op], deadline: float, originals: dict[int, Op],
-                 horizon: float | None = None) -> None:
+                 horizon: float | None = None, model: "_Register | _Group | None" = None) -> None:
+        self.model = model or _Register(None)
+        self.step = self.model.step
         self.ops = ops
         self.deadline = deadline
         self.horizon = horizon
@@ -349,7 +473,7 @@ class _Search:
             classes.setdefault(_effect(ops[i]), []).append(slot)
         self.class_slots = list(classes.values())
         self.cache = _Cache()
-        self.state: State = INITIAL
+        self.state: State = self.model.initial
         self.required_bits = 0
         self.optional_bits = 0
         # Per linearized op: (node or optional slot, state before, its level, index in
@@ -358,7 +482,7 @@ class _Search:
         self.stack: list[tuple[_Node | int, State, tuple, int, bool, float]] = []
         # The deepest point reached, captured (lazily: copying is O(depth)) on leaving it.
         self.best_depth = 0
-        self.best: tuple[list[Op], State, Op | None] = ([], INITIAL, None)
+        self.best: tuple[list[Op], State, Op | None] = ([], self.model.initial, None)
 
     def run(self) -> None:
         level: tuple | None = None
@@ -393,12 +517,12 @@ class _Search:
         scored = []
         node = self.head.next
         while node.is_call:   # the list always ends with a return while any remain
-            new_state = step(state, node.op)
+            new_state = self.step(state, node.op)
             if (new_state == state and _only_observes(node.op)
                     and not self._expires_optional(node.op)):
                 return ((), node.match.op), node
             if new_state is not None and not self._dominated(before, node.op, new_state):
-                hint = self.hints.get(node.index) or (state[1], 0)
+                hint = self.hints.get(node.index) or (self.model.floor(state), 0)
                 scored.append((hint, node.op.invoke, node.index, node))
             node = node.next
         blocker = node.op
@@ -406,7 +530,7 @@ class _Search:
         candidates: list[_Node | int] = [s[3] for s in scored]
         for slot in self._optional_candidates(blocker.complete):
             op = self.ops[self.optional[slot]]
-            new_state = step(state, op)
+            new_state = self.step(state, op)
             if new_state is not None and not self._dominated(before, op, new_state):
                 candidates.append(slot)
         return (candidates, blocker), None
@@ -452,19 +576,18 @@ class _Search:
             return self.stack[-1][1]
         return None
 
-    @staticmethod
-    def _dominated(before: State | None, op: Op, new_state: State) -> bool:
+    def _dominated(self, before: State | None, op: Op, new_state: State) -> bool:
         """Whether ``op`` right after the last (optional) op is pointless.
 
         If ``op`` yields the same state without it, the sequence "optional,
         op" is dominated by "op" alone at the previous level (same candidates
         there, as an optional op lifts nothing), which uses one optional op less.
         """
-        return before is not None and step(before, op) == new_state
+        return before is not None and self.step(before, op) == new_state
 
     def _apply(self, entry: _Node | int, level: tuple, pos: int, forced: bool) -> bool:
         """Linearize ``entry`` next if the model and the cache allow it."""
-        new_state = step(self.state, self._op_of(entry))
+        new_state = self.step(self.state, self._op_of(entry))
         if new_state is None:
             return False
         if isinstance(entry, _Node):
@@ -510,8 +633,8 @@ class _Search:
         def shown(op: Op | None) -> Op | None:
             return self.originals.get(id(op), op)
         prefix, state, blocker = self.best
-        return _explain([shown(op) for op in self.ops], [shown(op) for op in prefix], state,
-                        shown(blocker), timed_out)
+        return _explain([shown(op) for op in self.ops], [shown(op) for op in prefix],
+                        self.model.describe(state), shown(blocker), timed_out)
 
 
 def _revision_hints(ops: list[Op]) -> dict[int, tuple[int, int]]:
@@ -520,14 +643,19 @@ def _revision_hints(ops: list[Op]) -> dict[int, tuple[int, int]]:
     Only a heuristic: the true order of a legal history follows revisions, so
     trying them in that order avoids most backtracking.
     """
-    first_seen: dict[str, int] = {}
+    first_seen: dict[object, int] = {}
     for op in ops:
-        if isinstance(op.result, tuple) and op.result[0] is not None and op.result[1] is not None:
-            value, revision = op.result
-            first_seen[value] = min(first_seen.get(value, revision), revision)
+        for _, value, revision in _sightings(op):
+            if value is not None and revision is not None:
+                first_seen[value] = min(first_seen.get(value, revision), revision)
     hints = {}
     for i, op in enumerate(ops):
-        if isinstance(op.result, tuple):
+        if op.kind == "txn":
+            revisions = ([op.result[1]] if op.status == "ok" and op.result[1] is not None else
+                         [first_seen[v] for _, v in _writes(op) if v in first_seen])
+            if revisions:
+                hints[i] = (min(revisions), 0 if _writes(op) else 1)
+        elif isinstance(op.result, tuple):
             if op.result[0] is not None and op.result[1] is not None:
                 hints[i] = (op.result[1], 1)
         elif isinstance(op.result, int):
@@ -539,24 +667,22 @@ def _revision_hints(ops: list[Op]) -> dict[int, tuple[int, int]]:
 
 def _effect(op: Op) -> tuple:
     """What an optional op does when linearized; equal tuples mean interchangeable ops."""
-    return (op.kind, op.value, op.expected)
+    return (op.kind, op.key, op.value, op.expected, op.parts)
 
 
 def _search(ops: list[Op], deadline: float, originals: dict[int, Op],
-            horizon: float | None) -> None:
-    """Raise _Failure unless ``ops`` (one key) have a linearization."""
-    _Search(ops, deadline, originals, horizon).run()
+            horizon: float | None, model: "_Register | _Group | None" = None) -> None:
+    """Raise _Failure unless ``ops`` (of the model's keys) have a linearization."""
+    _Search(ops, deadline, originals, horizon, model).run()
 
 
-def _explain(ops: list[Op], prefix: list[Op], state: State, blocker: Op | None,
+def _explain(ops: list[Op], prefix: list[Op], state: str, blocker: Op | None,
              timed_out: bool = False) -> str:
     origin = min(op.invoke for op in ops)
     required = sum(1 for op in ops if not _is_optional(op))
     head = ("search timed out (verdict unknown); " if timed_out else "not linearizable; ")
-    value, revision, exact = state
     lines = [head + f"longest linearizable prefix: {len(prefix)} ops "
-             f"({required} must be linearized, {len(ops)} considered)",
-             f"register after it: value={value!r} revision{'=' if exact else '>='}{revision}"]
+             f"({required} must be linearized, {len(ops)} considered)", state]
     if prefix:
         lines.append("last linearized:")
         lines += ["  " + op.describe(origin) for op in prefix[-_EXPLAIN_LAST:]]
@@ -585,11 +711,10 @@ def _one_key(ops: Iterable[Op]) -> tuple[str | None, list[Op]]:
 
 
 def _phantom_read(ops: list[Op]) -> Op | None:
-    """An op reporting a value no op could have written (fails fast, clear message)."""
-    written = {op.value for op in ops
-               if op.kind in ("write", "cas") and op.status in ("ok", "unknown", "pending")}
+    """An op reporting a value no op could have written to its key (fails fast, clear message)."""
+    written = {pair for op in ops if op.status in ("ok", "unknown", "pending") for pair in _writes(op)}
     for op in ops:
-        if isinstance(op.result, tuple) and op.result[0] is not None and op.result[0] not in written:
+        if any(value is not None and (key, value) not in written for key, value, _ in _sightings(op)):
             return op
     return None
 
@@ -604,32 +729,75 @@ def check_register(ops: list[Op], *, timeout: float = 30.0,
     is only right if the system really cannot apply a request later than that.
     """
     key, ops = _one_key(ops)
+    return _check(ops, key, _Register(key), timeout, unknown_horizon)
+
+
+def check_group(ops: list[Op], *, timeout: float = 30.0,
+                unknown_horizon: float | None = None) -> CheckResult:
+    """Check ops over several keys (transactions among them) as one object: the keys' registers."""
+    ops = list(ops)
+    for op in ops:
+        if not isinstance(op, Op):
+            raise CheckError(f"not an Op: {op!r}")
+    keys = sorted({key for op in ops for key in op.keys()})
+    label = "+".join(keys) if keys else None
+    return _check(ops, label, _Group(keys), timeout, unknown_horizon)
+
+
+def _check(ops: list[Op], label: str | None, model: "_Register | _Group", timeout: float,
+           unknown_horizon: float | None) -> CheckResult:
+    what = f"key {label!r}" if isinstance(model, _Register) else f"keys {model.label}"
     ops = [op for op in ops if _is_relevant(op)]
     phantom = _phantom_read(ops)
     if phantom is not None:
         origin = min(op.invoke for op in ops)
-        return CheckResult(False, key, f"key {key!r}: not linearizable; this op saw a value "
+        return CheckResult(False, label, f"{what}: not linearizable; this op saw a value "
                            f"never written:\n  {phantom.describe(origin)}")
     ops, originals = _require_observed(ops, unknown_horizon)
     ops = _forget_unseen_values(ops, originals)
     if not any(not _is_optional(op) for op in ops):
-        return CheckResult(True, key, f"{len(ops)} ops, nothing to check")
+        return CheckResult(True, label, f"{len(ops)} ops, nothing to check")
     try:
-        _search(ops, time.monotonic() + timeout, originals, unknown_horizon)
+        _search(ops, time.monotonic() + timeout, originals, unknown_horizon, model)
     except _Failure as failure:
-        return CheckResult(False, key, f"key {key!r}: {failure.explanation}", failure.timed_out)
-    return CheckResult(True, key, f"{len(ops)} ops linearizable")
+        return CheckResult(False, label, f"{what}: {failure.explanation}", failure.timed_out)
+    return CheckResult(True, label, f"{len(ops)} ops linearizable")
+
+
+def key_groups(ops: Iterable[Op]) -> list[list[Op]]:
+    """The ops split by keys connected through transactions (union-find), each group in op order.
+
+    Linearizability is compositional per object; a transaction makes its keys one object.
+    """
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    ops = list(ops)
+    for op in ops:
+        first, *rest = op.keys()
+        for key in rest:
+            parent[root(key)] = root(first)
+    groups: dict[str, list[Op]] = {}
+    for op in ops:
+        groups.setdefault(root(op.keys()[0]), []).append(op)
+    return [groups[k] for k in sorted(groups, key=lambda k: min(op.keys()[0] for op in groups[k]))]
 
 
 def check_history(history: History, *, timeout_per_key: float = 30.0,
                   unknown_horizon: float | None = None) -> CheckResult:
-    """Check every key of ``history``; the first failure (in key order) wins."""
-    per_key = history.by_key()
+    """Check every key (or group of keys joined by transactions) of ``history``; the first failure wins."""
     total = 0
-    for key in sorted(per_key):
-        result = check_register(per_key[key], timeout=timeout_per_key,
-                                unknown_horizon=unknown_horizon)
+    groups = key_groups(history.ops())
+    for ops in groups:
+        single = {key for op in ops for key in op.keys()}
+        check = check_register if len(single) == 1 and all(op.kind != "txn" for op in ops) else check_group
+        result = check(ops, timeout=timeout_per_key, unknown_horizon=unknown_horizon)
         if not result.ok:
             return result
-        total += len(per_key[key])
-    return CheckResult(True, None, f"{len(per_key)} keys, {total} ops linearizable")
+        total += len(ops)
+    return CheckResult(True, None, f"{len(groups)} keys, {total} ops linearizable")
