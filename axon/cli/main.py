@@ -12,6 +12,8 @@ from axon.cli.common import CONTEXT, fail
 from axon.cli.keys import keygen
 from axon.cli.kv import kv
 from axon.cli.lock import lock
+from axon.cli.recover import recover
+from axon.cli.snapshot import snapshot
 from axon.cli.tls import tls
 from axon.cli.tokens import auth, token
 from axon.cli.txn import txn
@@ -44,7 +46,7 @@ def cli(ctx: click.Context, **node: Any) -> None:
 
 
 for command in (serve, launch, status, members, join, leave, remove, kv, txn, bench, keygen, tls, token,
-                auth, lock):
+                auth, lock, snapshot, recover):
     cli.add_command(command)
 
 

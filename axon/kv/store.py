@@ -452,6 +452,12 @@ class SnapshotStream(Iterator[bytes]):
             with contextlib.suppress(RuntimeError):
                 self._snapshot.close()
 
+    def count(self) -> int:
+        """How many records the stream holds: a walk over the frozen keys (not their values)."""
+        with _leveldb_errors("snapshot"), \
+                self._snapshot.iterator(prefix=_DATA, include_value=False, fill_cache=False) as keys:
+            return sum(1 for _ in keys)
+
     def __enter__(self) -> SnapshotStream:
         return self
 

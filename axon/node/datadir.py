@@ -33,6 +33,15 @@ def claim_data_dir(data_dir: str, node_id: str) -> None:
     _write_node_file(path, {"node_id": node_id, "format": NODE_FILE_FORMAT})
 
 
+def read_node_id(data_dir: str) -> str:
+    """The node id node.json holds (ConfigError when ``data_dir`` is not an Axon data dir)."""
+    path = os.path.join(data_dir, NODE_FILE)
+    node_id = _read_node_file(path, data_dir).get("node_id")
+    if not isinstance(node_id, str) or not node_id:
+        raise ConfigError(f"{path} names no node id; is {data_dir} an Axon data dir?")
+    return node_id
+
+
 def read_cluster_id(data_dir: str) -> str | None:
     """The cluster id node.json holds (None before the node bootstrapped or joined a cluster)."""
     path = os.path.join(data_dir, NODE_FILE)

@@ -22,7 +22,8 @@ from axon.web.params import query_params
 from axon.web.replies import JSON, json_reply, ok
 from axon.web.routes import Endpoint, Route
 from axon.web.auth import AuthGate
-from axon.web.watch import watch_routes
+from axon.web.maintenance import maintenance_routes
+from axon.web.watch import read_now, watch_routes
 from axon.web.wire import Request, Response
 
 
@@ -95,6 +96,8 @@ def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
         *auth_routes(tokens, leader_only),
         *watch_routes(watches, forwarder, service.config.max_key_bytes,
                       lambda req: gate(req, Decision.WATCH, ())),
+        *maintenance_routes(service.store, service.node.wait_applied, service.config.request_timeout,
+                            lambda req: read_now(req, watches, forwarder), node_id, service.cluster_id),
     ]
 
 

@@ -43,7 +43,7 @@ def watch_routes(watches: WatchService, forwarder: Forwarder, max_key_bytes: int
         spec = parse_watch(query.get("key"), query.get("prefix"), query.get("from_revision"),
                            req.headers.get("last-event-id"), max_key_bytes)
         if spec.start is None:
-            opened = watches.open(spec, _now(req, watches, forwarder), catch_up=True)
+            opened = watches.open(spec, read_now(req, watches, forwarder), catch_up=True)
         else:
             opened = watches.open(spec, spec.start)
         return sse_response(_stream(opened, lambda: recheck(req)),
@@ -57,7 +57,7 @@ def watch_routes(watches: WatchService, forwarder: Forwarder, max_key_bytes: int
     ]
 
 
-def _now(req: Request, watches: WatchService, forwarder: Forwarder) -> int:
+def read_now(req: Request, watches: WatchService, forwarder: Forwarder) -> int:
     """The first revision of a watch from now: the leader's ReadIndex + 1, asked of it if need be."""
     try:
         return watches.now()
