@@ -160,6 +160,15 @@ class NodeConfig:
         "--max-page-bytes", "AXON_MAX_PAGE_BYTES",
         "Bytes of keys and values in one listing page; past it the page ends early with `next` "
         "set (one bigger item still comes alone).", kind=int))
+    # disk space (axon/node/disk.py): past either limit writes get 507 and a "nospace" alarm is raised
+    min_free_bytes: int = field(default=128 << 20, metadata=_flag(
+        "--min-free-bytes", "AXON_MIN_FREE_BYTES",
+        "Refuse writes (507, alarm \"nospace\") while the data dir's filesystem has less free space "
+        "than this (0: no floor).", kind=int))
+    quota_bytes: int = field(default=0, metadata=_flag(
+        "--quota-bytes", "AXON_QUOTA_BYTES",
+        "Refuse writes (507, alarm \"nospace\") while the data dir holds this many bytes or more "
+        "(0: no quota).", kind=int))
     # watches (axon/api/watch.py): the change history kept for watchers to start or resume from
     watch_history: int = field(default=20_000, metadata=_flag(
         "--watch-history", "AXON_WATCH_HISTORY",
@@ -257,6 +266,8 @@ class NodeConfig:
             raise ConfigError("--snapshot-rate must be 0 (no limit) or positive")
         if self.max_value_bytes <= 0:
             raise ConfigError("--max-value-bytes must be positive")
+        if self.min_free_bytes < 0 or self.quota_bytes < 0:
+            raise ConfigError("--min-free-bytes and --quota-bytes must be 0 (off) or positive")
         if self.snapshot_bytes <= 0:
             raise ConfigError("--snapshot-bytes must be positive")
         if self.watch_history <= 0 or self.watch_history_bytes <= 0:

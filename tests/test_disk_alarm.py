@@ -1,5 +1,5 @@
 """The disk alarm's pure decision and the usage probe."""
-from axon.node.disk import DiskAlarm, DiskLimits, DiskUsage, NOSPACE, over_limit, read_usage
+from axon.node.disk import ENOSPC_SLACK, DiskAlarm, DiskLimits, DiskUsage, NOSPACE, over_limit, read_usage
 
 
 def test_limits_of_zero_are_off():
@@ -27,7 +27,8 @@ def test_enospc_holds_until_space_is_back():
     alarm.on_enospc()
     assert alarm.alarms() == [NOSPACE]
     assert alarm.observe(DiskUsage(0, 5))  # still no room at all
-    assert not alarm.observe(DiskUsage(4096, 5))
+    assert alarm.observe(DiskUsage(4096, 5))  # room for a record or two is not room to run
+    assert not alarm.observe(DiskUsage(ENOSPC_SLACK, 5))
     assert alarm.alarms() == []
 
 
@@ -44,3 +45,18 @@ def test_nospace_is_507():
     from axon.api.errors import NoSpace
     from axon.web.replies import status_of
     assert status_of(NoSpace("out of space")) == 507
+
+
+def test_is_nospace_sees_enospc_through_causes_and_leveldb_text():
+    import errno
+    from axon.node.disk import is_nospace
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as exc:
+            raise RuntimeError("WAL write failed") from exc
+    except RuntimeError as wrapped:
+        assert is_nospace(wrapped)
+    assert is_nospace(Exception("apply failed: b'IO error: x/000004.log: No space left on device'"))
+    assert not is_nospace(OSError(errno.EIO, "Input/output error"))
+    assert not is_nospace(ValueError("no"))

@@ -98,6 +98,7 @@ def _row(node_id: str, config_entry: dict | None, gossip: dict | None, answer: A
         "applied_index": _int_or_none((status or {}).get("applied_index")),
         "last_index": _int_or_none((status or {}).get("last_index")),
         "loop_lag_ms": _lag_or_none((status or {}).get("loop_lag_ms")),
+        "alarms": _alarms((status or {}).get("alarms")),
         "lag": None,
         "last_contact": None if last_contact is None else round(max(0.0, last_contact), 1),
         "error": error,
@@ -133,8 +134,8 @@ def merge_overview(self_status: dict, gossip_view: list[dict] | None,
         "gossip_enabled": gossip_view is not None,
         "quorum": quorum_summary(sorted(voters), online, leader),
         "nodes": rows,
-        # the dashboard polls only the overview: this node's alarms and join rule ride along
-        "alarms": _alarms(status.get("alarms")),
+        # the dashboard polls only the overview: every node's alarms and the join rule ride along
+        "alarms": sorted({alarm for row in rows for alarm in row["alarms"]}),
         "join_requires_proof": bool(status.get("join_requires_proof")),
     }
 

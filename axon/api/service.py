@@ -13,7 +13,7 @@ from typing import Any, Callable, Protocol
 
 from axon.api import validate
 from axon.api.admission import JoinAdmission
-from axon.api.errors import (ApiError, Conflict, InvalidInput, NotFound, NotLeader, from_raft,
+from axon.api.errors import (ApiError, Conflict, InvalidInput, NoSpace, NotFound, NotLeader, from_raft,
                              RevisionMismatch, Unauthenticated, Unavailable)
 from axon.api.overview import StatusFetcher, collect_overview
 from axon.client.http import HttpPool
@@ -61,16 +61,22 @@ class KVService:
                  members_view: Callable[[], list[dict]] | None = None,
                  cluster_id: Callable[[], str | None] = lambda: None,
                  admission: JoinAdmission | None = None,
-                 loop_lag: Callable[[], dict] | None = None) -> None:
+                 loop_lag: Callable[[], dict] | None = None,
+                 alarms: Callable[[], list[str]] = list,
+                 cluster_alarms: Callable[[], list[str]] = list) -> None:
         """``cluster_id()``: the id of this node's cluster (None while unknown); ``admission``
         checks a join's proof of the cluster key (by default with config.cluster_key);
-        ``loop_lag()``: the event loop's lag in ms (axon/node/looplag.py), None unmeasured."""
+        ``loop_lag()``: the event loop's lag in ms (axon/node/looplag.py), None unmeasured;
+        ``alarms()``: this node's raised alarms; ``cluster_alarms()``: those of any member,
+        which make this node, as leader, refuse writes that add data."""
         self.config = config
         self.node = node
         self.store = store
         self.members_view = members_view
         self.cluster_id = cluster_id
         self.loop_lag = loop_lag
+        self.alarms = alarms
+        self.cluster_alarms = cluster_alarms
         self.admission = admission if admission is not None else JoinAdmission(config.cluster_key)
         self.status_fetcher = StatusFetcher(pool)
         self._refusal_lines = LogLimiter(REFUSAL_LOG_INTERVAL)
@@ -83,6 +89,7 @@ class KVService:
         value = validate.put_value(body, self.config.max_value_bytes)
         cmd = Put(key, value, if_revision=validate.if_match(if_match),
                   if_absent=validate.if_none_match(if_none_match))
+        self.check_space()
         return self._write(cmd)
 
     def delete(self, raw_key: str, if_match: str | None = None) -> dict:
@@ -114,11 +121,21 @@ class KVService:
 
     def txn(self, txn: Txn) -> dict:
         """Run a transaction in one entry: ``{"succeeded", "revision", "results"}``."""
+        if any(isinstance(op, Put) for op in txn.success + txn.failure):
+            self.check_space()
         try:
             [result] = self.node.propose([txn], self.config.request_timeout)
         except RaftError as exc:
             raise self._refusal(exc) from None
         return txn_reply(result, txn)
+
+    def check_space(self) -> None:
+        """NoSpace while a disk alarm is raised anywhere in the cluster (deletes never ask)."""
+        raised = self.cluster_alarms()
+        if raised:
+            raise NoSpace(f"writes are refused while the alarm {', '.join(raised)} is raised "
+                          f"(a node is short of disk space); reads and deletes still work",
+                          alarms=list(raised))
 
     def _local(self, read: Callable[[], Any]) -> Any:
         try:
@@ -153,6 +170,7 @@ class KVService:
         st["cluster_id"] = self.cluster_id()
         st["join_requires_proof"] = self.admission.required   # the dashboard cannot make one
         st["loop_lag_ms"] = self.loop_lag() if self.loop_lag is not None else None
+        st["alarms"] = list(self.alarms())
         online = self._online()
         members = st.pop("members")
         st["nodes"] = [{"node_id": nid, "raft": m["raft"], "http": m["http"],

@@ -19,6 +19,9 @@ def _status_text(s: dict) -> str:
     rows = [{"node_id": n["node_id"], "role": "voter" if n["voter"] else "learner",
              "online": {True: "online", False: "offline"}.get(n.get("online"), "unknown"),
              "http": n["http"], "raft": n["raft"]} for n in s.get("nodes", [])]
+    alarms = s.get("alarms") or []
+    if alarms:   # the disk alarm: writes are refused cluster-wide until space is back
+        head += f"\nALARM {', '.join(alarms)}: writes are refused; reads and deletes still work"
     return head + "\n" + table(rows, ["node_id", "role", "online", "http", "raft"])
 
 

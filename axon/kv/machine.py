@@ -68,6 +68,9 @@ class KVStateMachine:
     def sync(self) -> None:
         self.store.sync()
 
+    def reopen(self) -> None:
+        self.store.reopen()
+
     def snapshot_reader(self, chunk_size: int = 1 << 20) -> tuple[SnapshotMeta, Iterator[bytes]]:
         at, stream = self.store.snapshot_reader(chunk_size)
         try:

@@ -115,6 +115,11 @@ class Store:
         self._path = path
         self._db = db
         self._restoring = False
+        self._load_state()
+
+    def _load_state(self) -> None:
+        """What memory holds of the data set, read from LevelDB (at open and reopen)."""
+        db = self._db
         self._applied_index, self._applied_term = _read_applied(db)
         self._config_blob = db.get(_CONFIG_KEY)
         self._auth = _read_auth(db)
@@ -139,6 +144,16 @@ class Store:
     def close(self) -> None:
         if not self._db.closed:
             self._db.close()
+
+    def reopen(self) -> None:
+        """Close LevelDB and open it again: after one failed write it refuses every write until then.
+
+        A failed apply leaves the data set as it was, unless its batch reached LevelDB's log
+        before the failure: what memory holds is read again, so the driver's retry skips it.
+        """
+        self.close()
+        self._db = _open_leveldb(self._path)
+        self._load_state()
 
     def __enter__(self) -> Store:
         return self

@@ -1,10 +1,28 @@
-"""Disk-space alarm: the pure decision (free-space floor, data-size quota) and a cheap usage probe."""
+"""Disk-space alarm: the pure decision (free-space floor, data-size quota), a cheap usage probe,
+and the loop that takes a reading every second.
+
+While the alarm is raised the leader refuses writes (axon/api/service.py) and the Raft driver
+waits out a write that failed for lack of space instead of stopping (``is_nospace``).
+"""
 from __future__ import annotations
 
+import errno
+import logging
 import os
 from dataclasses import dataclass
+from typing import Callable
+
+import gevent
 
 NOSPACE = "nospace"
+CHECK_INTERVAL = 1.0
+# after an ENOSPC, this much must be free before writes resume, even with no floor set: a few
+# bytes back would only let the next write fail the same way
+ENOSPC_SLACK = 1 << 20
+_NOSPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# LevelDB reports through plyvel with a message only, strerror's text included
+_NOSPACE_TEXTS = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+log = logging.getLogger("axon.node.disk")
 
 
 @dataclass(frozen=True)
@@ -41,8 +59,7 @@ class DiskAlarm:
     def observe(self, usage: DiskUsage) -> bool:
         """Take a reading; returns whether the alarm is raised afterwards."""
         over = over_limit(self.limits, usage)
-        # after an ENOSPC the filesystem had no room even if the floor is 0: ask for some back
-        if self.enospc and not over and usage.free_bytes <= 0:
+        if self.enospc and not over and usage.free_bytes < ENOSPC_SLACK:
             over = True
         self.raised = over
         if not over:
@@ -80,3 +97,45 @@ def free_bytes(path: str) -> int:
 def read_usage(path: str) -> DiskUsage:
     """One reading of the data dir."""
     return DiskUsage(free_bytes=free_bytes(path), data_bytes=data_bytes(path))
+
+
+def is_nospace(exc: BaseException) -> bool:
+    """Whether exc (or what it was raised from) is a write that failed for lack of space."""
+    seen: BaseException | None = exc
+    for _ in range(8):   # a cause chain is short; the bound guards against a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in _NOSPACE_ERRNOS:
+            return True
+        if any(text in str(seen) for text in _NOSPACE_TEXTS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def monitor(alarm: DiskAlarm, path: str, probe: Callable[[str], DiskUsage] = read_usage,
+            interval: float = CHECK_INTERVAL) -> None:
+    """Run in a greenlet: read path's usage every interval (off the event loop) and log changes."""
+    threadpool = gevent.get_hub().threadpool
+    was_raised = alarm.raised
+    while True:
+        try:
+            usage = threadpool.apply(probe, (path,))
+        except OSError as exc:
+            log.warning("cannot read the disk usage of %s: %s", path, exc)
+        else:
+            alarm.observe(usage)
+            if alarm.raised != was_raised:
+                _log_change(alarm, usage)
+        was_raised = alarm.raised
+        gevent.sleep(interval)
+
+
+def _log_change(alarm: DiskAlarm, usage: DiskUsage) -> None:
+    limits = alarm.limits
+    if alarm.raised:
+        log.warning("alarm nospace raised: %d bytes free (floor %d), data %d bytes (quota %s); "
+                    "writes are refused until space is back", usage.free_bytes, limits.min_free_bytes,
+                    usage.data_bytes, limits.quota_bytes or "none")
+    else:
+        log.info("alarm nospace cleared: %d bytes free, data %d bytes", usage.free_bytes, usage.data_bytes)

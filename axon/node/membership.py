@@ -14,15 +14,40 @@ ROLE_PUBLISH_INTERVAL = 0.25
 class Membership:
     """What gossip says of the cluster, in the API's shape, and what this node tells it."""
 
-    def __init__(self, config: NodeConfig, gossip: GossipAgent, role: Callable[[], str]) -> None:
+    def __init__(self, config: NodeConfig, gossip: GossipAgent, role: Callable[[], str],
+                 alarms: Callable[[], list[str]] = list) -> None:
+        """``alarms()``: this node's raised alarms (axon/node/disk.py), told to the others."""
         self.config = config
         self.gossip = gossip
         self.role = role
+        self.alarms = alarms
         self._joined = bool(config.seed)
+        self._cluster_alarms: list[str] = []
 
     def meta(self) -> dict:
-        """This node's gossip metadata: where to reach it and its Raft role."""
-        return {"http": self.config.http, "raft": self.config.raft, "role": self.role()}
+        """This node's gossip metadata: where to reach it, its Raft role and its alarms if any."""
+        meta = {"http": self.config.http, "raft": self.config.raft, "role": self.role()}
+        alarms = self.alarms()
+        if alarms:
+            meta["alarms"] = ",".join(alarms)   # gossip metadata holds scalars only
+        return meta
+
+    def cluster_alarms(self) -> list[str]:
+        """The alarms raised on this node or on any live member (refreshed every publish interval).
+
+        Every node holds the same data, so a member short of space makes the leader refuse
+        writes for all, as etcd's NOSPACE alarm does; this is cheap enough for every write.
+        """
+        return self._cluster_alarms
+
+    def _refresh_cluster_alarms(self) -> None:
+        raised = set(self.alarms())
+        for m in self.gossip.members():
+            meta = m.get("meta") or {}
+            theirs = meta.get("alarms")
+            if m["status"] == "alive" and isinstance(theirs, str):
+                raised.update(a for a in theirs.split(",") if a)
+        self._cluster_alarms = sorted(raised)
 
     def members_view(self) -> list[dict]:
         """The gossip view in the API's shape."""
@@ -55,11 +80,12 @@ class Membership:
             self.gossip.join_in_background(seeds)
 
     def publish_role(self) -> None:
-        """Run in a greenlet: keep our metadata's role current (the dashboard and joiners read it)."""
+        """Run in a greenlet: keep our metadata's role and alarms current, and see the others' alarms."""
         published = None
         while True:
             meta = self.meta()
             if meta != published:
                 self.gossip.update_meta(meta)
                 published = meta
+            self._refresh_cluster_alarms()
             gevent.sleep(ROLE_PUBLISH_INTERVAL)

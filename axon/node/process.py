@@ -22,6 +22,7 @@ from axon.node.joiner import join_until_voter
 from axon.node.looplag import LoopLag
 from axon.node.cluster_id import ClusterId
 from axon.node.datadir import claim_data_dir
+from axon.node import disk
 from axon.node.duties import DeadVoterReaper
 from axon.node.rootauth import enable_when_leader
 from axon.node.membership import Membership
@@ -124,8 +125,9 @@ class NodeProcess:
             raise ConfigError(f"cannot use http address {config.http}: {exc.strerror}") from None
         _check_port_free(config.raft, "raft")
         _check_port_free(config.gossip, "gossip")
+        self.disk_alarm = disk.DiskAlarm(disk.DiskLimits(config.min_free_bytes, config.quota_bytes))
         try:
-            self.store = Store.open(os.path.join(config.data_dir, "store"))
+            self.store = self._open_store(os.path.join(config.data_dir, "store"))
             self.machine = KVStateMachine(self.store, ChangeFeed(self.store.applied_index, feed_limits(config)))
         except StoreError as exc:
             raise ConfigError(str(exc)) from None
@@ -154,22 +156,26 @@ class NodeProcess:
                              snapshot_bytes=config.snapshot_bytes,
                              snapshot_rate=config.snapshot_rate_mb * 1e6)
         self.node.fatal = self._fatal
+        self.node.storage_full = self._storage_full
         if self.node.bootstrapped:   # a new cluster: a new id (made after the log, so a failed start leaves none)
             self.cluster_id.mint()
         self.gossip = GossipAgent(GossipConfig(), config.node_id, config.gossip,
                                   {"http": config.http, "raft": config.raft, "role": self._role()},
                                   key=GossipAgent.key_for(config.cluster_key, config.gossip_key),
                                   cluster_id=self.cluster_id)
-        self.membership = Membership(config, self.gossip, self._role)
+        self.membership = Membership(config, self.gossip, self._role, self.disk_alarm.alarms)
         self.loop_lag = LoopLag()
         self.service = KVService(config, self.node, self.store, self.pool, self.membership.members_view,
-                                 cluster_id=self.cluster_id, loop_lag=self.loop_lag.snapshot)
+                                 cluster_id=self.cluster_id, loop_lag=self.loop_lag.snapshot,
+                                 alarms=self.disk_alarm.alarms,
+                                 cluster_alarms=self.membership.cluster_alarms)
         self.http = None
         self.stopped = Event()
         self._greenlets: list[gevent.Greenlet] = []
 
     def start(self) -> None:
         self._greenlets.append(gevent.spawn(self.loop_lag.run))
+        self._greenlets.append(gevent.spawn(disk.monitor, self.disk_alarm, self.config.data_dir))
         self.node.start()
         self.gossip.start()
         if self.config.seed:
@@ -215,6 +221,25 @@ class NodeProcess:
         """
         return (bool(self.config.join) and set(self.node.config.voters) == {self.config.node_id}
                 and not self.node.bootstrapped and self.cluster_id() is not None)
+
+    def _open_store(self, path: str) -> Store:
+        """Store.open, waiting while the disk is too full for LevelDB to start (no crash loop)."""
+        while True:
+            try:
+                return Store.open(path)
+            except StoreError as exc:
+                if not disk.is_nospace(exc):
+                    raise
+                self.disk_alarm.on_enospc()
+                log.error("cannot open the store: %s; waiting for space", exc)
+            gevent.sleep(disk.CHECK_INTERVAL)
+
+    def _storage_full(self, exc: BaseException) -> bool:
+        """The Raft driver's question: will this failed write succeed once space is back?"""
+        if not disk.is_nospace(exc):
+            return False
+        self.disk_alarm.on_enospc()
+        return True
 
     def _role(self) -> str:
         return self.node.status()["state"]

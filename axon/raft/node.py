@@ -42,6 +42,8 @@ log = logging.getLogger("axon.raft")
 # thread to let go of it: when every fdatasync ran in a worker, one such wait per commit on
 # leader and follower doubled write latency.
 GIL_SWITCH_INTERVAL = 0.0002
+# A local write that failed for lack of space is tried again this often, backing off
+STORAGE_RETRY_FIRST, STORAGE_RETRY_MAX = 0.1, 2.0
 
 
 class RaftNode:
@@ -85,6 +87,10 @@ class RaftNode:
         self._config_seen: ClusterConfig | None = None
         self.stopped = False
         self.fatal: Callable[[BaseException], None] = self._default_fatal
+        # Whether a failed local write will succeed once the operator frees space (the node's
+        # disk alarm decides, and raises itself): the driver then waits as for a slow disk,
+        # sending nothing the write should have preceded, instead of stopping the node.
+        self.storage_full: Callable[[BaseException], bool] = lambda exc: False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -234,7 +240,8 @@ class RaftNode:
             send(msg)
         writes, free = self.durability.track(rd)
         if writes:
-            self.wal.append(rd.entries, rd.hard_state)
+            # a failed append is cut off again (axon/raft/wal.py), so the same one can be retried
+            self._until_written("append to the log", lambda: self.wal.append(rd.entries, rd.hard_state))
             self._sync_wake.set()
         for msg in free:
             send(msg)
@@ -307,7 +314,8 @@ class RaftNode:
             self._maybe_compact()
 
     def _apply(self, entries: list[Entry]) -> None:
-        results = self.sm.apply(entries)
+        # a state machine's apply is atomic: after a failure the same entries are applied again
+        results = self._until_written("apply", lambda: self.sm.apply(entries), self.sm.reopen)
         self.proposals.applied(entries, results)
         for entry in entries:
             if entry.kind == EntryKind.CONFIG:
@@ -331,9 +339,43 @@ class RaftNode:
             target = rules.byte_compaction_index(self.core, self._applied, self.keep_entries,
                                                  self.snapshot_bytes)
             why = "bytes"
-        if target is not None and rules.compact(self.core, target, self._sync_store, self.wal.compact):
+        if target is None:
+            return
+        try:
+            compacted = rules.compact(self.core, target, self._sync_store, self.wal.compact)
+        except Exception as exc:
+            if not self.storage_full(exc):
+                raise
+            log.warning("log compaction to %d put off: %s", target, exc)   # the next apply tries again
+            return
+        if compacted:
             log.info("log compacted to index %d (%s bound), %d bytes held", target, why,
                      self.core.log_bytes)
+
+    def _until_written(self, what: str, write: Callable[[], Any],
+                       reopen: Callable[[], None] | None = None) -> Any:
+        """``write()``, waited out and tried again while it fails for lack of space.
+
+        ``reopen`` runs before each retry (LevelDB refuses every write after a failed one
+        until it is opened again).  Any other failure is raised, and stops the node.
+        """
+        delay = STORAGE_RETRY_FIRST
+        while True:
+            try:
+                return write()
+            except Exception as exc:
+                if not self.storage_full(exc):
+                    raise
+                if delay == STORAGE_RETRY_FIRST:
+                    log.error("cannot %s: %s; waiting for space", what, exc)
+            gevent.sleep(delay)
+            delay = min(delay * 2, STORAGE_RETRY_MAX)
+            if reopen is not None:
+                try:
+                    reopen()
+                except Exception as exc:
+                    if not self.storage_full(exc):
+                        raise
 
     def _sync_store(self) -> None:
         gevent.get_hub().threadpool.apply(self.sm.sync)
