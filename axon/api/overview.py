@@ -98,11 +98,22 @@ def _row(node_id: str, config_entry: dict | None, gossip: dict | None, answer: A
         "applied_index": _int_or_none((status or {}).get("applied_index")),
         "last_index": _int_or_none((status or {}).get("last_index")),
         "loop_lag_ms": _lag_or_none((status or {}).get("loop_lag_ms")),
+        **_about(status or {}),
         "alarms": _alarms((status or {}).get("alarms")),
         "lag": None,
         "last_contact": None if last_contact is None else round(max(0.0, last_contact), 1),
         "error": error,
     }
+
+
+def _about(status: dict) -> dict:
+    """A member's version, uptime and sizes (None where it gave none, e.g. an older node)."""
+    version = status.get("version")
+    uptime = status.get("uptime_s")
+    return {"version": version if isinstance(version, str) else None,
+            "uptime_s": uptime if isinstance(uptime, (int, float)) and not isinstance(uptime, bool) else None,
+            "data_bytes": _int_or_none(status.get("data_bytes")),
+            "wal_bytes": _int_or_none(status.get("wal_bytes"))}
 
 
 def merge_overview(self_status: dict, gossip_view: list[dict] | None,
@@ -179,13 +190,15 @@ class StatusFetcher:
         self.clock = clock
         self._last_answer: dict[str, float] = {}
 
-    def fetch(self, targets: Mapping[str, str], headers: Mapping[str, str] | None = None) -> dict[str, dict | str]:
-        """node id -> its status dict, or a short error string; never raises, never waits past the timeout.
+    def fetch(self, targets: Mapping[str, str], headers: Mapping[str, str] | None = None,
+              path: str = "/cluster/status") -> dict[str, dict | str]:
+        """node id -> its status dict (or what ``path`` answers), or a short error string; never
+        raises, never waits past the timeout.
 
         ``headers``: the asking client's Authorization, so that with auth on members answer it
         (a status page for a token is one for every node's, not an anonymous 401)."""
         ids = [nid for nid, addr in targets.items() if addr]
-        jobs = [gevent.spawn(self._one, targets[nid], dict(headers or {})) for nid in ids]
+        jobs = [gevent.spawn(self._one, targets[nid], dict(headers or {}), path) for nid in ids]
         gevent.joinall(jobs, timeout=self.timeout + 0.2)
         out: dict[str, dict | str] = {nid: "no http address" for nid, addr in targets.items() if not addr}
         now = self.clock()
@@ -201,9 +214,9 @@ class StatusFetcher:
                 out[nid] = "error"
         return out
 
-    def _one(self, addr: str, headers: dict[str, str]) -> dict | str:
+    def _one(self, addr: str, headers: dict[str, str], path: str) -> dict | str:
         try:
-            resp = self.pool.request("GET", addr, "/cluster/status", None, headers, timeout=self.timeout)
+            resp = self.pool.request("GET", addr, path, None, headers, timeout=self.timeout)
             body = resp.json()
         except ClientError as exc:
             return str(exc)

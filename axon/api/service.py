@@ -75,6 +75,8 @@ class KVService:
         self.members_view = members_view
         self.cluster_id = cluster_id
         self.loop_lag = loop_lag
+        # version, uptime_s, data_bytes, wal_bytes for the status (axon/node/stats.py NodeFacts)
+        self.about: Callable[[], dict] | None = None
         self.alarms = alarms
         self.cluster_alarms = cluster_alarms
         self.admission = admission if admission is not None else JoinAdmission(config.cluster_key)
@@ -170,6 +172,8 @@ class KVService:
         st["cluster_id"] = self.cluster_id()
         st["join_requires_proof"] = self.admission.required   # the dashboard cannot make one
         st["loop_lag_ms"] = self.loop_lag() if self.loop_lag is not None else None
+        if self.about is not None:
+            st.update(self.about())
         st["alarms"] = list(self.alarms())
         online = self._online()
         members = st.pop("members")

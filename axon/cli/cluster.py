@@ -19,10 +19,42 @@ def _status_text(s: dict) -> str:
     rows = [{"node_id": n["node_id"], "role": "voter" if n["voter"] else "learner",
              "online": {True: "online", False: "offline"}.get(n.get("online"), "unknown"),
              "http": n["http"], "raft": n["raft"]} for n in s.get("nodes", [])]
+    if s.get("version") is not None:
+        head += (f"\nversion {s['version']}, up {duration(s.get('uptime_s'))}, "
+                 f"data {size(s.get('data_bytes'))}, WAL {size(s.get('wal_bytes'))}")
     alarms = s.get("alarms") or []
     if alarms:   # the disk alarm: writes are refused cluster-wide until space is back
         head += f"\nALARM {', '.join(alarms)}: writes are refused; reads and deletes still work"
     return head + "\n" + table(rows, ["node_id", "role", "online", "http", "raft"])
+
+
+def size(n: int | None) -> str:
+    """Bytes as people read them: 512 B, 1.5 KiB, 3.2 GiB."""
+    if n is None:
+        return "?"
+    if n < 1024:
+        return f"{n} B"
+    value = n / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds as people read them: 45s, 12m 5s, 3h 2m, 4d 1h."""
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    days, rest = divmod(s, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
 @click.command(context_settings=CONTEXT)

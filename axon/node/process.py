@@ -31,6 +31,10 @@ from axon.raft.node import RaftNode
 from axon.raft.transport import TcpTransport
 from axon.raft.types import Member
 from axon.api.service import KVService
+from axon.api.overview import StatusFetcher
+from axon.api.stats import StatsService
+from axon.metrics import NodeMetrics
+from axon.node.stats import NodeFacts, StatsSampler, register_collectors, wal_dir
 from axon.api.watch import WatchService
 from axon.kv.feed import ChangeFeed, FeedLimits
 from axon.kv.machine import KVStateMachine
@@ -170,11 +174,19 @@ class NodeProcess:
                                  alarms=self.disk_alarm.alarms,
                                  cluster_alarms=self.membership.cluster_alarms)
         self.http = None
+        self.facts = NodeFacts(config.data_dir, wal_dir(config.data_dir))
+        self.service.about = self.facts
+        self.metrics = NodeMetrics()
+        register_collectors(self.metrics, self, self.facts)
+        self.sampler = StatsSampler(self.metrics)
+        self.stats = StatsService(config.node_id, self.sampler.ring, StatusFetcher(self.pool),
+                                  self.service.member_addresses)
         self.stopped = Event()
         self._greenlets: list[gevent.Greenlet] = []
 
     def start(self) -> None:
         self._greenlets.append(gevent.spawn(self.loop_lag.run))
+        self._greenlets.append(gevent.spawn(self.sampler.run))
         self._greenlets.append(gevent.spawn(disk.monitor, self.disk_alarm, self.config.data_dir))
         self.node.start()
         self.gossip.start()
@@ -183,7 +195,7 @@ class NodeProcess:
         watches = WatchService(self.feed, self.node, self.config.request_timeout,
                                self.config.watch_progress_interval)
         self.http = serve(build_app(self.config, self.service, self.pool, audit_log=self.audit_log,
-                                    watches=watches),
+                                    watches=watches, metrics=self.metrics, stats=self.stats),
                           self._http_listener, max_body=request_body_limit(self.config.max_value_bytes),
                           ssl_context=self.server_tls, **server_limits(self.config))
         log.info("node %s serving %s on %s, raft on %s, gossip on %s (data in %s)",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Any, Callable
 
 import gevent
@@ -87,6 +88,10 @@ class RaftNode:
         self._config_seen: ClusterConfig | None = None
         self.stopped = False
         self.fatal: Callable[[BaseException], None] = self._default_fatal
+        # for the node's metrics: plain counts, and each write's seconds from proposal to applied
+        self.counts = {"leader_changes": 0, "proposals": 0, "snapshots_sent": 0,
+                       "snapshots_installed": 0, "compactions": 0}
+        self.on_commit: Callable[[float], None] = _ignore
         # Whether a failed local write will succeed once the operator frees space (the node's
         # disk alarm decides, and raises itself): the driver then waits as for a slow disk,
         # sending nothing the write should have preceded, instead of stopping the node.
@@ -150,9 +155,13 @@ class RaftNode:
     def propose(self, items: list, timeout: float) -> list:
         """Replicate items (state-machine commands) and return their results once applied."""
         self._require_leader()
+        started = time.perf_counter()
+        self.counts["proposals"] += 1
         result = self.proposals.queue(items)
         self._wake.set()
-        return self._wait(result, timeout, "write")
+        results = self._wait(result, timeout, "write")
+        self.on_commit(time.perf_counter() - started)
+        return results
 
     def read_barrier(self, timeout: float) -> None:
         """Return once a linearizable read may be served from the local state machine."""
@@ -251,6 +260,7 @@ class RaftNode:
         if rd.read_states or rd.failed_reads:
             self.reads.answered(rd.read_states, rd.failed_reads, self._not_leader)
         for peer in rd.snapshot_sends:
+            self.counts["snapshots_sent"] += 1
             self.snapshot_sender.start(peer)
         for chunk in rd.snapshot_chunks:
             meta = self.snapshot_receiver.chunk(chunk)
@@ -269,6 +279,8 @@ class RaftNode:
                 log.info("stepped down as leader in term %d", term)
             elif leader and leader != self._last_seen[1]:
                 log.info("following leader %s in term %d", leader, term)
+            if leader and leader != self._last_seen[1]:
+                self.counts["leader_changes"] += 1
             self._last_seen = seen
         if self.core.config is not self._config_seen:
             self._update_peers()
@@ -327,6 +339,7 @@ class RaftNode:
 
     def _install_snapshot(self, meta: SnapshotMeta) -> None:
         done = self.snapshot_receiver.install(meta)
+        self.counts["snapshots_installed"] += 1
         self._applied = max(self._applied, meta.index)
         self._synced(done)
         self.reads.applied(self._applied)
@@ -349,6 +362,7 @@ class RaftNode:
             log.warning("log compaction to %d put off: %s", target, exc)   # the next apply tries again
             return
         if compacted:
+            self.counts["compactions"] += 1
             log.info("log compacted to index %d (%s bound), %d bytes held", target, why,
                      self.core.log_bytes)
 
@@ -402,3 +416,7 @@ class RaftNode:
         if self.core.is_leader:
             st["progress"] = self.core.peer_progress()
         return st
+
+
+def _ignore(seconds: float) -> None:
+    pass

@@ -8,6 +8,7 @@ more than a quick sync takes.  A moving average of past syncs decides.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import gevent
 
@@ -23,6 +24,7 @@ class WalSyncer:
 
     def __init__(self) -> None:
         self.average = 0.0   # moving average of fdatasync seconds
+        self.on_sync: Callable[[float], None] = _ignore   # each sync's seconds (the node's metrics)
 
     def run(self, token: SyncToken) -> None:
         """Make everything the token covers durable; returns when it is."""
@@ -31,6 +33,11 @@ class WalSyncer:
         else:
             took = gevent.get_hub().threadpool.apply(_timed, (token,))
         self.average += _WEIGHT * (took - self.average)
+        self.on_sync(took)
+
+
+def _ignore(seconds: float) -> None:
+    pass
 
 
 def _timed(token: SyncToken) -> float:

@@ -13,6 +13,7 @@ from typing import Sequence
 from gevent.server import _tcp_listener
 
 from axon.api.service import KVService
+from axon.api.stats import StatsService
 from axon.api.tokens import TokenService
 from axon.api.watch import WatchService
 from axon.audit import AuditLog
@@ -20,13 +21,14 @@ from axon.audit import AuditLog
 from axon.api.validate import request_body_limit  # noqa: F401
 from axon.client.http import HttpPool
 from axon.config import NodeConfig, parse_addr
+from axon.metrics import NodeMetrics
 from axon.web.auth import AuthGate
 from axon.web.audit import audit_middleware, node_audited
 from axon.web.browser import BrowserGuard
 from axon.web.dashboard import dashboard_handler
 from axon.web.endpoints import api_routes
 from axon.web.forward import Forwarder
-from axon.web.middleware import Handler, Middleware, chain
+from axon.web.middleware import Handler, Middleware, chain, http_metrics
 from axon.web.peers import PeerTrust
 from axon.web.replies import error_replies
 from axon.web.routes import Router
@@ -51,10 +53,12 @@ def browser_guard(config: NodeConfig) -> BrowserGuard:
 
 def build_app(config: NodeConfig, service: KVService, pool: HttpPool,
               extra: Sequence[Middleware] = (), audit_log: AuditLog | None = None,
-              watches: WatchService | None = None) -> Handler:
+              watches: WatchService | None = None, metrics: NodeMetrics | None = None,
+              stats: StatsService | None = None) -> Handler:
     """The node's request handler; ``extra`` middlewares go innermost (tests record with them).
 
-    ``watches`` serves GET /watch from the node's change feed (without one, from an empty feed).
+    ``watches`` serves GET /watch from the node's change feed (without one, from an empty feed);
+    with ``metrics`` every request is counted (outside error_replies: the status the client got).
     """
     trust = PeerTrust(config.node_id, config.cluster_key, service)
     forwarder = Forwarder(pool, trust, config.request_timeout + FORWARD_SLACK)
@@ -64,10 +68,13 @@ def build_app(config: NodeConfig, service: KVService, pool: HttpPool,
     gate = AuthGate(lambda: service.store.auth, config.auth, lambda: config.cluster_key is not None)
     if watches is None:
         watches = WatchService(None, service.node, config.request_timeout, config.watch_progress_interval)
-    router = Router(api_routes(service, forwarder, config.node_id, tokens, watches, gate),
+    router = Router(api_routes(service, forwarder, config.node_id, tokens, watches, gate, metrics, stats),
                     fallback=dashboard_handler(), gate=gate)
     audit = audit_middleware(audit_log, node_audited(config.node_id)) if audit_log is not None else None
-    return chain([*node_middlewares(trust, browser_guard(config), audit), *extra], router)
+    middlewares = node_middlewares(trust, browser_guard(config), audit)
+    if metrics is not None:
+        middlewares.insert(1 if audit else 0, http_metrics(metrics.http, router.pattern_of))
+    return chain([*middlewares, *extra], router)
 
 
 def bind(listen: str) -> socket.socket:

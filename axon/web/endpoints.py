@@ -14,9 +14,11 @@ import gevent
 
 from axon.api.auth import Decision, bearer_token, principal
 from axon.api.service import KVService
+from axon.api.stats import StatsRing, StatsService
 from axon.api.tokens import TokenService
 from axon.api.txn import txn_keys
 from axon.api.watch import WatchService
+from axon.metrics import CONTENT_TYPE as METRICS_TYPE, NodeMetrics
 from axon.web.forward import Forwarder
 from axon.web.params import query_params
 from axon.web.replies import JSON, json_reply, ok
@@ -33,8 +35,11 @@ PAGE_PIECE_BYTES = 64 << 10
 
 
 def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
-               tokens: TokenService, watches: WatchService, gate: AuthGate) -> list[Route]:
+               tokens: TokenService, watches: WatchService, gate: AuthGate,
+               metrics: NodeMetrics | None = None, stats: StatsService | None = None) -> list[Route]:
     """Every route of the node's JSON API, each with its auth decision (axon/api/auth.py).
+
+    ``metrics`` and ``stats`` are the node's (without them, empty ones: the routes exist anyway).
 
     ``gate`` also decides what a route's decision alone cannot: a transaction's keys (from
     its body), and a watch's request again while it streams (a revoked token).
@@ -93,11 +98,34 @@ def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
         Route("GET", "/health", lambda req: ok(service.health()), OPEN),
         Route("GET", "/ready", lambda req: ok(service.ready()), OPEN),
         Route("GET", "/auth/whoami", lambda req: ok(whoami(gate, req)), ANY),
+        *ops_routes(service, node_id, metrics, stats),
         *auth_routes(tokens, leader_only),
         *watch_routes(watches, forwarder, service.config.max_key_bytes,
                       lambda req: gate(req, Decision.WATCH, ())),
         *maintenance_routes(service.store, service.node.wait_applied, service.config.request_timeout,
                             lambda req: read_now(req, watches, forwarder), node_id, service.cluster_id),
+    ]
+
+
+def ops_routes(service: KVService, node_id: str, metrics: NodeMetrics | None,
+               stats: StatsService | None) -> list[Route]:
+    """Prometheus's scrape and the dashboard's chart samples.
+
+    Any token may read them: they hold counts and timings, never keys or values, and a
+    Prometheus server sends its token as a bearer token like any client."""
+    if metrics is None:
+        metrics = NodeMetrics(process_metrics=False)
+    if stats is None:
+        stats = StatsService(node_id, StatsRing(), service.status_fetcher, service.member_addresses)
+
+    def cluster_stats(req: Request) -> Response:
+        query = query_params(req.query)
+        return ok(stats.answer(query.get("since"), query.get("local"), req.headers.get("authorization")))
+
+    return [
+        Route("GET", "/metrics", lambda req: Response(200, [("Content-Type", METRICS_TYPE)], metrics.render()),
+              ANY),
+        Route("GET", "/cluster/stats", cluster_stats, ANY),
     ]
 
 

@@ -6,8 +6,10 @@ start-up, so a request costs one call per middleware and nothing else.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable, Sequence
 
+from axon.metrics import OTHER_ROUTE, HttpMetrics
 from axon.web.wire import Request, Response
 
 Handler = Callable[[Request], Response]
@@ -20,6 +22,21 @@ def chain(middlewares: Sequence[Middleware], endpoint: Handler) -> Handler:
     for middleware in reversed(middlewares):
         handler = _bind(middleware, handler)
     return handler
+
+
+def http_metrics(metrics: HttpMetrics, route_of: Callable[[str], str | None]) -> Middleware:
+    """Count every request by method, route pattern (never the raw path: labels must stay few)
+    and status, with its time to the response's head."""
+    clock = time.perf_counter
+    observe = metrics.observe
+
+    def measure(req: Request, following: Handler) -> Response:
+        started = clock()
+        resp = following(req)
+        observe(req.method, route_of(req.path) or OTHER_ROUTE, resp.status, clock() - started,
+                "x-axon-forwarded" in req.headers)
+        return resp
+    return measure
 
 
 def _bind(middleware: Middleware, following: Handler) -> Handler:

@@ -48,6 +48,7 @@ class _Pattern:
 
     def __init__(self, pattern: str) -> None:
         params = list(_PARAM.finditer(pattern))
+        self.pattern = pattern
         self.names = tuple(m.group(1) for m in params)
         self.prefix = pattern[:params[0].start()]
         self.methods: dict[str, Endpoint] = {}
@@ -103,6 +104,16 @@ class Router:
                 endpoint = _endpoint(pattern.methods, req)
                 return endpoint(req, *map(decode_component, raw, pattern.names))
         return self.fallback(req)
+
+
+    def pattern_of(self, path: str) -> str | None:
+        """The pattern of the route that claims ``path`` (None: the fallback's), e.g. a metrics label."""
+        if path in self._exact:
+            return path
+        for pattern in self._patterns:
+            if pattern.match(path) is not None:
+                return pattern.pattern
+        return None
 
 
 def _guarded(route: Route, gate: Gate) -> Endpoint:
