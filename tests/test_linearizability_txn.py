@@ -171,3 +171,19 @@ def test_a_random_history_with_one_read_changed_is_refuted() -> None:
 def test_check_group_takes_ops_of_several_keys() -> None:
     ops = History.from_ops([write("a", 0, 1, "1", 1), write("b", 2, 3, "2", 2)]).ops()
     assert check_group(ops).ok
+
+
+@pytest.mark.slow
+@pytest.mark.chaos
+@pytest.mark.timeout(400)
+def test_transactions_stay_linearizable_while_leaders_are_killed(tmp_path) -> None:
+    from axon.testing.chaos import ChaosConfig, run_chaos
+    report = run_chaos(ChaosConfig("kill-leader", duration=30, nodes=3, seed=16, clients=3, txn_clients=4,
+                                   out_dir=str(tmp_path)))
+    print(report.summary())
+    assert report.ok, report.summary()
+    assert len(report.faults) >= 3, report.summary()
+    assert report.txn_counts.get("ok", 0) >= 100, report.summary()
+    txns = History.load(str(tmp_path / "txn_history.jsonl")).ops()
+    assert sum(1 for op in txns if op.kind == "txn" and op.status == "ok" and op.result[0]
+               and op.parts[1] and op.parts[1][0][0] == "put") >= 20   # two-key CAS that succeeded

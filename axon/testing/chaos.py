@@ -45,6 +45,7 @@ NOT_APPLIED = ("no leader available", "it was not applied", "is not a member of 
 ERROR_BACKOFF = 0.2
 STATUS_TIMEOUT = 1.0
 RECOVERY_TIMEOUT = 60.0
+TXN_KEYS = ("x0", "x1")                # the keys TxnWorkload's transactions span (outside the watched "k")
 
 
 class ChaosError(Exception):
@@ -155,6 +156,61 @@ class Workload:
     def _unexpected(self, op: Op, exc: ClientError) -> None:
         if exc.status not in (0, 503):
             self.problems.append(f"{op.kind} {op.key}: HTTP {exc.status} {exc.body}")
+
+
+class TxnWorkload(Workload):
+    """Threads running transactions over two keys, recorded as ``txn`` ops in their own History.
+
+    Two-key compare-and-set (each compare the revision this client last saw, the failure branch
+    reading both keys), snapshot reads of both keys, and plain writes of one key beside them; the
+    checker then checks the two keys as one object (``check_history`` groups them).
+    """
+
+    def _run(self, client: int, rng: random.Random) -> None:
+        pool = HttpPool(timeout=self.timeout)
+        seen: dict[str, int] = {}
+        n = 0
+        while not self.stop.is_set():
+            api = AxonClient(rng.choice(list(self.nodes)).http, timeout=self.timeout, pool=pool)
+            roll = rng.random()
+            n += 1
+            gets = [("get", key, None) for key in self.keys]
+            if roll < 0.5:
+                compares = [(key, seen.get(key, 0)) for key in self.keys]
+                puts = [("put", key, f"c{client}-{n}-{key}") for key in self.keys]
+                self._txn(api, self.history.invoke_txn(client, compares, puts, gets), seen)
+            elif roll < 0.8:
+                self._txn(api, self.history.invoke_txn(client, [], gets), seen)
+            else:
+                key, value = rng.choice(self.keys), f"c{client}-{n}"
+                self._mutate(self.history.invoke(client, key, "write", value),
+                             lambda: api.put(key, value), seen)
+        pool.close()
+
+    def _txn(self, api: AxonClient, op: Op, seen: dict[str, int]) -> None:
+        compares, success, failure = op.parts
+        body = {"compare": [{"key": key, "revision": revision} for key, revision in compares],
+                "success": [_txn_op(part) for part in success],
+                "failure": [_txn_op(part) for part in failure]}
+        try:
+            answer = api.call("POST", "/txn", body)
+        except ClientError as exc:
+            self._record_error(op, exc, seen)
+            self.stop.wait(ERROR_BACKOFF)
+            return
+        reads = [(r["key"], r["value"], r["revision"] if r["value"] is not None else None)
+                 for r in answer["results"] if r["op"] == "get"]
+        self.history.ok(op, (answer["succeeded"], answer["revision"], reads))
+        for key, _, revision in reads:
+            seen[key] = revision or 0
+        if answer["succeeded"] and any(part[0] == "put" for part in success):
+            for part in success:
+                seen[part[1]] = answer["revision"]
+
+
+def _txn_op(part: tuple) -> dict:
+    kind, key, value = part
+    return {"op": "put", "key": key, "value": value} if kind == "put" else {"op": "get", "key": key}
 
 
 # ---------------------------------------------------------------------- checkers
@@ -510,6 +566,7 @@ class ChaosConfig:
     quiet: tuple[float, float] = (1.5, 3.0)   # seconds of calm between faults (uniform)
     check_timeout_per_key: float = 120.0
     cluster_key: bool = True      # peers seal every frame, as a production cluster does
+    txn_clients: int = 0          # clients running two-key transactions beside (TxnWorkload)
 
 
 @dataclass
@@ -524,6 +581,8 @@ class ChaosReport:
     problems: list[str] = field(default_factory=list)
     unavailability: dict[str, list[float]] = field(default_factory=dict)
     watch_events: int = 0   # changes a watcher beside the workload received and had checked
+    txn_linearizable: CheckResult | None = None   # the transactions' history (txn_clients > 0)
+    txn_counts: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [f"nemesis {self.nemesis}: {'OK' if self.ok else 'FAILED'} "
@@ -534,6 +593,8 @@ class ChaosReport:
                              f"over {len(times)} faults")
         if self.linearizable is not None and not self.linearizable.ok:
             lines.append("  linearizability: " + self.linearizable.explanation)
+        if self.txn_linearizable is not None:
+            lines.append(f"  transactions {self.txn_counts}: " + self.txn_linearizable.explanation)
         if self.durability is not None and not self.durability.ok:
             lines.append("  durability: " + "; ".join(self.durability.problems[:10]))
         lines += ["  problem: " + p for p in self.problems[:10]]
@@ -575,6 +636,7 @@ class ChaosRun:
         self.faults: list[FaultEvent] = []
         self.problems: list[str] = []
         self.watch_events = 0   # changes the watcher received (checked against the history)
+        self.txns: TxnWorkload | None = None
 
     def run(self) -> ChaosReport:
         net: NetnsNetwork | None = None
@@ -598,9 +660,14 @@ class ChaosRun:
             start = ctx.leader().status()["commit_index"] + 1
             watcher = WatchRecorder(lambda: [n.http for n in cluster.nodes], "k", start).start()
             workload = Workload(cluster.nodes, keys, clients=self.config.clients, seed=self.config.seed)
+            if self.config.txn_clients:
+                self.txns = TxnWorkload(cluster.nodes, TXN_KEYS, clients=self.config.txn_clients,
+                                        seed=self.config.seed + 1).__enter__()
             with workload:
                 self._nemesis_loop(ctx)
                 time.sleep(2.0)   # let the clients see the healed cluster
+            if self.txns is not None:
+                self.txns.close()
             final = self._recover_and_read(ctx, keys)
             self._check_watch(ctx, watcher, workload, start, final)
         except (ChaosError, ClusterError, NetnsError) as exc:
@@ -612,6 +679,8 @@ class ChaosRun:
         finally:
             if workload is not None:
                 workload.close()
+            if self.txns is not None:
+                self.txns.close()
             if cluster is not None:
                 cluster.close()
             if net is not None:
@@ -622,6 +691,8 @@ class ChaosRun:
     def _dump(self, workload: Workload | None) -> None:
         history = workload.history if workload is not None else History()
         history.dump(os.path.join(self.out_dir, "history.jsonl"))
+        if self.txns is not None:
+            self.txns.history.dump(os.path.join(self.out_dir, "txn_history.jsonl"))
         with open(os.path.join(self.out_dir, "faults.jsonl"), "w", encoding="utf-8") as f:
             for fault in self.faults:
                 f.write(json.dumps(asdict(fault)) + "\n")
@@ -718,11 +789,20 @@ class ChaosRun:
         if final is not None:
             linearizable = check_linearizable(history, self.config.check_timeout_per_key)
             durability = check_durability(history, final)
+        txn_linearizable, txn_counts = None, {}
+        if self.txns is not None:
+            self.problems += self.txns.problems[:20]
+            for op in self.txns.history.ops():
+                txn_counts[op.status] = txn_counts.get(op.status, 0) + 1
+            if final is not None:
+                txn_linearizable = check_history(self.txns.history,
+                                                 timeout_per_key=self.config.check_timeout_per_key)
         ok = (not self.problems and linearizable is not None and linearizable.ok
-              and durability is not None and durability.ok)
+              and durability is not None and durability.ok
+              and (self.txns is None or (txn_linearizable is not None and txn_linearizable.ok)))
         report = ChaosReport(self.nemesis.name, self.out_dir, ok, self.faults, counts, linearizable,
                              durability, self.problems, measure_unavailability(history, self.faults),
-                             self.watch_events)
+                             self.watch_events, txn_linearizable, txn_counts)
         with open(os.path.join(self.out_dir, "summary.txt"), "w", encoding="utf-8") as f:
             f.write(report.summary() + "\n")
         if not report.ok:

@@ -800,4 +800,4 @@ def check_history(history: History, *, timeout_per_key: float = 30.0,
         if not result.ok:
             return result
         total += len(ops)
-    return CheckResult(True, None, f"{len(groups)} keys, {total} ops linearizable")
+    return CheckResult(True, None, f"{len(groups)} keys or groups of keys, {total} ops linearizable")
