@@ -44,6 +44,8 @@ def expected(role: str, decision: Decision, key: str) -> object:
         return ALLOWED if key.startswith("app/") else 403
     if decision in (Decision.WRITE_KEY, Decision.TXN):   # the walk's transaction writes ``key``
         return ALLOWED if role == "write" and key.startswith("app/") else 403
+    if decision is Decision.LEASE:   # the walk's lease holds no key
+        return ALLOWED if role == "write" else 403
     if decision in (Decision.ADMIN, Decision.PEER_OR_ADMIN, Decision.AUTH_ENABLE):
         return 403
     raise AssertionError(f"no expectation for decision {decision}: add it to this test")

@@ -99,7 +99,7 @@ def test_parse_txn_reads_the_documented_shape() -> None:
     ({"success": [{"op": "put", "key": "a", "value": 1}]}, InvalidInput),
     ({"success": [{"op": "merge", "key": "a"}]}, InvalidInput),
     ({"success": [{"op": "put", "key": "", "value": "x"}]}, InvalidInput),
-    ({"success": [{"op": "put", "key": "a", "value": "x", "lease": 3}]}, InvalidInput),
+    ({"success": [{"op": "put", "key": "a", "value": "x", "lease": "3"}]}, InvalidInput),
     ({"success": [{"op": "put", "key": "a", "value": "x"}, {"op": "delete", "key": "a"}]}, InvalidInput),
     ({"success": [{"op": "put", "key": "a", "value": "x" * 101}]}, TooLarge),
     ({"success": [{"op": "get", "key": str(i)} for i in range(MAX_TXN_OPS + 1)]}, TooLarge),

@@ -34,6 +34,7 @@ class Decision(enum.Enum):
     LIST_PREFIX = "list-prefix"      # read on every key the listed prefix can hold
     WATCH = "watch"                  # read on the watched key, or on every key under the watched prefix
     TXN = "txn"                      # a token here; read or write on each key, decided with the body
+    LEASE = "lease"                  # write (any prefix); keys a lease shows or deletes, decided with it
     ADMIN = "admin"                  # membership, auth, maintenance
     PEER_OR_ADMIN = "peer-or-admin"  # a peer's proof of the cluster key (checked by the api) or admin
     AUTH_ENABLE = "auth-enable"      # anyone while auth is off, admin once it is on
@@ -84,6 +85,8 @@ def authorize(state: AuthState, grant: Grant | None, decision: Decision, key: st
         _needs(grant, "read", key)
     elif decision is Decision.WRITE_KEY:
         _needs(grant, "write", key)
+    elif decision is Decision.LEASE:
+        _needs(grant, "write", grant.prefix)   # a lease holds no key until a put attaches one
     else:
         raise Forbidden(f"token {grant.name!r} ({grant.role}) may not do this; it needs admin")
 

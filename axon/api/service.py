@@ -13,6 +13,7 @@ from typing import Any, Callable, Protocol
 
 from axon.api import validate
 from axon.api.admission import JoinAdmission
+from axon.api.leases import LeaseService, lease_refusal, parse_lease_id
 from axon.api.errors import (ApiError, Conflict, InvalidInput, NoSpace, NotFound, NotLeader, from_raft,
                              RevisionMismatch, Unauthenticated, Unavailable)
 from axon.api.overview import StatusFetcher, collect_overview
@@ -21,6 +22,7 @@ from axon.config import NodeConfig
 from axon.gossip.ratelimit import LogLimiter
 from axon.api.txn import parse_txn, txn_reply
 from axon.kv.commands import Delete, Put, Result, Txn
+from axon.kv.leases import LEASE_FULL, LEASE_NOT_FOUND, LeaseTable
 from axon.kv.store import StoreError
 from axon.raft.core import ConfChange
 from axon.raft.errors import RaftError
@@ -52,6 +54,8 @@ class DataSet(Protocol):
     """The reads the service makes of the local data (axon.kv.store.Store)."""
 
     def get(self, key: str) -> tuple[str, int] | None: ...
+    @property
+    def leases(self) -> LeaseTable: ...
     def scan(self, prefix: str = "", after: str | None = None, limit: int = 100,
              max_bytes: int | None = None) -> tuple[list[tuple[str, str, int]], str | None]: ...
 
@@ -72,6 +76,7 @@ class KVService:
         self.config = config
         self.node = node
         self.store = store
+        self.leases = LeaseService(config, node, lambda: store.leases)
         self.members_view = members_view
         self.cluster_id = cluster_id
         self.loop_lag = loop_lag
@@ -85,12 +90,14 @@ class KVService:
 
     # ------------------------------------------------------------------ KV
     def put(self, raw_key: str, body: bytes, if_match: str | None = None,
-            if_none_match: str | None = None) -> dict:
-        """Set a key from a ``{"value": ...}`` body; the conditions are the raw If-Match/If-None-Match."""
+            if_none_match: str | None = None, lease: str | None = None) -> dict:
+        """Set a key from a ``{"value": ...}`` body; the conditions are the raw If-Match/If-None-Match,
+        ``lease`` the raw ``?lease=`` id the key is attached to (None: the key has no lease)."""
         key = validate.key(raw_key, self.config.max_key_bytes)
         value = validate.put_value(body, self.config.max_value_bytes)
         cmd = Put(key, value, if_revision=validate.if_match(if_match),
-                  if_absent=validate.if_none_match(if_none_match))
+                  if_absent=validate.if_none_match(if_none_match),
+                  lease=parse_lease_id(lease) if lease is not None else 0)
         self.check_space()
         return self._write(cmd)
 
@@ -129,6 +136,8 @@ class KVService:
             [result] = self.node.propose([txn], self.config.request_timeout)
         except RaftError as exc:
             raise self._refusal(exc) from None
+        if not result.ok:
+            raise lease_refusal(result.error)
         return txn_reply(result, txn)
 
     def check_space(self) -> None:
@@ -302,4 +311,6 @@ def _result(result: Result) -> dict:
         raise RevisionMismatch("revision mismatch", key=result.key, revision=result.revision)
     if result.error == "not_found":
         raise NotFound(f"key {result.key!r} not found", key=result.key)
+    if result.error in (LEASE_NOT_FOUND, LEASE_FULL):
+        raise lease_refusal(result.error)
     raise InvalidInput(f"command rejected: {result.error}")

@@ -2,14 +2,15 @@
 
     {"compare": [{"key": "a", "revision": 7}, {"key": "b", "exists": false, "op": "=="},
                  {"key": "c", "value": "x", "op": "!="}],
-     "success": [{"op": "put", "key": "a", "value": "1"}, {"op": "delete", "key": "b"},
+     "success": [{"op": "put", "key": "a", "value": "1", "lease": 7}, {"op": "delete", "key": "b"},
                  {"op": "get", "key": "c"}],
      "failure": [{"op": "get", "key": "a"}]}
 
 A compare names its target by the field it carries (``revision``, ``value`` or ``exists``)
 and defaults to ``"op": "=="``; ``<`` and ``>`` order revisions as numbers and values as
 strings; a value compare on a missing key never holds.  The chosen branch's operations run
-in order in one Raft entry, each seeing the ones before it.  Limits: MAX_TXN_OPS compares
+in order in one Raft entry, each seeing the ones before it.  A put may name the lease its key
+is attached to (axon/api/leases.py); a lease that does not exist refuses the whole transaction.  Limits: MAX_TXN_OPS compares
 and as many operations per branch, each key and value within the node's limits, and a key
 written at most once per branch (its change would otherwise appear twice at one revision).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from axon.api import validate
 from axon.api.errors import InvalidInput, TooLarge
+from axon.api.leases import parse_lease_id
 from axon.kv.commands import (COMPARE_OPS, Compare, Delete, Put, Result, Txn, TxnGet, TxnOp,
                               TxnResult)
 
@@ -107,8 +109,10 @@ def _op(item: object, max_key_bytes: int, max_value_bytes: int) -> TxnOp:
     if not isinstance(item, dict):
         raise InvalidInput("each operation must be an object")
     kind = item.get("op")
+    if not isinstance(kind, str):   # e.g. {}: unhashable, it would fail the lookup below with a TypeError
+        raise InvalidInput('"op" of an operation must be "put", "delete" or "get"')
     key = validate.key(_str(item, "key", "operation"), max_key_bytes)
-    allowed = {"put": {"op", "key", "value"}, "delete": {"op", "key"}, "get": {"op", "key"}}.get(kind)
+    allowed = {"put": {"op", "key", "value", "lease"}, "delete": {"op", "key"}, "get": {"op", "key"}}.get(kind)
     if allowed is None:
         raise InvalidInput('"op" of an operation must be "put", "delete" or "get"')
     if set(item) - allowed:
@@ -123,7 +127,12 @@ def _op(item: object, max_key_bytes: int, max_value_bytes: int) -> TxnOp:
     if len(value.encode("utf-8", "surrogatepass")) > max_value_bytes:
         raise TooLarge(f"value is larger than {max_value_bytes} bytes")
     _utf8(value, '"value"')
-    return Put(key, value)
+    lease = item.get("lease", 0)
+    if lease != 0 or "lease" in item:
+        if type(lease) is not int:
+            raise InvalidInput('"lease" of a put must be a lease id')
+        lease = parse_lease_id(str(lease))
+    return Put(key, value, lease=lease)
 
 
 def _str(item: dict, name: str, what: str) -> str:

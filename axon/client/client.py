@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from urllib.parse import urlencode
 
 from axon.client.http import ClientError, HttpPool, kv_path
+from axon.client.lock import Session
 from axon.client.sse import EventParser, StreamError
 
 if TYPE_CHECKING:
@@ -86,15 +87,20 @@ class Client:
         return self._call("GET", kv_path(key) + ("?stale=true" if stale else ""), ok=(200, 404),
                           missing=None)
 
-    def put(self, key: str, value: str, if_revision: int | None = None, if_absent: bool = False) -> dict:
+    def put(self, key: str, value: str, if_revision: int | None = None, if_absent: bool = False,
+            lease: "int | Lease | None" = None) -> dict:
         """Set a key; ``if_revision`` (0: must not exist) or ``if_absent`` make it a compare-and-swap
-        (a failed one raises ClientError with status 412)."""
+        (a failed one raises ClientError with status 412); ``lease`` (a Lease or its id) attaches
+        the key to it (an unknown lease raises ClientError with status 404)."""
         headers = {}
         if if_revision is not None:
             headers["If-Match"] = str(if_revision)
         if if_absent:
             headers["If-None-Match"] = "*"
-        return self._call("PUT", kv_path(key), {"value": value}, headers, write=True)
+        path = kv_path(key)
+        if lease is not None:
+            path += f"?lease={lease.id if isinstance(lease, Lease) else int(lease)}"
+        return self._call("PUT", path, {"value": value}, headers, write=True)
 
     def delete(self, key: str, if_revision: int | None = None) -> dict | None:
         """Delete a key: ``{"key", "value", "revision"}``, or None when it did not exist."""
@@ -122,7 +128,12 @@ class Client:
     def status(self) -> dict:
         return self._call("GET", "/cluster/status")
 
-    # ------------------------------------------------------------------ locks and elections
+    # ------------------------------------------------------------------ leases, locks and elections
+    def lease(self, ttl: float) -> "Lease":
+        """Grant a lease of ``ttl`` seconds, kept alive by a thread until ``revoke()`` (or the end
+        of ``with c.lease(ttl) as lease:``); attach keys with ``put(key, value, lease=lease)``."""
+        return Lease(self, ttl)
+
     def lock(self, name: str, ttl: float = 10.0, timeout: float | None = None, value: str = "") -> "Lock":
         """A distributed lock (axon/client/lock.py): ``with c.lock(name) as lock:`` holds it, with
         ``lock.token`` its fencing token; ``lock.acquire(timeout)`` / ``release()`` by hand."""
@@ -225,6 +236,26 @@ class Client:
 
     def _next_endpoint(self) -> None:
         self._current = (self._current + 1) % len(self.endpoints)
+
+
+class Lease(Session):
+    """A granted lease (``id``, ``ttl``) and its keepalive thread: one keepalive every ttl/3, sent to
+    whichever endpoint answers (so it survives a node's failure); ``valid`` turns False once no
+    keepalive was acknowledged for a TTL, or the lease was found gone."""
+
+    def __init__(self, client: Client, ttl: float) -> None:
+        super().__init__(client, ttl)
+        self.ttl = int(self.granted_ttl)
+
+    def revoke(self) -> None:
+        """Stop the keepalives and revoke the lease: its keys are deleted (at one revision)."""
+        self.close()
+
+    def __enter__(self) -> "Lease":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.revoke()
 
 
 def _maybe_applied(write: bool, data: Any) -> bool:

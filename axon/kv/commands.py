@@ -19,6 +19,8 @@ _TOKEN_ADD = 3
 _TOKEN_REVOKE = 4
 _TXN = 5
 _TXN_GET = 6
+_LEASE_GRANT = 7
+_LEASE_REVOKE = 8
 ROLES = ("read", "write", "admin")
 COMPARE_TARGETS = ("revision", "value", "exists")
 COMPARE_OPS = ("==", "!=", "<", ">")
@@ -37,6 +39,7 @@ class Put:
     value: str
     if_revision: int | None = None   # 0 means "must not exist"
     if_absent: bool = False
+    lease: int = 0                   # the lease the key is attached to (axon/kv/leases.py); 0: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +97,23 @@ class Txn:
     failure: tuple[TxnOp, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """A new lease (its id chosen by the leader's api, refused if taken) of ``ttl`` seconds."""
+    lease_id: int
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevoke:
+    """End a lease and delete every key attached to it, all at this entry's revision."""
+    lease_id: int
+    expired: bool = False   # proposed by the leader's expiry duty, not by a client
+
+
 AuthCommand = AuthEnable | TokenAdd | TokenRevoke
-Command = Put | Delete | AuthEnable | TokenAdd | TokenRevoke | Txn
+LeaseCommand = LeaseGrant | LeaseRevoke
+Command = Put | Delete | AuthEnable | TokenAdd | TokenRevoke | Txn | LeaseGrant | LeaseRevoke
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +131,8 @@ class TxnResult:
     succeeded: bool
     revision: int
     results: tuple[Result, ...]
-    ok: bool = True      # a transaction is never refused as a whole once it is in the log
+    ok: bool = True      # refused as a whole only when a put names a lease it cannot take
+    error: str | None = None
 
 
 def command_size(cmd: Command) -> int:
@@ -171,6 +190,10 @@ def reads_current(cmd: Command) -> bool:
 
 def is_auth(cmd: Command) -> bool:
     return isinstance(cmd, (AuthEnable, TokenAdd, TokenRevoke))
+
+
+def is_lease(cmd: Command) -> bool:
+    return isinstance(cmd, (LeaseGrant, LeaseRevoke))
 
 
 Current = Callable[[str], "tuple[str, int] | None"]   # a key's (value, revision) as the batch stands
@@ -259,6 +282,9 @@ def _command_to_row(cmd: Any) -> list:
         _check_revision(cmd.if_revision)
         if not isinstance(cmd.if_absent, bool):
             raise CommandError("if_absent must be a bool")
+        if cmd.lease:   # a put without a lease keeps the shorter row entries always had
+            _check_lease(cmd.lease)
+            return [_PUT, cmd.key, cmd.value, cmd.if_revision, cmd.if_absent, cmd.lease]
         return [_PUT, cmd.key, cmd.value, cmd.if_revision, cmd.if_absent]
     if isinstance(cmd, Delete):
         _check_str("key", cmd.key)
@@ -277,6 +303,15 @@ def _command_to_row(cmd: Any) -> list:
     if isinstance(cmd, Txn):
         return [_TXN, [_compare_to_row(c) for c in cmd.compares],
                 [_txn_op_to_row(op) for op in cmd.success], [_txn_op_to_row(op) for op in cmd.failure]]
+    if isinstance(cmd, LeaseGrant):
+        _check_lease(cmd.lease_id)
+        _check_ttl(cmd.ttl)
+        return [_LEASE_GRANT, cmd.lease_id, cmd.ttl]
+    if isinstance(cmd, LeaseRevoke):
+        _check_lease(cmd.lease_id)
+        if not isinstance(cmd.expired, bool):
+            raise CommandError("expired must be a bool")
+        return [_LEASE_REVOKE, cmd.lease_id, cmd.expired]
     raise CommandError(f"not a command: {type(cmd).__name__}")
 
 
@@ -334,7 +369,7 @@ def _row_to_command(row: Any, position: int) -> Command:
         raise CommandError(f"command {position} is not a non-empty list")
     tag = row[0]
     try:
-        if tag == _PUT and type(tag) is int and len(row) == 5:
+        if tag == _PUT and type(tag) is int and len(row) in (5, 6):
             return _command_from_put_row(row)
         if tag == _DELETE and type(tag) is int and len(row) == 3:
             _check_str("key", row[1])
@@ -344,6 +379,8 @@ def _row_to_command(row: Any, position: int) -> Command:
             return _auth_command(row)
         if tag == _TXN and type(tag) is int and len(row) == 4:
             return _txn_from_row(row)
+        if type(tag) is int and tag in (_LEASE_GRANT, _LEASE_REVOKE) and len(row) == 3:
+            return _lease_command(row)
     except CommandError as exc:
         raise CommandError(f"command {position}: {exc}") from None
     raise CommandError(f"command {position} has an unknown tag or wrong arity")
@@ -366,13 +403,36 @@ def _auth_command(row: list) -> AuthCommand:
 
 
 def _command_from_put_row(row: list) -> Put:
-    _, key, value, if_revision, if_absent = row
+    _, key, value, if_revision, if_absent, *lease = row
     _check_str("key", key)
     _check_str("value", value)
     _check_revision(if_revision)
     if not isinstance(if_absent, bool):
         raise CommandError("if_absent must be a bool")
+    if lease:
+        _check_lease(lease[0])
+        return Put(key=key, value=value, if_revision=if_revision, if_absent=if_absent, lease=lease[0])
     return Put(key=key, value=value, if_revision=if_revision, if_absent=if_absent)
+
+
+def _lease_command(row: list) -> LeaseCommand:
+    _check_lease(row[1])
+    if row[0] == _LEASE_GRANT:
+        _check_ttl(row[2])
+        return LeaseGrant(row[1], row[2])
+    if not isinstance(row[2], bool):
+        raise CommandError("expired must be a bool")
+    return LeaseRevoke(row[1], row[2])
+
+
+def _check_lease(value: Any) -> None:
+    if type(value) is not int or not 0 < value < 1 << 63:
+        raise CommandError(f"a lease id must be an int > 0, not {value!r}")
+
+
+def _check_ttl(value: Any) -> None:
+    if type(value) is not int or not 0 < value < 1 << 31:
+        raise CommandError(f"a lease ttl must be an int > 0, not {value!r}")
 
 
 def _check_str(name: str, value: Any) -> None:

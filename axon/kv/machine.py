@@ -13,6 +13,7 @@ from typing import Iterable, Iterator, Sequence
 from axon.kv.authstate import AuthState
 from axon.kv.commands import Result
 from axon.kv.feed import ChangeFeed, RawChange
+from axon.kv.leases import LeaseTable
 from axon.kv.store import Applied, Slot, Store, StoreError
 from axon.raft.core import decode_config_bytes, encode_config_bytes
 from axon.raft.types import ClusterConfig, Entry, EntryKind, SnapshotMeta
@@ -57,6 +58,11 @@ class KVStateMachine:
     def auth(self) -> AuthState:
         """The replicated auth state as of the applied index (reloaded by a snapshot install)."""
         return self.store.auth
+
+    @property
+    def leases(self) -> LeaseTable:
+        """The replicated lease table as of the applied index (reloaded by a snapshot install)."""
+        return self.store.leases
 
     def apply(self, entries: Sequence[Entry]) -> list[list[Result]]:
         """Apply committed entries (one list of command results each) and publish their changes."""

@@ -11,14 +11,17 @@ LevelDB layout (all values msgpack unless noted):
     b"\\x00m/config"     -> raw config blob of the last slot that carried one (a msgpack object)
     b"\\x00m/restoring"  -> [index, term] while a snapshot restore is half done
     b"\\x00m/auth"       -> the auth state (axon/kv/authstate.py), absent while auth was never used
+    b"\\x00l" + id       -> ttl: a lease (id: 8 bytes big-endian; axon/kv/leases.py)
+    b"\\x00a" + id + utf8(key) -> raw b"": the key is attached to the lease
     b"k" + utf8(key)    -> [revision, value]
 
 Utf-8 byte order equals code point order, so LevelDB's order is key order.
 
 Snapshot stream, version 2 (msgpack objects back to back, cut into chunks anywhere):
-a header map {"format", "version", "index", "term", "config"[, "auth"]} ("config" holds the
-config blob's object itself, None without one; "auth" the auth state, absent when off and
-tokenless: older snapshots lack it); blocks, each a
+a header map {"format", "version", "index", "term", "config"[, "auth"][, "leases"]} ("config"
+holds the config blob's object itself, None without one; "auth" the auth state, absent when off
+and tokenless; "leases" the lease table, absent without leases: older snapshots lack both);
+blocks, each a
 bin object holding packb([[raw key, ...], [stored value, ...]]) - the LevelDB
 keys and values as they are, in key order, at most _BLOCK_RECORDS per block;
 then a trailer map {"end": True, "count": records, "crc": crc32 of the packed
@@ -40,9 +43,10 @@ import msgpack
 import plyvel
 
 from axon.kv.authstate import AuthState, apply_auth
-from axon.kv.commands import (CommandError, Delete, Result, Txn, decode_commands, evaluate, evaluate_txn,
-                              is_auth, reads_current)
+from axon.kv.commands import (CommandError, Delete, LeaseGrant, Put, Result, Txn, TxnResult, decode_commands,
+                              evaluate, evaluate_txn, is_auth, is_lease, reads_current)
 from axon.kv.feed import RawChange
+from axon.kv.leases import LeaseTable, put_leases
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,8 @@ _RESTORING_KEY = b"\x00m/restoring"
 # Under the meta prefix, never under _DATA: user keys ("k" + key) can never reach it.
 _AUTH_KEY = b"\x00m/auth"
 _DATA = b"k"
+_LEASE = b"\x00l"
+_ATTACH = b"\x00a"
 
 _DB_OPTIONS: dict[str, Any] = {
     "write_buffer_size": 64 << 20,
@@ -123,6 +129,7 @@ class Store:
         self._applied_index, self._applied_term = _read_applied(db)
         self._config_blob = db.get(_CONFIG_KEY)
         self._auth = _read_auth(db)
+        self._leases = _read_leases(db)
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -187,6 +194,11 @@ class Store:
         """The auth state as of applied_index (kept in memory; the api reads it per request)."""
         return self._auth
 
+    @property
+    def leases(self) -> LeaseTable:
+        """The lease table as of applied_index (in memory; read it, never change it)."""
+        return self._leases
+
     # ---- applying slots --------------------------------------------------
 
     def apply(self, slots: Sequence[Slot], changes: list[RawChange] | None = None) -> list[list[Result]]:
@@ -202,7 +214,7 @@ class Store:
         """
         self._check_usable()
         batch = _ApplyBatch(self._db, self._applied_index, self._applied_term, self._config_blob,
-                            self._auth)
+                            self._auth, self._leases)
         results = [batch.apply_slot(slot) for slot in slots]
         if batch.index == self._applied_index:
             return results
@@ -301,6 +313,9 @@ class Store:
             auth_raw = snapshot.get(_AUTH_KEY)
             if auth_raw is not None:
                 header["auth"] = msgpack.unpackb(auth_raw, raw=False)
+            leases = _read_leases(snapshot)
+            if len(leases):
+                header["leases"] = leases.to_obj()
         except BaseException:
             snapshot.close()
             raise
@@ -326,20 +341,26 @@ class Store:
         header = reader.next_object()
         _validate_header(header, at)
         auth = _auth_from(header.get("auth"))
+        try:
+            leases = LeaseTable.from_obj(header.get("leases"))
+        except ValueError as exc:
+            raise StoreError(f"snapshot stream's leases are malformed: {exc}") from exc
         crc = zlib.crc32(_pack(header))
         with _leveldb_errors("restore"):
             self._db.put(_RESTORING_KEY, _pack([at.index, at.term]), sync=True)
         self._applied_index, self._applied_term, self._config_blob = 0, 0, None
+        self._leases = LeaseTable()
         try:
             with _leveldb_errors("restore"):
                 _delete_data(self._db)
                 _write_records(self._db, reader, crc)
-                _finish_restore(self._db, at, auth)
+                _finish_restore(self._db, at, auth, leases)
         except BaseException:
             self._cleanup_failed_restore()
             raise
         self._applied_index, self._applied_term, self._config_blob = at.index, at.term, at.config_blob
         self._auth = auth
+        self._leases = leases
 
     def _cleanup_failed_restore(self) -> None:
         try:
@@ -360,13 +381,15 @@ class _ApplyBatch:
     """One apply() call: its pending write batch, its changes, and the state as it will leave it."""
 
     def __init__(self, db: plyvel.DB, index: int, term: int, config_blob: bytes | None,
-                 auth: AuthState) -> None:
+                 auth: AuthState, leases: LeaseTable) -> None:
         self._db = db
         self._writes = db.write_batch()
         # Later commands must see earlier ones' effects, which a write batch cannot show.
         self._pending: dict[bytes, tuple[str, int] | None] = {}
         self._config_changed = False
         self.auth, self._auth_changed = auth, False
+        # Changed in place: a write that then fails is fatal to the node (the Raft driver stops).
+        self.leases = leases
         self.changes: list[RawChange] = []
         self.index, self.term, self.config_blob = index, term, config_blob
 
@@ -402,20 +425,56 @@ class _ApplyBatch:
             self.auth, result = apply_auth(self.auth, command)
             self._auth_changed = self._auth_changed or result.ok
             return result
+        if is_lease(command):
+            return self._apply_lease(command, index)
         if isinstance(command, Txn):
+            refusal = self.leases.txn_refusal(command)
+            if refusal is not None:
+                return TxnResult(False, index, (), ok=False, error=refusal)
             result, writes = evaluate_txn(command, lambda user_key: self._current(_data_key(user_key)), index)
+            leases = put_leases(command, result.succeeded)
             for user_key, value in writes:
-                self._write(user_key, value, index)
+                self._write(user_key, value, index, leases.get(user_key, 0))
             return result
+        if isinstance(command, Put):
+            refusal = self.leases.put_refusal(command)
+            if refusal is not None:
+                return Result(ok=False, key=command.key, error=refusal)
         key = _data_key(command.key)
         current = self._current(key) if reads_current(command) else None
         result = evaluate(command, current, index)
         if result.ok:
-            self._write(command.key, None if isinstance(command, Delete) else command.value, index)
+            if isinstance(command, Delete):
+                self._write(command.key, None, index)
+            else:
+                self._write(command.key, command.value, index, command.lease)
         return result
 
-    def _write(self, user_key: str, value: str | None, index: int) -> None:
-        """Set (or, value None, delete) a key in the batch, visible to the batch's later commands."""
+    def _apply_lease(self, command: Any, index: int) -> Result:
+        if isinstance(command, LeaseGrant):
+            result = self.leases.grant(command, index)
+            if result.ok:
+                self._writes.put(_lease_key(command.lease_id), _pack(command.ttl))
+            return result
+        result, keys = self.leases.revoke(command, index)
+        if result.ok:
+            self._writes.delete(_lease_key(command.lease_id))
+            for user_key in keys:
+                self._writes.delete(_attach_key(command.lease_id, user_key))
+                self._write(user_key, None, index)
+        return result
+
+    def _write(self, user_key: str, value: str | None, index: int, lease: int = 0) -> None:
+        """Set (or, value None, delete) a key in the batch, visible to the batch's later commands;
+        a set key takes ``lease`` (0: none) as its lease, a deleted one loses its lease."""
+        if value is None:
+            lease = 0
+        before = self.leases.attach(user_key, lease)
+        if before != lease:
+            if before:
+                self._writes.delete(_attach_key(before, user_key))
+            if lease:
+                self._writes.put(_attach_key(lease, user_key), b"")
         key = _data_key(user_key)
         if value is None:
             self._pending[key] = None
@@ -680,8 +739,14 @@ def _check_trailer(trailer: dict, count: int, crc: int) -> None:
         raise StoreError("snapshot stream checksum mismatch")
 
 
-def _finish_restore(db: plyvel.DB, at: Applied, auth: AuthState) -> None:
+def _finish_restore(db: plyvel.DB, at: Applied, auth: AuthState, leases: LeaseTable) -> None:
+    _delete_prefix(db, _LEASE)
+    _delete_prefix(db, _ATTACH)
     with db.write_batch(sync=True) as writes:
+        for lease_id, lease in leases.leases.items():
+            writes.put(_lease_key(lease_id), _pack(lease.ttl))
+            for user_key in lease.keys:
+                writes.put(_attach_key(lease_id, user_key), b"")
         writes.put(_APPLIED_KEY, _pack([at.index, at.term]))
         writes.put(_AUTH_KEY, _pack(auth.to_obj()))
         if at.config_blob is None:
@@ -694,6 +759,8 @@ def _finish_restore(db: plyvel.DB, at: Applied, auth: AuthState) -> None:
 def _reset_to_empty(db: plyvel.DB) -> None:
     """Empty data set at applied index 0; clears a restore marker last."""
     _delete_data(db)
+    _delete_prefix(db, _LEASE)
+    _delete_prefix(db, _ATTACH)
     with db.write_batch(sync=True) as writes:
         writes.delete(_APPLIED_KEY)
         writes.delete(_CONFIG_KEY)
@@ -703,8 +770,13 @@ def _reset_to_empty(db: plyvel.DB) -> None:
 
 def _delete_data(db: plyvel.DB) -> None:
     """Delete every data key, in bounded batches."""
+    _delete_prefix(db, _DATA)
+
+
+def _delete_prefix(db: plyvel.DB, prefix: bytes) -> None:
+    """Delete every key with ``prefix``, in bounded batches."""
     writes, pending = db.write_batch(), 0
-    with db.iterator(prefix=_DATA, include_value=False, fill_cache=False) as keys:
+    with db.iterator(prefix=prefix, include_value=False, fill_cache=False) as keys:
         for raw_key in keys:
             writes.delete(raw_key)
             pending += 1
@@ -764,6 +836,32 @@ def _read_applied(source: Any) -> tuple[int, int]:
 def _read_auth(db: plyvel.DB) -> AuthState:
     raw = db.get(_AUTH_KEY)
     return _auth_from(None if raw is None else msgpack.unpackb(raw, raw=False))
+
+
+def _read_leases(source: Any) -> LeaseTable:
+    """The lease table of a database or LevelDB snapshot: its lease records, then its attachments."""
+    table = LeaseTable()
+    try:
+        with source.iterator(prefix=_LEASE) as records:
+            for raw_key, raw in records:
+                table.load(int.from_bytes(raw_key[len(_LEASE):], "big"), msgpack.unpackb(raw), ())
+        with source.iterator(prefix=_ATTACH, include_value=False) as attachments:
+            for raw_key in attachments:
+                lease_id = int.from_bytes(raw_key[len(_ATTACH):len(_ATTACH) + 8], "big")
+                if table.get(lease_id) is None:
+                    raise ValueError(f"a key is attached to lease {lease_id}, which does not exist")
+                table.load(lease_id, 0, [raw_key[len(_ATTACH) + 8:].decode("utf-8")])
+    except (ValueError, TypeError) as exc:   # includes msgpack's and utf-8's errors
+        raise StoreError(f"lease records are corrupt: {exc}") from exc
+    return table
+
+
+def _lease_key(lease_id: int) -> bytes:
+    return _LEASE + lease_id.to_bytes(8, "big")
+
+
+def _attach_key(lease_id: int, user_key: str) -> bytes:
+    return _ATTACH + lease_id.to_bytes(8, "big") + user_key.encode("utf-8")
 
 
 def _auth_from(obj: Any) -> AuthState:

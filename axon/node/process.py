@@ -23,7 +23,7 @@ from axon.node.looplag import LoopLag
 from axon.node.cluster_id import ClusterId
 from axon.node.datadir import claim_data_dir
 from axon.node import disk
-from axon.node.duties import DeadVoterReaper
+from axon.node.duties import DeadVoterReaper, LeaseExpirer
 from axon.node.rootauth import enable_when_leader
 from axon.node.membership import Membership
 from axon.raft.core import RaftOptions
@@ -189,6 +189,8 @@ class NodeProcess:
         self._greenlets.append(gevent.spawn(self.sampler.run))
         self._greenlets.append(gevent.spawn(disk.monitor, self.disk_alarm, self.config.data_dir))
         self.node.start()
+        self._greenlets.append(gevent.spawn(
+            LeaseExpirer(self.node, self.service.leases, self.config.request_timeout).run))
         self.gossip.start()
         if self.config.seed:
             self.gossip.join_in_background(list(self.config.seed))

@@ -13,7 +13,9 @@ import bisect
 from typing import Mapping
 
 from axon.kv.authstate import AuthState, apply_auth
-from axon.kv.commands import Command, Delete, Result, Txn, TxnResult, evaluate, evaluate_txn, is_auth
+from axon.kv.commands import (Command, Delete, LeaseGrant, Put, Result, Txn, TxnResult, evaluate, evaluate_txn,
+                              is_auth, is_lease)
+from axon.kv.leases import LeaseTable, put_leases
 from axon.kv.store import page_item_bytes
 from axon.raft.core import ConfChange
 from axon.raft.errors import ConfChangeError, NotLeader, Timeout
@@ -28,6 +30,7 @@ class MemoryStore:
         self._keys: list[str] = []
         self.applied_index = 0
         self.auth = AuthState()
+        self.leases = LeaseTable()
 
     def apply(self, commands: list[Command]) -> list[Result]:
         """Apply one entry's commands as the next index."""
@@ -38,17 +41,32 @@ class MemoryStore:
         if is_auth(cmd):
             self.auth, result = apply_auth(self.auth, cmd)
             return result
+        if isinstance(cmd, LeaseGrant):
+            return self.leases.grant(cmd, self.applied_index)
+        if is_lease(cmd):
+            result, keys = self.leases.revoke(cmd, self.applied_index)
+            for key in keys:
+                self._write(key, None)
+            return result
         if isinstance(cmd, Txn):
+            refusal = self.leases.txn_refusal(cmd)
+            if refusal is not None:
+                return TxnResult(False, self.applied_index, (), ok=False, error=refusal)
             txn_result, writes = evaluate_txn(cmd, self.data.get, self.applied_index)
+            leases = put_leases(cmd, txn_result.succeeded)
             for key, value in writes:
-                self._write(key, value)
+                self._write(key, value, leases.get(key, 0))
             return txn_result
+        refusal = self.leases.put_refusal(cmd) if isinstance(cmd, Put) else None
+        if refusal is not None:
+            return Result(ok=False, key=cmd.key, error=refusal)
         result = evaluate(cmd, self.data.get(cmd.key), self.applied_index)
         if result.ok:
-            self._write(cmd.key, None if isinstance(cmd, Delete) else cmd.value)
+            self._write(cmd.key, None if isinstance(cmd, Delete) else cmd.value, getattr(cmd, "lease", 0))
         return result
 
-    def _write(self, key: str, value: str | None) -> None:
+    def _write(self, key: str, value: str | None, lease: int = 0) -> None:
+        self.leases.attach(key, lease if value is not None else 0)
         if value is None:
             del self.data[key]
             self._keys.remove(key)

@@ -20,6 +20,7 @@ from axon.api.txn import txn_keys
 from axon.api.watch import WatchService
 from axon.metrics import CONTENT_TYPE as METRICS_TYPE, NodeMetrics
 from axon.web.forward import Forwarder
+from axon.web.leases import lease_routes
 from axon.web.params import query_params
 from axon.web.replies import JSON, json_reply, ok
 from axon.web.routes import Endpoint, Route
@@ -52,7 +53,8 @@ def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
 
     def put_key(req: Request, key: str) -> Response:
         headers = req.headers
-        return ok(service.put(key, req.body, headers.get("if-match"), headers.get("if-none-match")))
+        lease = query_params(req.query).get("lease") if req.query else None
+        return ok(service.put(key, req.body, headers.get("if-match"), headers.get("if-none-match"), lease))
 
     def delete_key(req: Request, key: str) -> Response:
         return ok(service.delete(key, req.headers.get("if-match")))
@@ -100,6 +102,7 @@ def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
         Route("GET", "/auth/whoami", lambda req: ok(whoami(gate, req)), ANY),
         *ops_routes(service, node_id, metrics, stats),
         *auth_routes(tokens, leader_only),
+        *lease_routes(service.leases, forwarder, gate),
         *watch_routes(watches, forwarder, service.config.max_key_bytes,
                       lambda req: gate(req, Decision.WATCH, ())),
         *maintenance_routes(service.store, service.node.wait_applied, service.config.request_timeout,
