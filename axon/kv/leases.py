@@ -10,6 +10,7 @@ The limits are constants, not flags: every member must apply an entry alike.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -24,6 +25,9 @@ MAX_LEASE_TTL = 86_400       # seconds
 LEASE_NOT_FOUND = "lease_not_found"
 LEASE_FULL = "lease_full"
 TOO_MANY_LEASES = "too_many_leases"
+# Versions are unique across tables: a table read again from disk (a reopened store) never
+# looks unchanged to whoever remembered the version of the one it replaced.
+_VERSIONS = itertools.count(1)
 
 
 @dataclass(slots=True)
@@ -33,12 +37,13 @@ class Lease:
 
 
 class LeaseTable:
-    """Mutable; the store applies entries to it in its applier greenlet (a failed write is fatal)."""
+    """Mutable; the store applies entries to it in its applier greenlet (and reads it again from
+    LevelDB after a failed write)."""
 
     def __init__(self) -> None:
         self.leases: dict[int, Lease] = {}
         self.owner: dict[str, int] = {}   # key -> its lease id
-        self.version = 0                  # grows with every grant and revocation (cheap change test)
+        self.version = next(_VERSIONS)    # changes with every grant and revocation (a cheap change test)
 
     def __len__(self) -> int:
         return len(self.leases)
@@ -58,7 +63,7 @@ class LeaseTable:
         if len(self.leases) >= MAX_LEASES:
             return Result(ok=False, key="", revision=index, error=TOO_MANY_LEASES)
         self.leases[cmd.lease_id] = Lease(cmd.ttl)
-        self.version += 1
+        self.version = next(_VERSIONS)
         return Result(ok=True, key="", revision=index)
 
     def revoke(self, cmd: LeaseRevoke, index: int) -> tuple[Result, list[str]]:
@@ -66,7 +71,7 @@ class LeaseTable:
         lease = self.leases.pop(cmd.lease_id, None)
         if lease is None:
             return Result(ok=False, key="", revision=index, error=LEASE_NOT_FOUND), []
-        self.version += 1
+        self.version = next(_VERSIONS)
         keys = sorted(lease.keys)
         for key in keys:
             del self.owner[key]
@@ -148,7 +153,7 @@ class LeaseTable:
                 raise ValueError(f"lease {lease_id}: bad or doubly attached key {key!r:.80}")
             lease.keys.add(key)
             self.owner[key] = lease_id
-        self.version += 1
+        self.version = next(_VERSIONS)
 
 
 def put_leases(txn: Txn, succeeded: bool) -> dict[str, int]:

@@ -388,7 +388,8 @@ class _ApplyBatch:
         self._pending: dict[bytes, tuple[str, int] | None] = {}
         self._config_changed = False
         self.auth, self._auth_changed = auth, False
-        # Changed in place: a write that then fails is fatal to the node (the Raft driver stops).
+        # Changed in place: after a failed write the driver reopens the store (or stops), and a
+        # reopened store reads its lease table again from LevelDB.
         self.leases = leases
         self.changes: list[RawChange] = []
         self.index, self.term, self.config_blob = index, term, config_blob
