@@ -137,12 +137,12 @@ def load_keys(addr: str, count: int, token: str | None = None, per_txn: int = 12
         list(executor.map(txn, range(0, count, per_txn)))
 
 
-def every_key(node: NodeHandle, token: str | None = None) -> dict[str, tuple[str, int]]:
+def every_key(node: NodeHandle, token: str | None = None, stale: bool = False) -> dict[str, tuple[str, int]]:
     from axon.client.http import AxonClient
     client = AxonClient(node.http, timeout=30, pool=node.pool, token=token)
     content, after = {}, None
     while True:
-        page = client.list("", 1000, after)
+        page = client.list("", 1000, after, stale=stale)
         content.update({item["key"]: (item["value"], item["revision"]) for item in page["items"]})
         after = page["next"]
         if after is None:
