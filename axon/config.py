@@ -160,6 +160,11 @@ class NodeConfig:
         "--max-page-bytes", "AXON_MAX_PAGE_BYTES",
         "Bytes of keys and values in one listing page; past it the page ends early with `next` "
         "set (one bigger item still comes alone).", kind=int))
+    write_queue_bytes: int = field(default=2 << 20, metadata=_flag(
+        "--write-queue-bytes", "AXON_WRITE_QUEUE_BYTES",
+        "Bytes of large writes (64 KiB or more) let into the Raft log at once; the others wait "
+        "their turn (503 after the request timeout), so small writes never queue behind more.",
+        kind=int))
     # disk space (axon/node/disk.py): past either limit writes get 507 and a "nospace" alarm is raised
     min_free_bytes: int = field(default=128 << 20, metadata=_flag(
         "--min-free-bytes", "AXON_MIN_FREE_BYTES",
@@ -257,7 +262,7 @@ class NodeConfig:
         if self.request_timeout <= 0:
             raise ConfigError("--request-timeout must be positive")
         for name in ("max_connections", "idle_timeout", "header_timeout", "body_timeout",
-                     "max_inflight_bytes", "max_page_bytes"):
+                     "max_inflight_bytes", "max_page_bytes", "write_queue_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if self.reap_dead_after is not None and self.reap_dead_after <= 0:

@@ -21,7 +21,8 @@ from axon.client.http import HttpPool
 from axon.config import NodeConfig
 from axon.gossip.ratelimit import LogLimiter
 from axon.api.txn import parse_txn, txn_reply
-from axon.kv.commands import Delete, Put, Result, Txn
+from axon.api.writebudget import WriteBudget
+from axon.kv.commands import Delete, Put, Result, Txn, command_size
 from axon.kv.leases import LEASE_FULL, LEASE_NOT_FOUND, LeaseTable
 from axon.kv.store import StoreError
 from axon.raft.core import ConfChange
@@ -82,6 +83,7 @@ class KVService:
         self.loop_lag = loop_lag
         # version, uptime_s, data_bytes, wal_bytes for the status (axon/node/stats.py NodeFacts)
         self.about: Callable[[], dict] | None = None
+        self.write_budget = WriteBudget(config.write_queue_bytes)
         self.alarms = alarms
         self.cluster_alarms = cluster_alarms
         self.admission = admission if admission is not None else JoinAdmission(config.cluster_key)
@@ -132,10 +134,7 @@ class KVService:
         """Run a transaction in one entry: ``{"succeeded", "revision", "results"}``."""
         if any(isinstance(op, Put) for op in txn.success + txn.failure):
             self.check_space()
-        try:
-            [result] = self.node.propose([txn], self.config.request_timeout)
-        except RaftError as exc:
-            raise self._refusal(exc) from None
+        result = self._propose(txn)
         if not result.ok:
             raise lease_refusal(result.error)
         return txn_reply(result, txn)
@@ -155,11 +154,18 @@ class KVService:
             raise Unavailable(f"local store unavailable: {exc}", leader=self.node.leader_id) from None
 
     def _write(self, cmd: Put | Delete) -> dict:
+        return _result(self._propose(cmd))
+
+    def _propose(self, cmd: Put | Delete | Txn) -> Result:
+        """One command through the log, its result once applied; a large one waits its turn
+        (WriteBudget) so that small writes never queue behind many MiB of values."""
+        timeout = self.config.request_timeout
         try:
-            [result] = self.node.propose([cmd], self.config.request_timeout)
+            with self.write_budget.held(command_size(cmd), timeout):
+                [result] = self.node.propose([cmd], timeout)
         except RaftError as exc:
             raise self._refusal(exc) from None
-        return _result(result)
+        return result
 
     def _read_barrier(self) -> None:
         """Return once a local read is linearizable (NotLeader on a follower)."""
