@@ -211,3 +211,31 @@ def test_lease_auth_needs_write_and_revoking_needs_write_on_each_key(tmp_path) -
         assert json.dumps(node.client.call("GET", "/kv?prefix=app/", headers=writer)["items"]) == "[]"
     finally:
         c.close()
+
+
+def test_the_cli_grants_attaches_keeps_alive_shows_and_revokes(cluster) -> None:
+    from click.testing import CliRunner
+
+    from axon.cli.main import cli
+
+    addr = ["--addr", ",".join(n.http for n in cluster.nodes)]
+
+    def run(*args: str):
+        return CliRunner().invoke(cli, [*args, *addr], prog_name="axon", env={})
+
+    granted = run("lease", "grant", "20", "--json")
+    assert granted.exit_code == 0, granted.output
+    lease_id = str(json.loads(granted.output)["id"])
+    put = CliRunner().invoke(cli, ["kv", "put", "cli/a", "1", "--lease", lease_id, "--addr", cluster.nodes[0].http],
+                             prog_name="axon", env={})
+    assert put.exit_code == 0, put.output
+    kept = run("lease", "keepalive", lease_id, "--once")
+    assert kept.exit_code == 0 and "s left" in kept.output, kept.output
+    shown = run("lease", "show", lease_id)
+    assert shown.exit_code == 0 and "cli/a" in shown.output
+    revoked = run("lease", "revoke", lease_id)
+    assert revoked.exit_code == 0 and "1 key(s) deleted" in revoked.output
+    for args in (("lease", "show", lease_id), ("lease", "keepalive", lease_id), ("lease", "revoke", lease_id),
+                 ("lease", "grant", "0.5")):
+        result = run(*args)
+        assert result.exit_code != 0 and result.output.count("\n") == 1 and "error:" in result.output, result.output

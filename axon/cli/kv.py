@@ -27,10 +27,12 @@ def kv_get(key: str, stale: bool, addr: str, as_json: bool) -> None:
 @click.argument("key")
 @click.argument("value")
 @click.option("--if-revision", type=int, help="Only if the key's revision is this (0: absent).")
+@click.option("--lease", "lease_id", type=click.IntRange(min=1), default=None,
+              help="Attach KEY to this lease (`axon lease grant`): deleted when the lease ends.")
 @client_options
-def kv_put(key: str, value: str, if_revision: int | None, addr: str, as_json: bool) -> None:
+def kv_put(key: str, value: str, if_revision: int | None, lease_id: int | None, addr: str, as_json: bool) -> None:
     """Set KEY to VALUE."""
-    data = call(addr, lambda c: c.put(key, value, if_revision=if_revision))
+    data = call(addr, lambda c: c.put(key, value, if_revision=if_revision, lease=lease_id))
     out(data, as_json, lambda d: f"revision {d['revision']}")
 
 

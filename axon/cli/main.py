@@ -11,6 +11,7 @@ from axon.cli.cluster import join, leave, members, remove, status
 from axon.cli.common import CONTEXT, fail
 from axon.cli.keys import keygen
 from axon.cli.kv import kv
+from axon.cli.lease import lease
 from axon.cli.lock import lock
 from axon.cli.recover import recover
 from axon.cli.snapshot import snapshot
@@ -46,7 +47,7 @@ def cli(ctx: click.Context, **node: Any) -> None:
 
 
 for command in (serve, launch, status, members, join, leave, remove, kv, txn, bench, keygen, tls, token,
-                auth, lock, snapshot, recover):
+                auth, lock, lease, snapshot, recover):
     cli.add_command(command)
 
 

@@ -134,6 +134,22 @@ class Client:
         of ``with c.lease(ttl) as lease:``); attach keys with ``put(key, value, lease=lease)``."""
         return Lease(self, ttl)
 
+    def lease_grant(self, ttl: float) -> dict:
+        """Grant a lease with no keepalive thread (``lease()`` has one): ``{"id", "ttl"}``."""
+        return self._call("POST", "/leases", {"ttl": ttl}, write=True, ok=(201,))
+
+    def lease_keepalive(self, lease_id: int) -> dict:
+        """One keepalive of a lease by id: ``{"id", "ttl"}`` (ClientError 404 once it is gone)."""
+        return self._call("POST", f"/leases/{int(lease_id)}/keepalive", {})
+
+    def lease_revoke(self, lease_id: int) -> dict:
+        """Revoke a lease by id, deleting its keys: ``{"id", "revision", "deleted"}``."""
+        return self._call("DELETE", f"/leases/{int(lease_id)}", write=True)
+
+    def lease_info(self, lease_id: int) -> dict | None:
+        """``{"id", "ttl", "remaining", "keys"}`` of a lease, or None when it does not exist."""
+        return self._call("GET", f"/leases/{int(lease_id)}", ok=(200, 404), missing=None)
+
     def lock(self, name: str, ttl: float = 10.0, timeout: float | None = None, value: str = "") -> "Lock":
         """A distributed lock (axon/client/lock.py): ``with c.lock(name) as lock:`` holds it, with
         ``lock.token`` its fencing token; ``lock.acquire(timeout)`` / ``release()`` by hand."""

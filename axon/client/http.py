@@ -240,13 +240,15 @@ class AxonClient:
     def get(self, key: str, stale: bool = False) -> dict:
         return self.call("GET", kv_path(key) + ("?stale=true" if stale else ""))
 
-    def put(self, key: str, value: str, if_revision: int | None = None, if_absent: bool = False) -> dict:
+    def put(self, key: str, value: str, if_revision: int | None = None, if_absent: bool = False,
+            lease: int | None = None) -> dict:
         headers = {}
         if if_revision is not None:
             headers["If-Match"] = str(if_revision)
         if if_absent:
             headers["If-None-Match"] = "*"
-        return self.call("PUT", kv_path(key), {"value": value}, headers)
+        path = kv_path(key) + (f"?lease={int(lease)}" if lease is not None else "")
+        return self.call("PUT", path, {"value": value}, headers)
 
     def delete(self, key: str, if_revision: int | None = None) -> dict:
         headers = {"If-Match": str(if_revision)} if if_revision is not None else {}
