@@ -205,7 +205,8 @@ def test_archive_holds_everything_it_needs(pyz: Path) -> None:
     assert "site-packages/axon/static/index.html" in names
     for module in ("cli/main.py", "cli/node.py", "address.py", "keys.py"):
         assert f"site-packages/axon/{module}" in names, module
-    for package in ("gevent", "greenlet", "plyvel", "msgpack", "cryptography", "bottle.py", "click"):
+    for package in ("gevent", "greenlet", "plyvel", "msgpack", "cryptography", "bottle.py", "click",
+                    "prometheus_client"):
         assert any(n.startswith(f"site-packages/{package}") for n in names), package
     assert any(n.endswith(".so") and "plyvel" in n for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
