@@ -12,9 +12,12 @@ import json
 import os
 import random
 import signal
+import math
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -51,6 +54,36 @@ def wait_ready(api: AxonClient) -> dict[str, dict]:
     return wait_for(ready, 60, interval=0.2, message="a 3-node cluster with a leader")
 
 
+LOAD_S = 60   # of load before the Metrics shot
+
+
+def load(nodes: list[dict], stop: threading.Event) -> None:
+    """Writes and reads at a rate that swells and ebbs, so the charts have a shape to show."""
+    clients = [AxonClient(n["http"], timeout=5) for n in nodes]
+    started = time.monotonic()
+    i = 0
+    while not stop.is_set():
+        rate = 40 + 35 * math.sin((time.monotonic() - started) / 8)
+        client = clients[i % len(clients)]
+        try:
+            client.put(f"load/{i % 100}", str(i))
+            for _ in range(3):
+                client.get(f"load/{i % 100}", stale=True)
+        except Exception:   # a node is being stopped for the degraded shot: carry on elsewhere
+            pass
+        i += 1
+        stop.wait(1 / rate)
+
+
+def shoot_metrics(page, out: str) -> None:
+    """The Metrics tab after a minute of load."""
+    from playwright.sync_api import expect
+    page.get_by_role("tab", name="Metrics").click()
+    expect(page.locator("[data-metric=writes_per_s] [data-testid=chart-line]")).to_have_count(3, timeout=15000)
+    page.wait_for_timeout(2500)
+    page.screenshot(path=os.path.join(out, "metrics.png"), full_page=True)
+
+
 def shoot(url: str, api: AxonClient, out: str, chromium: str) -> None:
     from playwright.sync_api import expect, sync_playwright
     with sync_playwright() as p:
@@ -72,6 +105,17 @@ def shoot(url: str, api: AxonClient, out: str, chromium: str) -> None:
         page.get_by_role("button", name="View key config/service/api").click()
         expect(page.get_by_test_id("detail-value")).to_contain_text('"replicas": 3')
         page.screenshot(path=os.path.join(out, "data.png"))
+
+        expect(page.locator(f"[data-node='{victim}'][data-online=true]")).to_have_count(1, timeout=20000)
+        done = threading.Event()   # load only now: the data view's keys are the sample ones
+        loader = threading.Thread(target=load, args=(nodes, done), daemon=True)
+        loader.start()
+        try:
+            page.wait_for_timeout(LOAD_S * 1000)
+            shoot_metrics(page, out)
+        finally:
+            done.set()
+            loader.join(10)
 
         page.set_viewport_size({"width": 390, "height": 844})
         page.get_by_role("tab", name="Cluster").click()

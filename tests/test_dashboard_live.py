@@ -241,3 +241,27 @@ def test_live_with_auth_on_through_the_launcher(context, secured) -> None:
     expect(key_row(page, "sec/k")).to_have_attribute("data-revision", str(made["revision"]), timeout=LIVE_MS)
     node.delete("sec/k")
     expect(key_row(page, "sec/k")).to_have_count(0, timeout=LIVE_MS)
+
+
+@pytest.mark.browser
+def test_a_compacted_history_lists_the_page_again(context, launched) -> None:
+    """The node ends the first stream with "the history no longer reaches back" (what a resume
+    after a long absence gets): the view lists the page again and watches from there."""
+    page = context.new_page()
+    listings: list[str] = []
+    page.on("request", lambda req: listings.append(req.url) if "/kv?prefix=again" in req.url else None)
+    cut = []
+
+    def first_stream_compacted(route) -> None:
+        if cut:
+            route.continue_()
+            return
+        cut.append(route.request.url)
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream", "X-Axon-Start-Revision": "2"},
+                      body='event: error\ndata: {"error": "compacted", "compacted_revision": 9}\n\n')
+    page.route("**/watch?prefix=again*", first_stream_compacted)
+    open_live_data_view(page, launched.url, "again/")
+    wait_for(lambda: len(listings) >= 2, 5, message="a second listing after the compacted stream")
+    assert len(cut) == 1
+    made = writer(launched).put("again/k", "v")
+    expect(key_row(page, "again/k")).to_have_attribute("data-revision", str(made["revision"]), timeout=LIVE_MS)
