@@ -9,10 +9,11 @@ KiB = 1024
 
 
 def _holder(budget, size, started, release, log, name):
-    with budget.held(size, timeout=5):
-        log.append(name)
-        started.set()
-        release.wait()
+    share = budget.acquire(size, timeout=5)
+    log.append(name)
+    started.set()
+    release.wait()
+    budget.release(share)
 
 
 def test_small_writes_never_wait_and_large_ones_take_turns_in_order():
@@ -23,8 +24,7 @@ def test_small_writes_never_wait_and_large_ones_take_turns_in_order():
     greenlets = [gevent.spawn(_holder, budget, 1024 * KiB, *events[n], log, n) for n in "abcd"]
     gevent.sleep(0)
     assert log == ["a", "b"] and budget.used == 2048 * KiB   # c and d wait, in order
-    with budget.held(10 * KiB, timeout=0):                    # a small write goes straight on
-        pass
+    assert budget.acquire(10 * KiB, timeout=0) == 0           # a small write goes straight on
     events["b"][1].set()
     gevent.sleep(0)
     gevent.sleep(0)
@@ -38,8 +38,9 @@ def test_small_writes_never_wait_and_large_ones_take_turns_in_order():
 
 def test_a_write_bigger_than_the_budget_holds_all_of_it():
     budget = WriteBudget(limit=1024 * KiB, small=64 * KiB)
-    with budget.held(5000 * KiB, timeout=1):
-        assert budget.used == 1024 * KiB
+    share = budget.acquire(5000 * KiB, timeout=1)
+    assert share == budget.used == 1024 * KiB
+    budget.release(share)
     assert budget.used == 0
 
 
@@ -49,10 +50,8 @@ def test_a_wait_past_the_timeout_is_unavailable_and_gives_nothing_away():
     holder = gevent.spawn(_holder, budget, 1024 * KiB, gevent.event.Event(), release, [], "a")
     gevent.sleep(0)
     with pytest.raises(Unavailable):
-        with budget.held(512 * KiB, timeout=0.05):
-            pass
+        budget.acquire(512 * KiB, timeout=0.05)
     release.set()
     holder.join(timeout=5)
     assert budget.used == 0 and not budget._waiters
-    with budget.held(1024 * KiB, timeout=0.05):   # the budget is whole again
-        assert budget.used == 1024 * KiB
+    assert budget.acquire(1024 * KiB, timeout=0.05) == 1024 * KiB   # the budget is whole again

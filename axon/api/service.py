@@ -160,11 +160,13 @@ class KVService:
         """One command through the log, its result once applied; a large one waits its turn
         (WriteBudget) so that small writes never queue behind many MiB of values."""
         timeout = self.config.request_timeout
+        share = self.write_budget.acquire(command_size(cmd), timeout)
         try:
-            with self.write_budget.held(command_size(cmd), timeout):
-                [result] = self.node.propose([cmd], timeout)
+            [result] = self.node.propose([cmd], timeout)
         except RaftError as exc:
             raise self._refusal(exc) from None
+        finally:
+            self.write_budget.release(share)
         return result
 
     def _read_barrier(self) -> None:

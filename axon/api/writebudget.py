@@ -10,9 +10,7 @@ so they queue behind at most ``limit`` bytes of large ones.
 from __future__ import annotations
 
 import collections
-import contextlib
 import time
-from typing import Iterator
 
 from gevent.event import Event
 
@@ -30,19 +28,20 @@ class WriteBudget:
         self.used = 0
         self._waiters: collections.deque[tuple[int, Event]] = collections.deque()
 
-    @contextlib.contextmanager
-    def held(self, size: int, timeout: float) -> Iterator[None]:
-        """Hold ``size`` bytes of the budget (a write bigger than all of it holds all of it)
-        while the block runs; Unavailable if they are not free within ``timeout`` seconds."""
+    def acquire(self, size: int, timeout: float) -> int:
+        """Take a write of ``size`` bytes' share (a write bigger than the budget takes all of it;
+        a small one nothing) and return it for ``release``; Unavailable if it is not free
+        within ``timeout`` seconds."""
         if size < self.small:
-            yield
-            return
+            return 0
         need = min(size, self.limit)
         self._acquire(need, timeout)
-        try:
-            yield
-        finally:
-            self.used -= need
+        return need
+
+    def release(self, share: int) -> None:
+        """Give back what ``acquire`` returned, once the write is answered."""
+        if share:
+            self.used -= share
             self._wake_next()
 
     def _acquire(self, need: int, timeout: float) -> None:
