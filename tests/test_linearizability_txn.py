@@ -5,6 +5,7 @@ single order explains both keys.  ``check_history`` checks keys joined by transa
 """
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
@@ -40,16 +41,13 @@ def check(*ops):
     return check_history(History.from_ops(ops), timeout_per_key=10.0)
 
 
-def legal(*ops):
+def expect(ok: bool, *ops):
     result = check(*ops)
-    assert result.ok, result.explanation
+    assert result.ok is ok and not result.timed_out, result.explanation
     return result
 
 
-def illegal(*ops):
-    result = check(*ops)
-    assert not result.ok and not result.timed_out
-    return result
+legal, illegal = functools.partial(expect, True), functools.partial(expect, False)
 
 
 def test_a_two_key_compare_and_set_then_a_snapshot_read() -> None:
