@@ -1,7 +1,6 @@
 """GET /metrics: the registry's pieces in isolation, then a live node scraped (real process)."""
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
@@ -143,13 +142,8 @@ def test_a_live_node_shows_every_family_and_they_move(tmp_path) -> None:
 @pytest.mark.slow
 def test_metrics_with_auth_on_need_a_token(tmp_path) -> None:
     with Cluster(tmp_path, 0, start=False) as cluster:
-        node = cluster.new_node(extra_args=["--auth"])
-        node.start(bootstrap=True)
-        node.wait_serving()
-        path = os.path.join(node.data_dir, "root.token")
-        cluster.wait_for(lambda: os.path.exists(path), 15.0)
-        with open(path) as f:
-            root = f.read().strip()
+        node = cluster.new_node(extra_args=["--auth"]).start(bootstrap=True)
+        root = cluster.wait_for(node.harness_token, 15.0, message="the root token")   # <data-dir>/root.token
         cluster.wait_for(lambda: scrape(node, root)[0] == 200, 15.0)
         status, headers, _ = scrape(node)
         assert status == 401 and headers.get("www-authenticate") == "Bearer"
