@@ -30,9 +30,9 @@ def recover(data_dir: str, force_new_cluster: bool, as_json: bool) -> None:
     try:
         if not force_new_cluster:
             state = inspect(data_dir)
-            fail(f"node {state['node_id']} in {data_dir} is at revision {state['store_revision']} "
-                 f"(log to {state['log_last_index']}, term {state['term']}); recovering rewrites its "
-                 f"membership: pass --force-new-cluster to do it")
+            fail(f"node {state['node_id']} in {data_dir} is at revision {state['store_revision']}, its "
+                 f"log ends at index {state['log_last_index']} of term {state['log_last_term']}; "
+                 f"recovering rewrites its membership: pass --force-new-cluster to do it")
         done = force(data_dir)
     except RecoverError as exc:
         fail(str(exc))

@@ -58,8 +58,10 @@ def inspect(data_dir: str) -> dict:
     """What a recovery would start from, without changing anything (the data dir must be free)."""
     node_id = _node_id(data_dir)
     with _open_store(data_dir) as store, _open_wal(data_dir) as wal:
+        entries = wal.entries()
         return {"node_id": node_id, "cluster_id": read_cluster_id(data_dir),
                 "store_revision": store.applied_index, "log_last_index": wal.last_index(),
+                "log_last_term": entries[-1].term if entries else wal.compacted[1],
                 "term": wal.hard_state.term}
 
 
