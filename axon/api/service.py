@@ -295,8 +295,11 @@ class KVService:
             log.warning("%s (node %s, raft %s, http %s)", message, req.node_id, req.raft, req.http)
 
     def remove(self, node_id: str) -> dict:
-        if not self.node.config.is_member(node_id):
+        config = self.node.config
+        if not config.is_member(node_id):
             raise NotFound(f"node {node_id!r} is not a member", node_id=node_id)
+        if set(config.voters) == {node_id}:   # raft refuses it too, but retrying never helps: not a 503
+            raise Conflict(f"node {node_id!r} is the last voter: removing it would leave no one to decide")
         self._change(ConfChange("remove", node_id))
         log.info("member %s removed", node_id)
         return {"removed": node_id}

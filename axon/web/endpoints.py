@@ -20,6 +20,7 @@ from axon.api.txn import txn_keys
 from axon.api.watch import WatchService
 from axon.metrics import CONTENT_TYPE as METRICS_TYPE, NodeMetrics
 from axon.web.forward import Forwarder
+from axon.web.openapi import openapi_routes
 from axon.web.leases import lease_routes
 from axon.web.params import query_params
 from axon.web.replies import JSON, json_reply, ok
@@ -84,6 +85,8 @@ def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
         return replace(req, method="DELETE", path="/cluster/nodes/" + quote(node_id, safe=""),
                        query="", body=b"")
 
+    # Every route of this table is described in axon/web/openapi.json (served at GET /openapi.json):
+    # whoever adds, changes or removes a route edits the document too (tests/test_openapi.py checks).
     return [
         Route("GET", "/kv/<key:path>", leader_only(get_key), Decision.READ_KEY),
         Route("PUT", "/kv/<key:path>", leader_only(put_key), Decision.WRITE_KEY),
@@ -99,6 +102,7 @@ def api_routes(service: KVService, forwarder: Forwarder, node_id: str,
         Route("DELETE", "/cluster/nodes/<node_id>", leader_only(remove), ADMIN),
         Route("GET", "/health", lambda req: ok(service.health()), OPEN),
         Route("GET", "/ready", lambda req: ok(service.ready()), OPEN),
+        *openapi_routes(),
         Route("GET", "/auth/whoami", lambda req: ok(whoami(gate, req)), ANY),
         *ops_routes(service, node_id, metrics, stats),
         *auth_routes(tokens, leader_only),
