@@ -10,8 +10,8 @@ from typing import Iterator
 import pytest
 
 from axon.client.http import AxonClient, ClientError
-from axon.testing.browser import chromium
 from axon.testing.cluster import Cluster
+from test_dashboard import browser  # noqa: F401  (a shared fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -27,12 +27,6 @@ METRICS = ("writes_per_s", "reads_per_s", "commit_p99_ms", "fsync_p99_ms")
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
     with Cluster(tmp_path_factory.mktemp("charts"), n=3) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture

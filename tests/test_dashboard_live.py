@@ -12,9 +12,8 @@ from typing import Iterator
 import pytest
 
 from axon.client.http import AxonClient
-from axon.testing.browser import chromium
 from axon.testing.cluster import wait_for
-from test_dashboard import HOST, LaunchedCluster
+from test_dashboard import HOST, LaunchedCluster, browser, launched  # noqa: F401  (shared fixtures)
 from test_launcher_auth import AuthLaunch
 
 pytestmark = pytest.mark.slow
@@ -25,22 +24,6 @@ except ImportError:   # the pass-through tests still run; the browser fixture sk
     expect = None
 
 LIVE_MS = 10000   # a change must show within this (it takes a few ms; CI machines are slow)
-
-
-@pytest.fixture(scope="module")
-def launched(tmp_path_factory) -> Iterator[LaunchedCluster]:
-    cluster = LaunchedCluster(str(tmp_path_factory.mktemp("live") / "cluster"))
-    try:
-        cluster.wait_ready(3)
-        yield cluster
-    finally:
-        cluster.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture

@@ -74,6 +74,15 @@ export function errorText(res) {
   return msg ? `${why}${msg} (HTTP ${res.status})` : `${why}HTTP ${res.status}`;
 }
 
+/** Runs `step` (async) again and again, `ms` apart from start to start, until `stopped()`. */
+export async function repeat(ms, step, stopped) {
+  while (!stopped()) {
+    const started = Date.now();
+    await step();
+    await new Promise((r) => setTimeout(r, Math.max(100, ms - (Date.now() - started))));
+  }
+}
+
 /** Throws ApiError unless the answer's status is one of `expected`. */
 export async function call(method, url, options = {}, expected = [200]) {
   const res = await request(method, url, options);
