@@ -38,13 +38,14 @@ FORWARD_SLACK = 1.0   # the leader answers within its request timeout; allow for
 
 
 def node_middlewares(trust: PeerTrust, guard: BrowserGuard | None = None,
-                     audit: Middleware | None = None) -> list[Middleware]:
+                     audit: Middleware | None = None, metrics: Middleware | None = None) -> list[Middleware]:
     """What every request passes, outermost first (a new concern is one more entry here).
 
-    The audit sits outside error_replies so it records the status the client got, refusals
-    included; the browser guard refuses before anything else looks at the request.
+    The audit and the metrics sit outside error_replies so they record the status the client
+    got, refusals included; the browser guard refuses before anything else looks at the request.
     """
-    return [*([audit] if audit else []), error_replies, *([guard] if guard else []), trust]
+    return [*([audit] if audit else []), *([metrics] if metrics else []), error_replies,
+            *([guard] if guard else []), trust]
 
 
 def browser_guard(config: NodeConfig) -> BrowserGuard:
@@ -71,10 +72,8 @@ def build_app(config: NodeConfig, service: KVService, pool: HttpPool,
     router = Router(api_routes(service, forwarder, config.node_id, tokens, watches, gate, metrics, stats),
                     fallback=dashboard_handler(), gate=gate)
     audit = audit_middleware(audit_log, node_audited(config.node_id)) if audit_log is not None else None
-    middlewares = node_middlewares(trust, browser_guard(config), audit)
-    if metrics is not None:
-        middlewares.insert(1 if audit else 0, http_metrics(metrics.http, router.pattern_of))
-    return chain([*middlewares, *extra], router)
+    measure = http_metrics(metrics.http, router.pattern_of) if metrics is not None else None
+    return chain([*node_middlewares(trust, browser_guard(config), audit, measure), *extra], router)
 
 
 def bind(listen: str) -> socket.socket:
