@@ -98,3 +98,17 @@ def test_a_session_whose_lease_is_gone_is_lost_and_says_so() -> None:
     finally:
         session.close()
     assert ("DELETE", "/leases/42") not in client.calls   # nothing left to revoke
+
+
+def test_the_fencing_resource_refuses_old_tokens_and_the_check_finds_interleaved_holders() -> None:
+    from axon.testing.lockcheck import FencingResource, interleavings
+    resource = FencingResource()
+    assert resource.write(1, 10) and resource.write(2, 12)
+    assert not resource.write(1, 10)                           # a paused holder, fenced off
+    assert not resource.write(1, 10, still_valid=lambda: True)  # ... while its lease was alive: a problem
+    assert resource.refused_valid == [(1, 10)]
+    assert not resource.write(3, 13, still_valid=lambda: False)   # a holder that knows it lost
+    assert resource.log == [(1, 10), (2, 12)]
+    assert interleavings([(1, 10), (1, 10), (2, 12), (2, 12)]) == []
+    assert interleavings([(1, 10), (2, 12), (1, 10)]) == ["the holder with token 10 wrote again after a later holder"]
+    assert interleavings([(1, 10), (2, 10)]) == ["lock token 10 used by clients 1 and 2"]
