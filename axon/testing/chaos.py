@@ -36,6 +36,7 @@ from axon.testing.watchcheck import WatchRecorder, check_watch
 from axon.testing.history import NOT_FOUND, History, Op
 from axon.testing.leasecheck import LeaseHolders
 from axon.testing.linearizability import CheckResult, check_history
+from axon.testing.lockcheck import LockWorkload
 from axon.testing.netns import NetnsError, NetnsNetwork, cleanup_stale, unavailable_reason
 
 REQUEST_TIMEOUT = 2.0                  # the nodes' --request-timeout
@@ -568,6 +569,7 @@ class ChaosConfig:
     check_timeout_per_key: float = 120.0
     cluster_key: bool = True      # peers seal every frame, as a production cluster does
     txn_clients: int = 0          # clients running two-key transactions beside (TxnWorkload)
+    lock_clients: int = 0         # clients taking turns at a lock beside (axon/testing/lockcheck.py)
     lease_holders: int = 2        # threads keeping a lease alive beside (axon/testing/leasecheck.py)
     lease_ttl: int = 4
 
@@ -586,6 +588,7 @@ class ChaosReport:
     watch_events: int = 0   # changes a watcher beside the workload received and had checked
     txn_linearizable: CheckResult | None = None   # the transactions' history (txn_clients > 0)
     txn_counts: dict[str, int] = field(default_factory=dict)
+    lock_counts: dict[str, int] = field(default_factory=dict)   # the lock check's (lock_clients > 0)
     lease_keepalives: int = 0   # keepalives the lease holders had acknowledged (their checks in problems)
 
     def summary(self) -> str:
@@ -600,6 +603,8 @@ class ChaosReport:
             lines.append("  linearizability: " + self.linearizable.explanation)
         if self.txn_linearizable is not None:
             lines.append(f"  transactions {self.txn_counts}: " + self.txn_linearizable.explanation)
+        if self.lock_counts:
+            lines.append(f"  lock: {self.lock_counts}")
         if self.durability is not None and not self.durability.ok:
             lines.append("  durability: " + "; ".join(self.durability.problems[:10]))
         lines += ["  problem: " + p for p in self.problems[:10]]
@@ -642,6 +647,7 @@ class ChaosRun:
         self.problems: list[str] = []
         self.watch_events = 0   # changes the watcher received (checked against the history)
         self.txns: TxnWorkload | None = None
+        self.locks: LockWorkload | None = None
         self.leases: LeaseHolders | None = None
 
     def run(self) -> ChaosReport:
@@ -669,6 +675,9 @@ class ChaosRun:
             if self.config.txn_clients:
                 self.txns = TxnWorkload(cluster.nodes, TXN_KEYS, clients=self.config.txn_clients,
                                         seed=self.config.seed + 1).__enter__()
+            if self.config.lock_clients:
+                self.locks = LockWorkload(lambda: [n.http for n in cluster.nodes],
+                                          clients=self.config.lock_clients).__enter__()
             if self.config.lease_holders:
                 self.leases = LeaseHolders(lambda: [n.http for n in cluster.nodes], self.config.lease_holders,
                                            self.config.lease_ttl, seed=self.config.seed).start()
@@ -677,6 +686,8 @@ class ChaosRun:
                 time.sleep(2.0)   # let the clients see the healed cluster
             if self.txns is not None:
                 self.txns.close()
+            if self.locks is not None:
+                self.locks.close()
             if self.leases is not None:
                 self.leases.close()
             final = self._recover_and_read(ctx, keys)
@@ -696,6 +707,8 @@ class ChaosRun:
                 workload.close()
             if self.txns is not None:
                 self.txns.close()
+            if self.locks is not None:
+                self.locks.close()
             if self.leases is not None:
                 self.leases.close()
             if cluster is not None:
@@ -814,6 +827,10 @@ class ChaosRun:
             if final is not None:
                 txn_linearizable = check_history(self.txns.history,
                                                  timeout_per_key=self.config.check_timeout_per_key)
+        lock_counts = {}
+        if self.locks is not None:
+            self.problems += self.locks.check()
+            lock_counts = self.locks.counts()
         ok = (not self.problems and linearizable is not None and linearizable.ok
               and durability is not None and durability.ok
               and (self.txns is None or (txn_linearizable is not None and txn_linearizable.ok)))
@@ -821,6 +838,7 @@ class ChaosRun:
                              durability, self.problems, measure_unavailability(history, self.faults),
                              self.watch_events, txn_linearizable, txn_counts,
                              self.leases.keepalives if self.leases is not None else 0)
+        report.lock_counts = lock_counts
         with open(os.path.join(self.out_dir, "summary.txt"), "w", encoding="utf-8") as f:
             f.write(report.summary() + "\n")
         if not report.ok:
