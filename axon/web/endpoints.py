@@ -20,8 +20,8 @@ from axon.api.txn import txn_keys
 from axon.api.watch import WatchService
 from axon.metrics import CONTENT_TYPE as METRICS_TYPE, NodeMetrics
 from axon.web.forward import Forwarder
-from axon.web.openapi import openapi_routes
 from axon.web.leases import lease_routes
+from axon.web.openapi import openapi_routes
 from axon.web.params import query_params
 from axon.web.replies import JSON, json_reply, ok
 from axon.web.routes import Endpoint, Route
