@@ -9,6 +9,8 @@ import configparser
 import json
 import os
 import re
+import sys
+import tempfile
 
 import pytest
 
@@ -99,8 +101,16 @@ def test_the_document_names_this_version_and_ships_with_the_package() -> None:
     assert doc["openapi"].startswith("3.") and doc["info"]["version"] == axon.__version__
     parser = configparser.ConfigParser()
     parser.read(os.path.join(REPO, "setup.cfg"))
-    assert "web/openapi.json" in parser.get("options.package_data", "axon")   # build_zipapp takes all of axon/
+    assert "web/openapi.json" in parser.get("options.package_data", "axon")
     assert os.path.samefile(os.path.join(REPO, "docs", "openapi.json"), DOCUMENT_PATH)
+    sys.path.insert(0, REPO)
+    try:
+        import build_zipapp
+    finally:
+        sys.path.remove(REPO)
+    with tempfile.TemporaryDirectory() as no_dependencies:
+        archived = build_zipapp.collect(no_dependencies, os.path.dirname(axon.__file__))
+    assert archived[build_zipapp.PAYLOAD + "axon/web/openapi.json"] == DOCUMENT_PATH
 
 
 @pytest.mark.parametrize("auth", [False, True])
@@ -114,3 +124,34 @@ def test_the_node_serves_the_document_to_anyone(auth: bool) -> None:
         assert answer.status == 200
         assert ("Content-Type", "application/json") in answer.headers
         assert json.loads(answer.body) == load()
+
+
+def test_the_watch_answers_the_documented_event_stream() -> None:
+    """GET /watch, which schemathesis leaves out (its stream never ends), as the document says."""
+    documented = load()["paths"]["/watch"]["get"]["responses"]["200"]
+    answer = api_cluster(1)["n1"].call("GET", "/watch?key=a&from_revision=1")
+    try:
+        assert answer.status == 200 and answer.stream is not None
+        assert ("Content-Type", next(iter(documented["content"]))) in answer.headers
+        assert set(documented["headers"]) <= {name for name, _ in answer.headers}
+    finally:
+        answer.stream.close()
+
+
+# ---------------------------------------------------------------- what schemathesis found
+
+def test_a_transaction_operation_whose_op_is_not_a_string_is_bad_input() -> None:
+    """It was a 500: ``{"op": {}}`` is unhashable, and the lookup of its kind raised TypeError."""
+    node = api_cluster(1)["n1"]
+    for op in ({}, [], None, 1):
+        answer = node.call("POST", "/txn", {"success": [{"op": op, "key": "k"}]})
+        assert answer.status == 400 and "op" in json.loads(answer.body)["error"]
+
+
+def test_removing_the_last_voter_is_a_conflict_not_a_retry() -> None:
+    """It was a 503 (raft's ConfChangeError as Unavailable), which tells a client to retry forever."""
+    node = api_cluster(1)["n1"]
+    for method, path in (("DELETE", "/cluster/nodes/n1"), ("POST", "/cluster/leave")):
+        answer = node.call(method, path)
+        assert answer.status == 409 and "last voter" in json.loads(answer.body)["error"]
+    assert node.raft.config.voters.keys() == {"n1"}
