@@ -137,12 +137,16 @@ def _node_id(data_dir: str) -> str:
         raise RecoverError(str(exc)) from None
 
 
-def _open_store(data_dir: str) -> Store:
-    path = os.path.join(data_dir, STORE_DIR)
+def _part(data_dir: str, name: str, what: str) -> str:
+    path = os.path.join(data_dir, name)
     if not os.path.isdir(path):
-        raise RecoverError(f"data dir {data_dir} holds no store ({path} is missing)")
+        raise RecoverError(f"data dir {data_dir} holds no {what} ({path} is missing)")
+    return path
+
+
+def _open_store(data_dir: str) -> Store:
     try:
-        return Store.open(path)
+        return Store.open(_part(data_dir, STORE_DIR, "store"))
     except StoreError as exc:
         if "in use" in str(exc):
             raise RecoverError(f"data dir {data_dir} is in use: stop the node that runs on it first "
@@ -151,11 +155,8 @@ def _open_store(data_dir: str) -> Store:
 
 
 def _open_wal(data_dir: str) -> WAL:
-    path = os.path.join(data_dir, WAL_DIR)
-    if not os.path.isdir(path):
-        raise RecoverError(f"data dir {data_dir} holds no Raft log ({path} is missing)")
     try:
-        return WAL.open(path)
+        return WAL.open(_part(data_dir, WAL_DIR, "Raft log"))
     except WalError as exc:
         raise RecoverError(f"cannot open the Raft log: {exc}") from None
 
