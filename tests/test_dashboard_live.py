@@ -11,8 +11,11 @@ from typing import Iterator
 
 import pytest
 
-from axon.client.http import AxonClient
+import axon.launcher.watch_relay as watch_relay_module
+from axon.api.errors import Unavailable
+from axon.client.http import AxonClient, HttpPool
 from axon.testing.cluster import wait_for
+from axon.web.wire import Request
 from test_dashboard import HOST, LaunchedCluster, browser, launched  # noqa: F401  (shared fixtures)
 from test_launcher_auth import AuthLaunch
 
@@ -133,6 +136,39 @@ def test_a_watch_the_browser_leaves_is_closed_at_the_node(launched) -> None:
     for conn in conns:
         conn.close()
     wait_for(lambda: open_connections() <= peak - 3, 10, message="the relayed watches closed at the nodes")
+
+
+class _Child:
+    def __init__(self, node_id: str, http_addr: str) -> None:
+        self.state = "running"
+        self.spec = type("Spec", (), {"node_id": node_id, "http": http_addr})()
+
+
+class _Supervisor:
+    """What the relay needs of the launcher's Supervisor: its children and its connection pool."""
+
+    def __init__(self, nodes: dict[str, dict]) -> None:
+        self.children = {nid: _Child(nid, n["http"]) for nid, n in sorted(nodes.items())}
+        self.pool = HttpPool(timeout=5)
+
+
+def test_the_relay_is_bounded_and_frees_its_place_when_closed(launched, monkeypatch) -> None:
+    monkeypatch.setattr(watch_relay_module, "MAX_RELAYS", 2)
+    relay = watch_relay_module.watch_relay(_Supervisor(launched.nodes()))
+    ask = Request("GET", "/watch", "prefix=bound/", "HTTP/1.1", {}, b"", True)
+    first, second = relay(ask), relay(ask)
+    assert first.status == second.status == 200 and first.stream is not None
+    with pytest.raises(Unavailable) as refused:
+        relay(ask)
+    assert refused.value.retry_after > 0
+    assert next(iter(first.stream)).startswith(b": watching from revision")
+    first.stream.close()
+    first.stream.close()   # the server may close twice: the place is freed once
+    third = relay(ask)
+    with pytest.raises(Unavailable):
+        relay(ask)
+    for answer in (second, third):
+        answer.stream.close()
 
 
 # ---------------------------------------------------------------------- the data view, live
