@@ -226,3 +226,30 @@ def test_cli_refuses_a_damaged_file_in_one_line(tmp_path) -> None:
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == "error: damaged snapshot file: SHA-256 checksum mismatch"
     assert not (tmp_path / "d").exists()
+
+
+# ---------------------------------------------------------------- the route, in process
+
+def test_route_streams_a_checked_file_and_holds_at_most_two_streams(tmp_path) -> None:
+    from axon.api.errors import Unavailable
+    from axon.web.maintenance import MAX_STREAMS, maintenance_routes
+    from axon.web.wire import Request
+    waited = []
+    with Store.open(str(tmp_path / "s")) as store:
+        KVStateMachine(store).apply([Entry(1, 1, EntryKind.NORMAL, encode_commands([Put("a", "1")]))])
+        [route] = maintenance_routes(store, lambda index, timeout: waited.append(index), 5.0,
+                                     lambda req: 2, "n1", lambda: "c" * 32)
+        request = Request("GET", "/maintenance/snapshot", "", "HTTP/1.1", {}, b"", True)
+        held = [route.endpoint(request) for _ in range(MAX_STREAMS)]
+        with pytest.raises(Unavailable, match="retry later"):
+            route.endpoint(request)
+        assert waited == [1, 1, 1]   # each waited for the leader's read index to be applied here
+        answer = held.pop()
+        assert dict(answer.headers)["X-Axon-Keys"] == "1" and dict(answer.headers)["X-Axon-Revision"] == "1"
+        data = b"".join(answer.stream)
+        answer.stream.close()
+        reader = SnapshotFileReader(io.BytesIO(data))
+        assert (reader.header.keys, reader.header.cluster_id, reader.verify()) == (1, "c" * 32, len(data))
+        again = route.endpoint(request)   # a closed stream gave its slot back
+        for answer in (*held, again):
+            answer.stream.close()

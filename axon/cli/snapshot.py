@@ -44,6 +44,9 @@ def save(file: str, addr: str, as_json: bool) -> None:
     except SnapshotFileError as exc:
         _remove(part)
         fail(f"the node's snapshot is unusable: {exc}")
+    except http.client.IncompleteRead:
+        _remove(part)
+        fail("the node ended the snapshot stream early (it stopped, or its store failed); nothing was saved")
     except (OSError, http.client.HTTPException) as exc:
         _remove(part)
         fail(f"saving the snapshot failed: {getattr(exc, 'strerror', None) or exc.__class__.__name__}")
