@@ -284,3 +284,25 @@ def test_a_compacted_history_lists_the_page_again(context, launched) -> None:
     assert len(cut) == 1
     made = writer(launched).put("again/k", "v")
     expect(key_row(page, "again/k")).to_have_attribute("data-revision", str(made["revision"]), timeout=LIVE_MS)
+
+
+@pytest.mark.browser
+def test_a_read_token_with_a_prefix_watches_its_own_keys(context, secured) -> None:
+    admin = AxonClient(f"{HOST}:{secured.port}", timeout=15, token=secured.root)
+    node = AxonClient(admin.call("GET", "/api/nodes")["nodes"][0]["http"], timeout=15, token=secured.root)
+    reader = node.token_create("live-reader", "read", "team/")["token"]
+    page = context.new_page()
+    page.goto(secured.url)
+    page.get_by_label("Token").fill(reader)
+    page.get_by_test_id("sign-in-submit").click()
+    expect(page.get_by_test_id("principal")).to_have_text("live-reader")
+    page.get_by_role("tab", name="Data").click()
+    expect(page.get_by_label("Prefix")).to_have_value("team/")
+    expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "live", timeout=LIVE_MS)
+    made = node.put("team/k", "v")
+    expect(key_row(page, "team/k")).to_have_attribute("data-revision", str(made["revision"]), timeout=LIVE_MS)
+    # a prefix the token may not read: the watch is refused (403) and the badge says so
+    page.get_by_label("Prefix").fill("other/")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "off", timeout=LIVE_MS)
+    expect(page.get_by_test_id("signed-in")).to_be_visible()
