@@ -239,3 +239,20 @@ def test_the_cli_grants_attaches_keeps_alive_shows_and_revokes(cluster) -> None:
                  ("lease", "grant", "0.5")):
         result = run(*args)
         assert result.exit_code != 0 and result.output.count("\n") == 1 and "error:" in result.output, result.output
+
+
+def test_the_client_keepalive_thread_survives_the_loss_of_its_node(cluster) -> None:
+    first = cluster.nodes[0]
+    with Client([n.http for n in cluster.nodes], timeout=3.0) as c:
+        lease = c.lease(TTL)
+        try:
+            c.put("fo/a", "1", lease=lease)
+            first.kill()
+            time.sleep(3 * TTL)
+            assert lease.valid, lease.lost_reason
+            assert c.get("fo/a")["value"] == "1"
+        finally:
+            first.start()
+            first.wait_serving()
+            lease.revoke()
+        assert c.get("fo/a") is None

@@ -188,3 +188,26 @@ def test_the_lease_routes_answer_json_and_followers_pass_them_on() -> None:
     assert follower.call("GET", f"/leases/{lease_id}").status == 404
     assert follower.call("GET", "/leases/abc").status == 400
     assert follower.call("POST", "/leases", {"ttl": 0}).status == 400
+
+
+def test_the_expiry_duty_revokes_through_the_log_only_while_leading() -> None:
+    from axon.node.duties import LeaseExpirer
+    nodes = api_cluster(3, leader="n1")
+    leader = nodes["n1"]
+    service = leader.service.leases
+    lease_id = service.grant(b'{"ttl": 5}')["id"]
+    leader.service.put("x", b'{"value": "v"}', lease=str(lease_id))
+    expirer = LeaseExpirer(leader.raft, service, timeout=1.0)
+    now = service.clock()
+    expirer.step(now + 4.9)
+    assert leader.raft.store.get("x") is not None
+    leader.raft.follow("n2")                      # a follower never expires a lease
+    expirer.step(now + 100)
+    assert leader.raft.store.get("x") is not None
+    leader.raft.lead()
+    leader.raft.term += 1                         # leader again, in a new term: a full TTL from now
+    expirer.step(now + 100)
+    expirer.step(now + 104.9)
+    assert leader.raft.store.get("x") is not None
+    expirer.step(now + 105)
+    assert leader.raft.store.get("x") is None and leader.raft.store.leases.get(lease_id) is None
