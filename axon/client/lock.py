@@ -127,9 +127,13 @@ class Session:
         self._listeners.append(listener)
 
     def _keepalive(self) -> None:
+        # Every ttl/3 from the last one's sending, not from its answer: a slow answer (a loaded
+        # leader) must not push the next keepalive past the TTL.
         interval = max(0.2, self.granted_ttl / 3)
-        while not self._stop.wait(interval if self.valid else 0.2):
+        next_at = time.monotonic() + interval
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
             sent = time.monotonic()
+            next_at = sent + interval
             try:
                 answer = self.client._call("POST", f"/leases/{self.id}/keepalive", {}, ok=(200,))
             except ClientError as exc:
@@ -139,6 +143,7 @@ class Session:
                 if time.monotonic() >= self._expires:
                     self._lose(f"no keepalive of lease {self.id} acknowledged for {self.granted_ttl:g}s: {exc}")
                     return
+                next_at = time.monotonic() + 0.2
                 continue   # another endpoint may answer before the lease runs out
             if sent >= self._expires:   # paused past the TTL: it may have expired meanwhile
                 self._lose(f"lease {self.id} went {sent - self._expires + self.granted_ttl:.1f}s "
