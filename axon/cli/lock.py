@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 
 import click
@@ -32,7 +33,7 @@ def lock(name: str, command: tuple[str, ...], ttl: float, timeout: float | None,
     """
     from axon.client import ClientError
     with data_client() as client:
-        held = client.lock(name, ttl=ttl)
+        held = client.lock(name, ttl=ttl, value=f"{socket.gethostname()}:{os.getpid()}")   # who holds it
         try:
             token = held.acquire(timeout)
         except ClientError as exc:   # LockTimeout, LockLost and the rest: one line
