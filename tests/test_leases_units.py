@@ -13,7 +13,7 @@ from axon.config import NodeConfig
 from axon.kv.commands import (CommandError, Delete, LeaseGrant, LeaseRevoke, Put, Txn, decode_commands,
                               encode_commands)
 from axon.kv.leases import MAX_LEASE_KEYS, LeaseTable
-from axon.kv.store import Slot, Store
+from axon.kv.store import Slot, Store, StoreError
 from axon.testing.inprocess import api_cluster
 
 
@@ -211,3 +211,19 @@ def test_the_expiry_duty_revokes_through_the_log_only_while_leading() -> None:
     assert leader.raft.store.get("x") is not None
     expirer.step(now + 105)
     assert leader.raft.store.get("x") is None and leader.raft.store.leases.get(lease_id) is None
+
+
+def test_a_lease_table_larger_than_a_piece_travels_in_several_and_a_bad_piece_is_refused(tmp_path) -> None:
+    with Store.open(str(tmp_path / "s")) as store:
+        apply(store, *[LeaseGrant(i, 10) for i in range(1, 301)])
+        apply(store, *[Put(f"{i:03d}/{j}-" + "x" * 100, "v", lease=i) for i in range(1, 301) for j in range(10)])
+        at, stream = store.snapshot_reader()
+        chunks = b"".join(stream)
+        assert chunks.count(b"\xa6leases") >= 2
+        expected = store.leases.to_obj()
+    with Store.open(str(tmp_path / "t")) as other:
+        other.restore(at, [chunks])
+        assert other.leases.to_obj() == expected
+        with pytest.raises(StoreError):
+            other.restore(at, [chunks.replace(b"\xa6leases", b"\xa6leaser", 1)])
+        assert other.applied_index == 0 and len(other.leases) == 0

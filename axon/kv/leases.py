@@ -131,19 +131,22 @@ class LeaseTable:
     def from_obj(cls, obj: Any) -> LeaseTable:
         """Inverse of to_obj; ValueError on anything malformed (None: no leases)."""
         table = cls()
-        if obj is None:
-            return table
-        if not isinstance(obj, list) or len(obj) > MAX_LEASES:
+        if obj is not None:
+            table.add_rows(obj)
+        return table
+
+    def add_rows(self, rows: Any) -> None:
+        """Add to_obj rows (of leases not in the table yet); ValueError on anything malformed."""
+        if not isinstance(rows, list) or len(self.leases) + len(rows) > MAX_LEASES:
             raise ValueError("leases are not a list within the limit")
-        for row in obj:
+        for row in rows:
             if not isinstance(row, (list, tuple)) or len(row) != 3 or not isinstance(row[2], (list, tuple)):
                 raise ValueError(f"malformed lease row {row!r:.80}")
             lease_id, ttl, keys = row
             check_lease_id(lease_id)
-            if type(ttl) is not int or not 0 < ttl <= MAX_LEASE_TTL or lease_id in table.leases:
+            if type(ttl) is not int or not 0 < ttl <= MAX_LEASE_TTL or lease_id in self.leases:
                 raise ValueError(f"malformed lease {lease_id!r}")
-            table.load(lease_id, ttl, keys)
-        return table
+            self.load(lease_id, ttl, keys)
 
     def load(self, lease_id: int, ttl: int, keys: Iterable[str]) -> None:
         """Add a lease as stored (ValueError on a key that is not a string or has a lease already)."""

@@ -18,14 +18,15 @@ LevelDB layout (all values msgpack unless noted):
 Utf-8 byte order equals code point order, so LevelDB's order is key order.
 
 Snapshot stream, version 2 (msgpack objects back to back, cut into chunks anywhere):
-a header map {"format", "version", "index", "term", "config"[, "auth"][, "leases"]} ("config"
-holds the config blob's object itself, None without one; "auth" the auth state, absent when off
-and tokenless; "leases" the lease table, absent without leases: older snapshots lack both);
-blocks, each a
+a header map {"format", "version", "index", "term", "config"[, "auth"]} ("config" holds the
+config blob's object itself, None without one; "auth" the auth state, absent when off and
+tokenless: older snapshots lack it); blocks, each a
 bin object holding packb([[raw key, ...], [stored value, ...]]) - the LevelDB
 keys and values as they are, in key order, at most _BLOCK_RECORDS per block;
+then the lease table in pieces, each ["leases", bin object holding packb([[id, ttl, [key, ...]],
+...])] of about _BLOCK_BYTES (none without leases: older snapshots have none);
 then a trailer map {"end": True, "count": records, "crc": crc32 of the packed
-header and of every block's content}.  Moving whole blocks keeps the per-record
+header and of every block's and lease piece's content}.  Moving whole blocks keeps the per-record
 Python work out of both ends: the sender never decodes a stored value, and the
 receiver checks a block with a few C-level passes instead of one record at a time.
 """
@@ -46,7 +47,7 @@ from axon.kv.authstate import AuthState, apply_auth
 from axon.kv.commands import (CommandError, Delete, LeaseGrant, Put, Result, Txn, TxnResult, decode_commands,
                               evaluate, evaluate_txn, is_auth, is_lease, reads_current)
 from axon.kv.feed import RawChange
-from axon.kv.leases import LeaseTable, put_leases
+from axon.kv.leases import MAX_LEASE_KEYS, LeaseTable, put_leases
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ _AUTH_KEY = b"\x00m/auth"
 _DATA = b"k"
 _LEASE = b"\x00l"
 _ATTACH = b"\x00a"
+_LEASE_PIECE = "leases"
 
 _DB_OPTIONS: dict[str, Any] = {
     "write_buffer_size": 64 << 20,
@@ -313,9 +315,6 @@ class Store:
             auth_raw = snapshot.get(_AUTH_KEY)
             if auth_raw is not None:
                 header["auth"] = msgpack.unpackb(auth_raw, raw=False)
-            leases = _read_leases(snapshot)
-            if len(leases):
-                header["leases"] = leases.to_obj()
         except BaseException:
             snapshot.close()
             raise
@@ -341,10 +340,6 @@ class Store:
         header = reader.next_object()
         _validate_header(header, at)
         auth = _auth_from(header.get("auth"))
-        try:
-            leases = LeaseTable.from_obj(header.get("leases"))
-        except ValueError as exc:
-            raise StoreError(f"snapshot stream's leases are malformed: {exc}") from exc
         crc = zlib.crc32(_pack(header))
         with _leveldb_errors("restore"):
             self._db.put(_RESTORING_KEY, _pack([at.index, at.term]), sync=True)
@@ -352,9 +347,10 @@ class Store:
         self._leases = LeaseTable()
         try:
             with _leveldb_errors("restore"):
-                _delete_data(self._db)
-                _write_records(self._db, reader, crc)
-                _finish_restore(self._db, at, auth, leases)
+                for prefix in (_DATA, _LEASE, _ATTACH):
+                    _delete_prefix(self._db, prefix)
+                leases = _write_records(self._db, reader, crc)
+                _finish_restore(self._db, at, auth)
         except BaseException:
             self._cleanup_failed_restore()
             raise
@@ -561,10 +557,31 @@ def _snapshot_chunks(snapshot: Any, header: dict, chunk_size: int) -> Iterator[b
                 del buffer[:chunk_size]
     finally:
         records.close()
+    for rows in _lease_pieces(_read_leases(snapshot)):
+        piece = packer.pack(rows)
+        crc = zlib.crc32(piece, crc)
+        buffer += packer.pack([_LEASE_PIECE, piece])
+        while len(buffer) >= chunk_size:
+            yield bytes(buffer[:chunk_size])
+            del buffer[:chunk_size]
     buffer += packer.pack({"end": True, "count": count, "crc": crc})
     while buffer:
         yield bytes(buffer[:chunk_size])
         del buffer[:chunk_size]
+
+
+def _lease_pieces(table: LeaseTable) -> Iterator[list]:
+    """The table's rows ([id, ttl, [key, ...]]) in id order, cut into pieces of about _BLOCK_BYTES."""
+    rows: list = []
+    size = 0
+    for row in table.to_obj():
+        rows.append(row)
+        size += 32 + sum(len(key) for key in row[2])
+        if size >= _BLOCK_BYTES:
+            yield rows
+            rows, size = [], 0
+    if rows:
+        yield rows
 
 
 def _record_blocks(records: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[list[bytes], list[bytes]]]:
@@ -652,8 +669,9 @@ def _validate_header(header: Any, at: Applied) -> None:
         raise StoreError("snapshot stream's config does not match its meta")
 
 
-def _write_records(db: plyvel.DB, reader: _StreamReader, crc: int) -> None:
-    """Write the stream's blocks in bounded batches; check the trailer and the stream's end."""
+def _write_records(db: plyvel.DB, reader: _StreamReader, crc: int) -> LeaseTable:
+    """Write the stream's blocks, then its lease pieces, in bounded batches; check the trailer
+    and the stream's end; returns the lease table."""
     count, last_key = 0, b""
     writes, batch_bytes, batch_records = db.write_batch(), 0, 0
     while isinstance(obj := reader.next_object(), bytes):
@@ -667,12 +685,34 @@ def _write_records(db: plyvel.DB, reader: _StreamReader, crc: int) -> None:
         if batch_bytes >= _BATCH_BYTES or batch_records >= _BATCH_RECORDS:
             writes.write()
             writes, batch_bytes, batch_records = db.write_batch(), 0, 0
+    writes.write()
+    leases = LeaseTable()
+    while isinstance(obj, list):
+        if len(obj) != 2 or obj[0] != _LEASE_PIECE or not isinstance(obj[1], bytes):
+            raise StoreError("snapshot stream holds a malformed lease piece")
+        crc = zlib.crc32(obj[1], crc)
+        _write_lease_piece(db, obj[1], leases)
+        obj = reader.next_object()
     if not isinstance(obj, dict):
         raise StoreError(f"snapshot stream holds a {type(obj).__name__} after record {count}, "
-                         f"not a block or its trailer")
+                         f"not a block, a lease piece or its trailer")
     _check_trailer(obj, count, crc)
     reader.expect_end()
-    writes.write()
+    return leases
+
+
+def _write_lease_piece(db: plyvel.DB, piece: bytes, leases: LeaseTable) -> None:
+    """Add a lease piece's rows to ``leases`` (checked as LeaseTable.add_rows does) and write them."""
+    try:
+        rows = msgpack.unpackb(piece, raw=False, use_list=True, max_array_len=max(_BLOCK_RECORDS, MAX_LEASE_KEYS))
+        leases.add_rows(rows)
+    except Exception as exc:   # msgpack's errors, and add_rows' ValueError
+        raise StoreError(f"snapshot stream holds a corrupt lease piece: {exc}") from exc
+    with db.write_batch() as writes:
+        for lease_id, ttl, keys in rows:
+            writes.put(_lease_key(lease_id), _pack(ttl))
+            for user_key in keys:
+                writes.put(_attach_key(lease_id, user_key), b"")
 
 
 def _decode_block(block: bytes, first: int, last_key: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
@@ -740,14 +780,8 @@ def _check_trailer(trailer: dict, count: int, crc: int) -> None:
         raise StoreError("snapshot stream checksum mismatch")
 
 
-def _finish_restore(db: plyvel.DB, at: Applied, auth: AuthState, leases: LeaseTable) -> None:
-    _delete_prefix(db, _LEASE)
-    _delete_prefix(db, _ATTACH)
+def _finish_restore(db: plyvel.DB, at: Applied, auth: AuthState) -> None:
     with db.write_batch(sync=True) as writes:
-        for lease_id, lease in leases.leases.items():
-            writes.put(_lease_key(lease_id), _pack(lease.ttl))
-            for user_key in lease.keys:
-                writes.put(_attach_key(lease_id, user_key), b"")
         writes.put(_APPLIED_KEY, _pack([at.index, at.term]))
         writes.put(_AUTH_KEY, _pack(auth.to_obj()))
         if at.config_blob is None:
