@@ -9,8 +9,9 @@ from click.testing import CliRunner
 
 import axon
 from axon.api.errors import InvalidInput
-from axon.api.stats import (KEEP_SAMPLES, Reading, StatsRing, local_answer, merge_stats, sample,
-                            since_param)
+from axon.api.overview import merge_overview
+from axon.api.stats import (KEEP_SAMPLES, Reading, StatsRing, collect_stats, local_answer, merge_stats,
+                            sample, since_param)
 from axon.cli.cluster import duration, size
 from axon.cli.main import cli
 from axon.metrics import NodeMetrics
@@ -64,6 +65,40 @@ def test_merge_names_members_that_did_not_answer() -> None:
     assert merge_stats("a", own, answers) == {"interval_s": 1, "nodes": {
         "a": {"samples": []}, "b": {"samples": [{"t": 1.0}]}, "c": {"error": "timed out"},
         "d": {"error": "no answer"}, "e": {"error": "no answer"}}}
+
+
+class _Fetcher:
+    """Answers as every member would, remembering what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[dict, str]] = []
+
+    def fetch(self, targets, headers=None, path="/cluster/status"):
+        self.asked.append((dict(targets), path))
+        return {nid: {"node_id": nid, "samples": []} for nid in targets}
+
+
+def test_members_are_asked_for_their_own_samples_since_t() -> None:
+    fetcher = _Fetcher()
+    own = local_answer("a", StatsRing(), 1e16)
+    answer = collect_stats(fetcher, "a", own, {"a": "h:1", "b": "h:2"}, 1e16)
+    assert set(answer["nodes"]) == {"a", "b"}
+    [(targets, path)] = fetcher.asked
+    assert targets == {"b": "h:2"}            # never itself
+    assert path == "/cluster/stats?local=1&since=1e%2B16"
+    assert since_param("1e+16") == 1e16       # what the member decodes
+
+
+def test_overview_rows_carry_version_uptime_and_sizes() -> None:
+    status = {"node_id": "a", "voters": ["a", "b"], "learners": [], "term": 1, "leader": "a",
+              "nodes": [{"node_id": "a", "http": "h:1", "raft": "r:1"}, {"node_id": "b", "http": "h:2", "raft": "r:2"}],
+              "version": "1.2.3", "uptime_s": 12.5, "data_bytes": 2048, "wal_bytes": 1024}
+    odd = {"node_id": "b", "version": 7, "uptime_s": True, "data_bytes": "big", "wal_bytes": 1.5}
+    rows = {r["node_id"]: r for r in merge_overview(status, None, {"b": odd})["nodes"]}
+    assert {k: rows["a"][k] for k in ("version", "uptime_s", "data_bytes", "wal_bytes")} == \
+        {"version": "1.2.3", "uptime_s": 12.5, "data_bytes": 2048, "wal_bytes": 1024}
+    assert {k: rows["b"][k] for k in ("version", "uptime_s", "data_bytes", "wal_bytes")} == \
+        {"version": None, "uptime_s": None, "data_bytes": None, "wal_bytes": None}
 
 
 def test_the_sampler_turns_counters_into_samples() -> None:

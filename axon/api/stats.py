@@ -12,6 +12,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
+from urllib.parse import quote
 
 from axon.api import validate
 from axon.api.errors import InvalidInput
@@ -100,7 +101,8 @@ def collect_stats(fetcher: StatusFetcher, node_id: str, own: dict, members: Mapp
                   since: float | None, headers: Mapping[str, str] | None = None) -> dict:
     """Ask every other member (node id -> http address) for its samples at once, then merge."""
     targets = {nid: addr for nid, addr in members.items() if nid != node_id}
-    path = "/cluster/stats?local=1" + ("" if since is None else f"&since={since!r}")
+    # quoted: a float may print as 1e+16, and a query's "+" means a space
+    path = "/cluster/stats?local=1" + ("" if since is None else "&since=" + quote(repr(since), safe=""))
     answers = fetcher.fetch(targets, headers, path=path)
     return merge_stats(node_id, own, answers)
 
