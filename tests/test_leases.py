@@ -3,6 +3,7 @@ one revision, a leader's crash that must not expire a lease early, a whole-clust
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 import time
@@ -256,3 +257,25 @@ def test_the_client_keepalive_thread_survives_the_loss_of_its_node(cluster) -> N
             first.wait_serving()
             lease.revoke()
         assert c.get("fo/a") is None
+
+
+def test_a_follower_brought_up_to_date_by_a_snapshot_gets_the_leases(tmp_path) -> None:
+    from axon.kv.store import Store
+
+    with Cluster(tmp_path, n=3, extra_args=["--snapshot-bytes", str(1 << 20)]) as c:
+        leader = c.leader()
+        lease_id = leader.client.call("POST", "/leases", {"ttl": 600}, ok=(201,))["id"]
+        leader.client.call("PUT", f"/kv/snap/a?lease={lease_id}", {"value": "1"})
+        follower = next(n for n in c.nodes if n is not leader)
+        follower.stop()
+        for i in range(1500):   # past the 1,000 entries the leader keeps: the follower needs a snapshot
+            leader.client.put(f"fill/{i % 50}", "x" * 4096)
+        follower.start()
+        follower.wait_serving()
+        c.wait_converged()
+        assert "installed" in follower.log_text()     # "snapshot at index N installed"
+        follower.stop()
+        with Store.open(os.path.join(follower.data_dir, "store")) as store:
+            assert store.leases.to_obj() == [[lease_id, 600, ["snap/a"]]]
+        follower.start()
+        follower.wait_serving()
