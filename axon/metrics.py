@@ -41,11 +41,13 @@ class Histogram:
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
+        """Count one observation."""
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
     @property
     def count(self) -> int:
+        """Observations so far."""
         return sum(self.counts)
 
     def cumulative(self) -> list[tuple[str, float]]:
@@ -87,6 +89,7 @@ class HttpMetrics:
         self.reads = 0
 
     def observe(self, method: str, route: str, status: int, seconds: float, forwarded: bool) -> None:
+        """One answered request (``forwarded``: a peer passed it on, so it was counted there)."""
         key = (method, route, status)
         hist = self.series.get(key)
         if hist is None:
@@ -99,6 +102,7 @@ class HttpMetrics:
                 self.reads += 1
 
     def families(self) -> Iterable[Metric]:
+        """The requests counter and latency histogram, one series per method, route and status."""
         labels = ["method", "route", "status"]
         total = CounterMetricFamily("axon_http_requests", "HTTP requests answered", labels=labels)
         latency = HistogramMetricFamily("axon_http_request_seconds",
@@ -150,6 +154,7 @@ class NodeMetrics:
 
 
 def histogram(name: str, documentation: str, hist: Histogram) -> HistogramMetricFamily:
+    """One unlabelled histogram family from ``hist``."""
     family = HistogramMetricFamily(name, documentation)
     family.add_metric([], hist.cumulative(), hist.sum)
     return family
@@ -163,6 +168,7 @@ def gauge(name: str, documentation: str, value: float | None, labels: dict[str, 
 
 
 def counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    """One counter (its name gets ``_total`` in the text)."""
     return CounterMetricFamily(name, documentation, value=value)
 
 

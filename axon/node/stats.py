@@ -11,7 +11,7 @@ import gevent
 import axon
 from axon.api.overview import GOSSIP_STATUSES
 from axon.api.stats import INTERVAL_S, Reading, StatsRing, sample
-from axon.metrics import NodeMetrics, counter, gauge, gossip_families, raft_families
+from axon.metrics import Metric, NodeMetrics, counter, gauge, gossip_families, raft_families
 from axon.node.disk import data_bytes
 
 if TYPE_CHECKING:   # only for the annotation: the process imports this module
@@ -40,6 +40,7 @@ class NodeFacts:
         return self._sizes
 
     def uptime(self) -> float:
+        """Seconds since the node started, to a tenth."""
         return round(self.clock() - self.started, 1)
 
     def __call__(self) -> dict:
@@ -58,6 +59,7 @@ class StatsSampler:
         self.wall = wall
 
     def reading(self) -> Reading:
+        """The counters now."""
         m = self.metrics
         return Reading(self.clock(), m.http.writes, m.http.reads, tuple(m.commit.counts), tuple(m.fsync.counts))
 
@@ -84,7 +86,7 @@ def register_collectors(metrics: NodeMetrics, process: "NodeProcess", facts: Nod
     metrics.add(lambda: raft_families(node.status(), node.counts))
     metrics.add(lambda: gossip_families(process.membership.members_view(), GOSSIP_STATUSES))
 
-    def node_families() -> list:
+    def node_families() -> list[Metric]:
         lag = process.loop_lag
         data, wal = facts.sizes()
         out = [gauge("axon_event_loop_lag_seconds", "how late the event loop last ran a timer", lag.last),
