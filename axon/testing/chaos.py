@@ -677,19 +677,14 @@ class ChaosRun:
                                         seed=self.config.seed + 1).__enter__()
             if self.config.lock_clients:
                 self.locks = LockWorkload(lambda: [n.http for n in cluster.nodes],
-                                          clients=self.config.lock_clients).__enter__()
+                                          clients=self.config.lock_clients).start()
             if self.config.lease_holders:
                 self.leases = LeaseHolders(lambda: [n.http for n in cluster.nodes], self.config.lease_holders,
                                            self.config.lease_ttl, seed=self.config.seed).start()
             with workload:
                 self._nemesis_loop(ctx)
                 time.sleep(2.0)   # let the clients see the healed cluster
-            if self.txns is not None:
-                self.txns.close()
-            if self.locks is not None:
-                self.locks.close()
-            if self.leases is not None:
-                self.leases.close()
+            self._close_side_workloads()
             final = self._recover_and_read(ctx, keys)
             self._check_watch(ctx, watcher, workload, start, final)
             if self.leases is not None:
@@ -705,18 +700,19 @@ class ChaosRun:
         finally:
             if workload is not None:
                 workload.close()
-            if self.txns is not None:
-                self.txns.close()
-            if self.locks is not None:
-                self.locks.close()
-            if self.leases is not None:
-                self.leases.close()
+            self._close_side_workloads()
             if cluster is not None:
                 cluster.close()
             if net is not None:
                 net.close()
             self._dump(workload)
         return self._report(workload, final)
+
+    def _close_side_workloads(self) -> None:
+        """Stop the transactions, the lock check and the lease holders (each close is idempotent)."""
+        for side in (self.txns, self.locks, self.leases):
+            if side is not None:
+                side.close()
 
     def _dump(self, workload: Workload | None) -> None:
         history = workload.history if workload is not None else History()

@@ -79,21 +79,23 @@ class LockWorkload:
         self.errors: list[str] = []
         self.stop = threading.Event()
         self._mutex = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(c,), daemon=True, name=f"chaos-lock-{c}")
-                         for c in range(clients)]
+        self.clients = clients
+        self._threads: list[threading.Thread] = []
 
-    def __enter__(self) -> "LockWorkload":
+    def start(self) -> "LockWorkload":
+        """Start the clients' threads (stopped by ``close``)."""
+        self._threads = [threading.Thread(target=self._run, args=(c,), daemon=True, name=f"chaos-lock-{c}")
+                         for c in range(self.clients)]
         for thread in self._threads:
             thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def close(self) -> None:
+        """Stop the clients: each ends its turn (or gives up waiting) and releases first."""
         self.stop.set()
+        deadline = time.monotonic() + CLIENT_TIMEOUT * 3 + self.ttl * 10 + 5
         for thread in self._threads:
-            thread.join(CLIENT_TIMEOUT * 3 + self.ttl * 10 + 5)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self, client: int) -> None:
         from axon.client import Client
