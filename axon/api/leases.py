@@ -15,15 +15,18 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from axon.api import validate
 from axon.api.errors import ApiError, Conflict, InvalidInput, NotFound, NotLeader, TooLarge, from_raft
 from axon.config import NodeConfig
-from axon.kv.commands import LeaseGrant, LeaseRevoke
+from axon.kv.commands import LeaseGrant, LeaseRevoke, Result
 from axon.kv.leases import (LEASE_FULL, LEASE_NOT_FOUND, MAX_LEASE_ID, MAX_LEASE_KEYS, MAX_LEASE_TTL,
                             MAX_LEASES, TOO_MANY_LEASES, LeaseTable)
 from axon.raft.errors import RaftError
+
+if TYPE_CHECKING:   # the service module builds a LeaseService: no import at run time
+    from axon.api.service import Consensus
 
 LEASE_BODY_LIMIT = 1024
 _GRANT_ATTEMPTS = 3   # a random id taken already is refused by the log; another is tried
@@ -88,9 +91,9 @@ class Deadlines:
 class LeaseService:
     """Lease operations on the leader (NotLeader elsewhere: the web layer passes them on)."""
 
-    def __init__(self, config: NodeConfig, node, table: Callable[[], LeaseTable],
+    def __init__(self, config: NodeConfig, node: "Consensus", table: Callable[[], LeaseTable],
                  clock: Callable[[], float] = time.monotonic) -> None:
-        """``node``: the Raft node (axon.api.service.Consensus); ``table()``: the applied lease table."""
+        """``node``: the Raft node; ``table()``: the applied lease table."""
         self.config = config
         self.node = node
         self.table = table
@@ -164,7 +167,7 @@ class LeaseService:
         except RaftError as exc:
             raise from_raft(exc, self.node.leader_id) from None
 
-    def _propose(self, cmd: LeaseGrant | LeaseRevoke):
+    def _propose(self, cmd: LeaseGrant | LeaseRevoke) -> Result:
         try:
             [result] = self.node.propose([cmd], self.config.request_timeout)
         except RaftError as exc:

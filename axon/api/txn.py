@@ -127,12 +127,10 @@ def _op(item: object, max_key_bytes: int, max_value_bytes: int) -> TxnOp:
     if len(value.encode("utf-8", "surrogatepass")) > max_value_bytes:
         raise TooLarge(f"value is larger than {max_value_bytes} bytes")
     _utf8(value, '"value"')
-    lease = item.get("lease", 0)
-    if lease != 0 or "lease" in item:
-        if type(lease) is not int:
-            raise InvalidInput('"lease" of a put must be a lease id')
-        lease = parse_lease_id(str(lease))
-    return Put(key, value, lease=lease)
+    lease = item.get("lease")
+    if lease is not None and type(lease) is not int:
+        raise InvalidInput('"lease" of a put must be a lease id (a number)')
+    return Put(key, value, lease=0 if lease is None else parse_lease_id(str(lease)))
 
 
 def _str(item: dict, name: str, what: str) -> str:
