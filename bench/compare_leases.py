@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 
@@ -23,7 +22,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from compare_etcd import CompareError, check_tools, run_wrk   # noqa: E402
-from compare_watch import Axon, Etcd   # noqa: E402
+from compare_watch import Axon, Etcd, record, table   # noqa: E402
 
 TTL = 60
 # The wrk script: keepalives of random leases from BENCH_LEASES (comma-separated ids).
@@ -81,7 +80,7 @@ def main() -> int:
     except CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    results: dict[str, list[dict]] = {"axon": [], "etcd": []}
+    results: dict[str, dict[str, list]] = {}
     with tempfile.TemporaryDirectory(prefix="axon-lease-bench-") as tmp:
         script = os.path.join(tmp, "keepalive.lua")
         with open(script, "w") as f:
@@ -92,31 +91,19 @@ def main() -> int:
             ids = {name: grant(system, args.leases) for name, system in systems.items()}
             for rnd in range(args.rounds):
                 for name in (["axon", "etcd"] if rnd % 2 == 0 else ["etcd", "axon"]):
-                    row = keepalive_row(systems[name], ids[name], script, args.connections, args.duration)
-                    results[name].append(row)
-                    print(f"  round {rnd + 1} {name:5s} " + " ".join(f"{k} {v:,.2f}" for k, v in row.items()),
-                          file=sys.stderr, flush=True)
+                    record(results, f"keepalive @{args.connections}", name,
+                           keepalive_row(systems[name], ids[name], script, args.connections, args.duration))
         except CompareError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         finally:
             for system in systems.values():
                 system.close()
-    print(table(results, args.connections))
+    print(table(results))
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(results, f, indent=1)
     return 0
-
-
-def table(results: dict[str, list[dict]], connections: int) -> str:
-    """Medians over the rounds, Axon beside etcd."""
-    lines = ["| figure | axon | etcd | axon/etcd |", "|---|---:|---:|---:|"]
-    for fig in results["axon"][0]:
-        a = statistics.median(r[fig] for r in results["axon"])
-        e = statistics.median(r[fig] for r in results["etcd"])
-        lines.append(f"| {fig} @{connections} | {a:,.2f} | {e:,.2f} | {a / e if e else float('inf'):.2f} |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
