@@ -94,6 +94,11 @@ def test_every_reference_resolves() -> None:
         for part in ref.split("/"):
             assert part in node, f"dangling $ref #/{ref}"
             node = node[part]
+    ids = {op["operationId"] for op in operations(doc).values()}
+    for (method, path), op in operations(doc).items():
+        for answer in op["responses"].values():
+            for name, target in answer.get("links", {}).items():
+                assert target["operationId"] in ids, (method, path, name)
 
 
 def test_the_document_names_this_version_and_ships_with_the_package() -> None:
