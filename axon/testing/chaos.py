@@ -833,7 +833,7 @@ class ChaosRun:
         report = ChaosReport(self.nemesis.name, self.out_dir, ok, self.faults, counts, linearizable,
                              durability, self.problems, measure_unavailability(history, self.faults),
                              self.watch_events, txn_linearizable, txn_counts,
-                             self.leases.keepalives if self.leases is not None else 0)
+                             lease_keepalives=self.leases.keepalives if self.leases is not None else 0)
         report.lock_counts = lock_counts
         with open(os.path.join(self.out_dir, "summary.txt"), "w", encoding="utf-8") as f:
             f.write(report.summary() + "\n")
