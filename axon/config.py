@@ -160,7 +160,7 @@ class NodeConfig:
         "--max-page-bytes", "AXON_MAX_PAGE_BYTES",
         "Bytes of keys and values in one listing page; past it the page ends early with `next` "
         "set (one bigger item still comes alone).", kind=int))
-    write_queue_bytes: int = field(default=2 << 20, metadata=_flag(
+    write_queue_bytes: int = field(default=1 << 20, metadata=_flag(
         "--write-queue-bytes", "AXON_WRITE_QUEUE_BYTES",
         "Bytes of large writes (64 KiB or more) let into the Raft log at once; the others wait "
         "their turn (503 after the request timeout), so small writes never queue behind more.",

@@ -14,6 +14,7 @@ the run.  Everything runs on 127.0.0.1 in a temporary directory.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import resource
@@ -234,6 +235,7 @@ def case_bigwrites(node: NodeHandle, scale: float, hold: float, stop: threading.
     count = int(1_000 * scale)
     body = json.dumps({"value": "v" * (MIB - 32)}).encode()
     done, failed = [0], [0]
+    refusals: collections.Counter = collections.Counter()   # status (0: no answer) -> count
     lock = threading.Lock()
     numbers = iter(range(count))
 
@@ -251,6 +253,8 @@ def case_bigwrites(node: NodeHandle, scale: float, hold: float, stop: threading.
                     status = 0
                 with lock:
                     (done if status == 200 else failed)[0] += 1
+                    if status != 200:
+                        refusals[status] += 1
         finally:
             pool.close()
 
@@ -259,7 +263,8 @@ def case_bigwrites(node: NodeHandle, scale: float, hold: float, stop: threading.
         t.start()
     for t in threads:
         t.join()
-    return f"{done[0]} writes of 1 MiB acknowledged, {failed[0]} refused or failed"
+    why = ", ".join(f"{n} x {status or 'no answer'}" for status, n in sorted(refusals.items()))
+    return f"{done[0]} writes of 1 MiB acknowledged, {failed[0]} refused or failed" + (f" ({why})" if why else "")
 
 
 CASES: dict[str, Callable[[NodeHandle, float, float, threading.Event], str]] = {

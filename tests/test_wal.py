@@ -171,6 +171,26 @@ def test_compact_deletes_old_segments_and_keeps_everything_newer(tmp_path):
         assert wal.entries() == make_entries(61, 41, term=2)
 
 
+def test_compacted_segments_deleted_later_by_delete_in_and_a_crash_before_is_recovered(tmp_path):
+    """The driver deletes compacted segments from a thread: until then the files stay, and a
+    log reopened with them still there (a crash before the deletes) reads the same."""
+    build_rolled_log(tmp_path)
+    before = segment_files(tmp_path)
+    deletions = []
+    with reopened(tmp_path, segment_bytes=400) as wal:
+        wal.delete_in = deletions.append
+        wal.compact(60, 2)
+        assert len(deletions) == 1 and segment_files(tmp_path) == before   # nothing deleted yet
+    with reopened(tmp_path, segment_bytes=400) as wal:   # as after a crash before the deletes
+        assert wal.compacted == (60, 2)
+        assert wal.entries() == make_entries(61, 40, term=2)
+    deletions[0]()   # the old log's deleter, run late: removes only what that compaction retired
+    after = segment_files(tmp_path)
+    assert 0 < len(after) < len(before) and after == before[len(before) - len(after):]
+    with reopened(tmp_path, segment_bytes=400) as wal:
+        assert wal.entries() == make_entries(61, 40, term=2)
+
+
 def test_repeated_compaction_keeps_marker_and_hard_state(tmp_path):
     build_rolled_log(tmp_path, count=60)
     for index in (10, 30, 59):

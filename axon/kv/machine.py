@@ -8,7 +8,9 @@ feed once the store has written it.
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
+
+from gevent.threadpool import ThreadPool
 
 from axon.kv.authstate import AuthState
 from axon.kv.commands import Result
@@ -19,6 +21,12 @@ from axon.raft.core import decode_config_bytes, encode_config_bytes
 from axon.raft.types import ClusterConfig, Entry, EntryKind, SnapshotMeta
 
 log = logging.getLogger(__name__)
+
+
+# A batch this big is written to LevelDB from a worker thread: LevelDB holds a write back while
+# a compaction catches up (100 ms and more under a stream of 1 MiB values), and the event loop
+# must not wait with it.  Small batches stay on the loop: a thread hand-off would cost more.
+OFFLOAD_APPLY_BYTES = 256 << 10
 
 
 class KVStateMachine:
@@ -35,6 +43,7 @@ class KVStateMachine:
                              f"the store at {store.applied_index}")
         self.store = store
         self.feed = feed
+        self._writer: ThreadPool | None = None   # one thread for big writes, made on first use
         self._config_blob = store.config_blob
         self._config = _config_from_blob(self._config_blob)   # a corrupt one fails here, at start-up
 
@@ -67,9 +76,17 @@ class KVStateMachine:
     def apply(self, entries: Sequence[Entry]) -> list[list[Result]]:
         """Apply committed entries (one list of command results each) and publish their changes."""
         changes: list[RawChange] = []
-        results = self.store.apply([_slot(entry) for entry in entries], changes)
+        big = sum(len(entry.data) for entry in entries) >= OFFLOAD_APPLY_BYTES
+        results = self.store.apply([_slot(entry) for entry in entries], changes,
+                                   self.write_in_thread if big else None)
         self.feed.publish(self.store.applied_index, changes)
         return results
+
+    def write_in_thread(self, write: Callable[[], None]) -> None:
+        """Run a store write in this machine's one writer thread (one thread: one malloc arena)."""
+        if self._writer is None:
+            self._writer = ThreadPool(1)
+        self._writer.apply(write)
 
     def sync(self) -> None:
         self.store.sync()
@@ -100,6 +117,8 @@ class KVStateMachine:
     def close(self) -> None:
         """Close the feed, then the store."""
         self.feed.close("the store is closed")
+        if self._writer is not None:
+            self._writer.kill()
         self.store.close()
 
 

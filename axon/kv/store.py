@@ -203,7 +203,8 @@ class Store:
 
     # ---- applying slots --------------------------------------------------
 
-    def apply(self, slots: Sequence[Slot], changes: list[RawChange] | None = None) -> list[list[Result]]:
+    def apply(self, slots: Sequence[Slot], changes: list[RawChange] | None = None,
+              write_in: Callable[[Callable[[], None]], None] | None = None) -> list[list[Result]]:
         """Apply slots atomically, together with the new applied index/term and config blob.
 
         Slots at or below applied_index are skipped (their result is []), so
@@ -212,7 +213,9 @@ class Store:
         commands that do not decode are logged and give [].  The write is not
         synced: the Raft log is the source of truth.  Once the write is done, each
         effective put or delete is appended to ``changes`` as (key, revision, value),
-        value None for a delete; a call that raises appends nothing.
+        value None for a delete; a call that raises appends nothing.  ``write_in(write)``,
+        when given, runs LevelDB's write (e.g. in a worker thread: LevelDB may hold a write
+        back for a compaction, and plyvel lets other threads run meanwhile).
         """
         self._check_usable()
         batch = _ApplyBatch(self._db, self._applied_index, self._applied_term, self._config_blob,
@@ -221,7 +224,10 @@ class Store:
         if batch.index == self._applied_index:
             return results
         with _leveldb_errors("apply"):
-            batch.write()
+            if write_in is None:
+                batch.write()
+            else:
+                write_in(batch.write)
         self._applied_index, self._applied_term = batch.index, batch.term
         self._config_blob = batch.config_blob
         self._auth = batch.auth

@@ -65,6 +65,7 @@ class RaftNode:
         self.snapshot_bytes = snapshot_bytes   # 0: no byte bound, counts only
         self.keep_entries = keep_entries
         self.wal = WAL.open(wal_dir)
+        self.wal.delete_in = _in_background
         self.bootstrapped = startup.bootstrap(self.wal, self.sm, node_id, member, bootstrap)
         self.core = startup.recover_core(node_id, self.wal, self.sm, options or RaftOptions())
         self.transport = make_transport(self.receive)
@@ -416,6 +417,14 @@ class RaftNode:
         if self.core.is_leader:
             st["progress"] = self.core.peer_progress()
         return st
+
+
+def _in_background(delete: Callable[[], None]) -> None:
+    """Compacted WAL segments are deleted from a worker thread: unlinking one holds the loop
+    for tens of ms.  A failure is logged; the files left are deleted after the next compaction."""
+    done = gevent.get_hub().threadpool.spawn(delete)
+    done.rawlink(lambda result: result.successful()
+                 or log.warning("cannot delete compacted WAL segments: %s", result.exception))
 
 
 def _ignore(seconds: float) -> None:

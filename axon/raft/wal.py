@@ -18,9 +18,10 @@ import logging
 import os
 import re
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from axon.raft.types import Entry, EntryKind, HardState
 
@@ -402,6 +403,10 @@ def _dup(fd: int) -> int:
         raise WalError(f"cannot start a WAL sync: {exc}") from exc
 
 
+def _call(fn: Callable[[], None]) -> None:
+    fn()
+
+
 def _close_all(fds: list[int]) -> None:
     for fd in fds:
         try:
@@ -429,6 +434,11 @@ class WAL:
         self.compacted = state.compacted
         self._dir_dirty = False
         self._closed = False
+        # Compacted segments' files, oldest first, until delete_retired deletes them.  By default
+        # right away; the driver hands it to a thread (unlinking 64 MiB takes tens of ms).
+        self._retired: list[str] = []
+        self._retire_lock = threading.Lock()
+        self.delete_in: Callable[[Callable[[], None]], None] = _call
         self._broken: str | None = None
         current = segments[-1].path
         self._fd = os.open(current, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
@@ -568,7 +578,7 @@ class WAL:
         else:
             del self._entries[:index - self.compacted[0]]
         self.compacted = (index, term)
-        self._delete_segments_upto(index)
+        self._retire_segments_upto(index)
 
     def close(self) -> None:
         """Sync what was appended and release the directory; tokens already handed out stay valid."""
@@ -637,16 +647,39 @@ class WAL:
         self._segments.append(seg)
         self._dir_dirty = True
 
-    def _delete_segments_upto(self, index: int) -> None:
-        # oldest first, one directory sync each, so a crash leaves a contiguous run of segments
+    def _retire_segments_upto(self, index: int) -> None:
+        """Segments wholly at or below index leave the log; ``delete_in`` deletes their files."""
         while len(self._segments) > 1 and self._segments[0].max_index <= index:
-            path = self._segments[0].path
-            try:
-                os.unlink(path)
-                os.fsync(self._dir_fd)
-            except OSError as exc:
-                raise WalError(f"cannot delete compacted WAL segment {path}: {exc}") from exc
-            self._segments.pop(0)
+            self._retired.append(self._segments.pop(0).path)
+        if self._retired:
+            self.delete_in(self.delete_retired)
+
+    def delete_retired(self) -> None:
+        """Delete retired segments' files (thread-safe; a failure leaves the rest for next time).
+
+        Oldest first, one directory sync each, so a crash leaves a contiguous run of segments,
+        which recovery reads as it reads a crash between the marker and the deletes.  The
+        directory is opened afresh: this may run in a thread while the log closes.
+        """
+        with self._retire_lock:
+            while self._retired:
+                path = self._retired[0]
+                try:
+                    os.unlink(path)
+                    _fsync_directory(self.directory)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise WalError(f"cannot delete compacted WAL segment {path}: {exc}") from exc
+                self._retired.pop(0)
+
+
+def _fsync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _lock(directory: str) -> int:
