@@ -56,7 +56,7 @@ def test_the_middleware_labels_by_route_pattern_never_by_path() -> None:
                      Route("GET", "/cluster/nodes/<node_id>", ok, Decision.ANY_TOKEN),
                      Route("GET", "/health", ok, Decision.OPEN)],
                     fallback=lambda req: Response(404, [], b""))
-    handler = chain([http_metrics(metrics.http, router.pattern_of)], router)
+    handler = chain([http_metrics(metrics.http)], router)
     for path in ("/kv/a", "/kv/b/c", "/cluster/nodes/n1", "/health", "/assets/x.js", "/nope"):
         handler(request("GET", path))
     labels = sorted(route for _, route, _ in metrics.http.series)

@@ -424,22 +424,23 @@ class _ApplyBatch:
         return [self._apply_command(command, slot.index) for command in commands]
 
     def _apply_command(self, command: Any, index: int) -> Result:
+        kind = type(command)   # puts and deletes first: nearly every command is one
+        if kind is Put or kind is Delete:
+            return self._apply_write(command, index)
+        if kind is Txn:
+            return self._apply_txn(command, index)
         if is_auth(command):
             self.auth, result = apply_auth(self.auth, command)
             self._auth_changed = self._auth_changed or result.ok
             return result
         if is_lease(command):
             return self._apply_lease(command, index)
-        if isinstance(command, Txn):
-            refusal = self.leases.txn_refusal(command)
-            if refusal is not None:
-                return TxnResult(False, index, (), ok=False, error=refusal)
-            result, writes = evaluate_txn(command, lambda user_key: self._current(_data_key(user_key)), index)
-            leases = put_leases(command, result.succeeded)
-            for user_key, value in writes:
-                self._write(user_key, value, index, leases.get(user_key, 0))
-            return result
-        if isinstance(command, Put):
+        log.error("entry %d holds a %s, which the store cannot apply; skipped", index, kind.__name__)
+        return Result(ok=False, key="", revision=index, error="unknown command")
+
+    def _apply_write(self, command: Put | Delete, index: int) -> Result:
+        lease = command.lease if type(command) is Put else 0
+        if lease:
             refusal = self.leases.put_refusal(command)
             if refusal is not None:
                 return Result(ok=False, key=command.key, error=refusal)
@@ -447,10 +448,17 @@ class _ApplyBatch:
         current = self._current(key) if reads_current(command) else None
         result = evaluate(command, current, index)
         if result.ok:
-            if isinstance(command, Delete):
-                self._write(command.key, None, index)
-            else:
-                self._write(command.key, command.value, index, command.lease)
+            self._write(command.key, command.value if type(command) is Put else None, index, lease, key)
+        return result
+
+    def _apply_txn(self, command: Txn, index: int) -> Result:
+        refusal = self.leases.txn_refusal(command)
+        if refusal is not None:
+            return TxnResult(False, index, (), ok=False, error=refusal)
+        result, writes = evaluate_txn(command, lambda user_key: self._current(_data_key(user_key)), index)
+        leases = put_leases(command, result.succeeded)
+        for user_key, value in writes:
+            self._write(user_key, value, index, leases.get(user_key, 0))
         return result
 
     def _apply_lease(self, command: Any, index: int) -> Result:
@@ -467,18 +475,22 @@ class _ApplyBatch:
                 self._write(user_key, None, index)
         return result
 
-    def _write(self, user_key: str, value: str | None, index: int, lease: int = 0) -> None:
+    def _write(self, user_key: str, value: str | None, index: int, lease: int = 0,
+               key: bytes | None = None) -> None:
         """Set (or, value None, delete) a key in the batch, visible to the batch's later commands;
-        a set key takes ``lease`` (0: none) as its lease, a deleted one loses its lease."""
+        a set key takes ``lease`` (0: none) as its lease, a deleted one loses its lease.
+        ``key``: the LevelDB key of user_key when the caller has it."""
         if value is None:
             lease = 0
-        before = self.leases.attach(user_key, lease)
-        if before != lease:
-            if before:
-                self._writes.delete(_attach_key(before, user_key))
-            if lease:
-                self._writes.put(_attach_key(lease, user_key), b"")
-        key = _data_key(user_key)
+        if lease or user_key in self.leases.owner:   # a key without a lease before or after: nothing to do
+            before = self.leases.attach(user_key, lease)
+            if before != lease:
+                if before:
+                    self._writes.delete(_attach_key(before, user_key))
+                if lease:
+                    self._writes.put(_attach_key(lease, user_key), b"")
+        if key is None:
+            key = _data_key(user_key)
         if value is None:
             self._pending[key] = None
             self._writes.delete(key)

@@ -72,7 +72,7 @@ def build_app(config: NodeConfig, service: KVService, pool: HttpPool,
     router = Router(api_routes(service, forwarder, config.node_id, tokens, watches, gate, metrics, stats),
                     fallback=dashboard_handler(), gate=gate)
     audit = audit_middleware(audit_log, node_audited(config.node_id)) if audit_log is not None else None
-    measure = http_metrics(metrics.http, router.pattern_of) if metrics is not None else None
+    measure = http_metrics(metrics.http) if metrics is not None else None
     return chain([*node_middlewares(trust, browser_guard(config), audit, measure), *extra], router)
 
 

@@ -6,6 +6,7 @@ start-up, so a request costs one call per middleware and nothing else.
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Callable, Sequence
 
@@ -17,29 +18,28 @@ Middleware = Callable[[Request, Handler], Response]
 
 
 def chain(middlewares: Sequence[Middleware], endpoint: Handler) -> Handler:
-    """One Handler: ``middlewares[0]`` sees the request first and the response last."""
+    """One Handler: ``middlewares[0]`` sees the request first and the response last.
+
+    A middleware's second parameter must be named ``handler``: it is bound by keyword, with
+    functools.partial, so that passing a request on costs no Python frame of its own.
+    """
     handler = endpoint
     for middleware in reversed(middlewares):
-        handler = _bind(middleware, handler)
+        handler = functools.partial(middleware, handler=handler)
     return handler
 
 
-def http_metrics(metrics: HttpMetrics, route_of: Callable[[str], str | None]) -> Middleware:
-    """Count every request by method, route pattern (never the raw path: labels must stay few)
-    and status, with its time to the response's head."""
+def http_metrics(metrics: HttpMetrics) -> Middleware:
+    """Count every request by method, route pattern (never the raw path: labels must stay few;
+    the router notes the pattern in ``req.route``) and status, with its time to the response's head."""
     clock = time.perf_counter
     observe = metrics.observe
 
-    def measure(req: Request, following: Handler) -> Response:
+    def measure(req: Request, handler: Handler) -> Response:
         started = clock()
-        resp = following(req)
-        observe(req.method, route_of(req.path) or OTHER_ROUTE, resp.status, clock() - started,
+        resp = handler(req)
+        observe(req.method, req.route or OTHER_ROUTE, resp.status, clock() - started,
                 "x-axon-forwarded" in req.headers)
         return resp
     return measure
 
-
-def _bind(middleware: Middleware, following: Handler) -> Handler:
-    def handle(req: Request) -> Response:
-        return middleware(req, following)
-    return handle

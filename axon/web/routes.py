@@ -97,23 +97,15 @@ class Router:
         path = req.path
         methods = self._exact.get(path)
         if methods is not None:
+            req.route = path
             return _endpoint(methods, req)(req)
         for pattern in self._patterns:
             raw = pattern.match(path)
             if raw is not None:
+                req.route = pattern.pattern
                 endpoint = _endpoint(pattern.methods, req)
                 return endpoint(req, *map(decode_component, raw, pattern.names))
         return self.fallback(req)
-
-
-    def pattern_of(self, path: str) -> str | None:
-        """The pattern of the route that claims ``path`` (None: the fallback's), e.g. a metrics label."""
-        if path in self._exact:
-            return path
-        for pattern in self._patterns:
-            if pattern.match(path) is not None:
-                return pattern.pattern
-        return None
 
 
 def _guarded(route: Route, gate: Gate) -> Endpoint:

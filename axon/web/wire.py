@@ -59,6 +59,7 @@ class Request:
     keep_alive: bool
     remote: str = ""          # the client's address, filled in by the server
     principal: str = ""       # the token's name once auth has accepted it (for the audit log)
+    route: str = ""           # the pattern of the route the router chose ("": none, the fallback's)
 
 
 @dataclass(slots=True)
