@@ -370,3 +370,32 @@ def test_a_follower_passes_a_join_on_without_judging_its_proof(keyed: KVService,
         keyed.join(b'{"node_id": "n4", "raft": "10.0.0.4:7001", "http": "10.0.0.4:7000"}')   # no proof
     node.lead()
     assert keyed.join(body_once)["status"] == "learner"
+
+
+def test_a_disk_alarm_anywhere_refuses_what_adds_data_and_nothing_else(node: FakeRaftNode, tmp_path) -> None:
+    """Puts, txns with puts and lease grants get NoSpace (507); deletes and reads go on."""
+    from axon.api.errors import NoSpace
+    config = NodeConfig(node_id="n1", data_dir=str(tmp_path), http=MEMBERS["n1"].http,
+                        raft=MEMBERS["n1"].raft)
+    alarms: list[str] = []
+    pool = HttpPool()
+    try:
+        service = KVService(config, node, node.store, pool, alarms=lambda: [],
+                            cluster_alarms=lambda: alarms)
+        service.put("k", body("v"))
+        alarms.append("nospace")
+        for refused in (lambda: service.put("k2", body("v")),
+                        lambda: service.txn(service.parse_txn(json.dumps(
+                            {"compare": [], "success": [{"op": "put", "key": "k3", "value": "v"}],
+                             "failure": []}).encode())),
+                        lambda: service.leases.grant(b'{"ttl": 10}')):
+            with pytest.raises(NoSpace):
+                refused()
+        assert service.get("k")["value"] == "v"
+        service.txn(service.parse_txn(json.dumps(
+            {"compare": [], "success": [{"op": "get", "key": "k"}], "failure": []}).encode()))
+        service.delete("k")
+        alarms.clear()
+        service.put("k2", body("v"))
+    finally:
+        pool.close()

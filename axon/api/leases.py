@@ -92,9 +92,12 @@ class LeaseService:
     """Lease operations on the leader (NotLeader elsewhere: the web layer passes them on)."""
 
     def __init__(self, config: NodeConfig, node: "Consensus", table: Callable[[], LeaseTable],
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """``node``: the Raft node; ``table()``: the applied lease table."""
+                 clock: Callable[[], float] = time.monotonic,
+                 check_space: Callable[[], None] = lambda: None) -> None:
+        """``node``: the Raft node; ``table()``: the applied lease table; ``check_space()``
+        raises NoSpace while a disk alarm is raised (a grant adds data; a revoke frees it)."""
         self.config = config
+        self.check_space = check_space
         self.node = node
         self.table = table
         self.clock = clock
@@ -104,6 +107,7 @@ class LeaseService:
     def grant(self, body: bytes) -> dict:
         """``{"ttl": S}`` -> ``{"id", "ttl"}`` once the grant is applied."""
         ttl = self.parse_ttl(body)
+        self.check_space()
         for _ in range(_GRANT_ATTEMPTS):
             lease_id = secrets.randbelow(MAX_LEASE_ID) + 1
             result = self._propose(LeaseGrant(lease_id, ttl))

@@ -77,7 +77,7 @@ class KVService:
         self.config = config
         self.node = node
         self.store = store
-        self.leases = LeaseService(config, node, lambda: store.leases)
+        self.leases = LeaseService(config, node, lambda: store.leases, check_space=self.check_space)
         self.members_view = members_view
         self.cluster_id = cluster_id
         self.loop_lag = loop_lag
