@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from compare_etcd import CompareError, check_tools, run_wrk   # noqa: E402
-from compare_watch import Axon, Etcd, record, table   # noqa: E402
+from compare_watch import Axon, Etcd, record, report   # noqa: E402
 
 TTL = 60
 # The wrk script: keepalives of random leases from BENCH_LEASES (comma-separated ids).
@@ -99,11 +99,7 @@ def main() -> int:
         finally:
             for system in systems.values():
                 system.close()
-    print(table(results))
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(results, f, indent=1)
-    return 0
+    return report(results, args.json_out)
 
 
 if __name__ == "__main__":

@@ -272,9 +272,14 @@ def main() -> int:
         finally:
             for system in systems.values():
                 system.close()
+    return report(results, args.json_out)
+
+
+def report(results: dict, json_out: str | None) -> int:
+    """Print the table (and write every figure to json_out if given); the exit status."""
     print(table(results))
-    if args.json_out:
-        with open(args.json_out, "w") as f:
+    if json_out:
+        with open(json_out, "w") as f:
             json.dump(results, f, indent=1)
     return 0
 
