@@ -560,6 +560,16 @@ def check_tools() -> None:
                            "https://github.com/wg/wrk)")
 
 
+def tools_ready() -> bool:
+    """check_tools, its error printed on stderr; whether the benchmark can run."""
+    try:
+        check_tools()
+    except CompareError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def compare_default(base: str, systems: dict, args: argparse.Namespace) -> tuple[str, list[dict]]:
     """Axon vs etcd, plain HTTP: every row and failover; (table, JSON figures)."""
     print(f"starting 3-node Axon and 3-member etcd under {base}", flush=True)
@@ -597,10 +607,7 @@ def main() -> int:
     ap.add_argument("--secure", action="store_true",
                     help="HTTPS + token Axon vs etcd over TLS vs plain Axon, @64 only, no failover")
     args = ap.parse_args()
-    try:
-        check_tools()
-    except CompareError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if not tools_ready():
         return 2
     base = tempfile.mkdtemp(prefix="axon-vs-etcd-")
     systems: dict = {}

@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from compare_etcd import CompareError, check_tools, run_wrk   # noqa: E402
+from compare_etcd import CompareError, tools_ready, run_wrk   # noqa: E402
 from compare_watch import Axon, Etcd, record, report   # noqa: E402
 
 TTL = 60
@@ -75,10 +75,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
-    try:
-        check_tools()
-    except CompareError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if not tools_ready():
         return 1
     results: dict[str, dict[str, list]] = {}
     with tempfile.TemporaryDirectory(prefix="axon-lease-bench-") as tmp:

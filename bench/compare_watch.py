@@ -38,7 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from compare_etcd import CompareError, EtcdCluster, check_tools, run_wrk   # noqa: E402
+from compare_etcd import CompareError, EtcdCluster, tools_ready, run_wrk   # noqa: E402
 from axon.client.http import HttpPool, kv_path   # noqa: E402
 from axon.testing.cluster import Cluster   # noqa: E402
 
@@ -246,10 +246,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
-    try:
-        check_tools()
-    except CompareError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if not tools_ready():
         return 1
     counts = [int(c) for c in args.watchers.split(",") if c]
     raise_fd_limit(4 * max(counts) + 1000)

@@ -7,7 +7,6 @@ import http.client
 import http.server
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ import pytest
 
 from axon.client.http import AxonClient
 from axon.testing.browser import chromium
-from axon.testing.cluster import Cluster, free_ports, wait_for
+from axon.testing.cluster import Cluster, free_ports, interrupt_process, wait_for
 from axon.web.browser import BrowserGuard, allowed_hosts, host_name, judge
 from axon.web.wire import Request, Response
 
@@ -219,13 +218,7 @@ class Launcher:
         return {n["node_id"]: n for n in self.api.call("GET", "/api/nodes")["nodes"]}
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        interrupt_process(self.proc)
         self.out.close()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import signal
 import subprocess
 import sys
 from typing import Iterator
@@ -12,7 +11,7 @@ import pytest
 
 from axon.client.http import AxonClient, ClientError
 from axon.testing.browser import chromium
-from axon.testing.cluster import free_ports, wait_for
+from axon.testing.cluster import free_ports, interrupt_process, wait_for
 HOST = "127.0.0.1"
 
 pytestmark = pytest.mark.slow
@@ -58,13 +57,7 @@ class LaunchedCluster:
         return AxonClient(self.nodes()[node_id]["http"], timeout=10)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)   # the launcher stops its nodes on the way out
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        interrupt_process(self.proc)
         self.out.close()
 
 

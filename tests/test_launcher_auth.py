@@ -6,7 +6,6 @@ import json
 import os
 import random
 import re
-import signal
 import stat
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from axon.client.http import AxonClient, ClientError
 from axon.launcher.api import PROXIED, PROXIED_PATHS, build_api, launcher_routes
 from axon.launcher.supervisor import Supervisor
 from axon.testing.browser import chromium
-from axon.testing.cluster import free_ports, wait_for
+from axon.testing.cluster import free_ports, interrupt_process, wait_for
 from axon.testing.inprocess import request
 
 HOST = "127.0.0.1"
@@ -126,13 +125,7 @@ class AuthLaunch:
         wait_for(ready, 60.0, interval=0.2, message="2 nodes with a leader")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        interrupt_process(self.proc)
 
 
 @pytest.fixture(scope="module")

@@ -70,6 +70,18 @@ def cluster_key_args(directory: str) -> list[str]:
     return ["--cluster-key-file", path]
 
 
+def interrupt_process(proc: subprocess.Popen, timeout: float = 40.0) -> None:
+    """SIGINT a process (a launcher stops its nodes on the way out) and wait; kill it past timeout."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,
              message: str = "condition", nodes: Iterable["NodeHandle"] = ()) -> Any:
     """Poll ``predicate`` until it returns something truthy (returned); exceptions count as false.
