@@ -7,7 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -44,6 +44,16 @@ def open_live_data_view(page, url: str, prefix: str) -> None:
     page.get_by_label("Prefix").fill(prefix)
     page.get_by_role("button", name="Search").click()
     expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "live", timeout=LIVE_MS)
+
+
+def pump_until(page, predicate: Callable[[], object], timeout: float, message: str) -> None:
+    """Poll ``predicate`` while Playwright runs: the sync API calls our route and event handlers
+    only inside its own calls, so a plain sleeping poll would hold them (and the page) back."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {message}")
+        page.wait_for_timeout(50)
 
 
 def key_row(page, key: str):
@@ -280,7 +290,7 @@ def test_a_compacted_history_lists_the_page_again(context, launched) -> None:
                       body='event: error\ndata: {"error": "compacted", "compacted_revision": 9}\n\n')
     page.route("**/watch?prefix=again*", first_stream_compacted)
     open_live_data_view(page, launched.url, "again/")
-    wait_for(lambda: len(listings) >= 2, 5, message="a second listing after the compacted stream")
+    pump_until(page, lambda: len(listings) >= 2, 10, message="a second listing after the compacted stream")
     assert len(cut) == 1
     made = writer(launched).put("again/k", "v")
     expect(key_row(page, "again/k")).to_have_attribute("data-revision", str(made["revision"]), timeout=LIVE_MS)
