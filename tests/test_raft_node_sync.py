@@ -1,10 +1,15 @@
-"""The driver's fdatasync placement: inline while syncs are quick, a worker thread once slow."""
+"""The driver's fdatasync placement (inline while syncs are quick, a worker thread once slow),
+and its waits' deadlines."""
 from __future__ import annotations
 
 import threading
 import time
 
+import gevent.event
+import pytest
+
 from axon.kv.commands import command_size, encode_commands
+from axon.raft.errors import Timeout
 from axon.raft.node import RaftNode
 from axon.raft.types import Member
 from axon.raft.wal_sync import INLINE_SYNC_BELOW
@@ -48,3 +53,23 @@ def test_slow_syncs_move_to_a_worker_and_quick_ones_come_back(tmp_path) -> None:
             assert quick[0] is False and quick[-1] is True  # and the average brings it back
         finally:
             node.wal.close()
+
+
+def test_a_wait_nobody_answers_ends_in_timeout_within_a_tick(tmp_path) -> None:
+    """The driver's waits carry no timer of their own: the ticker fails them once overdue."""
+    with Store.open(str(tmp_path / "store")) as store:
+        node = RaftNode("n1", Member("127.0.0.1:1", "127.0.0.1:2"), str(tmp_path / "raft"),
+                        KVStateMachine(store), lambda _cb: NullTransport(),
+                        encode_batch=encode_commands, item_size=command_size, tick_interval=0.02)
+        node.start()
+        try:
+            started = time.monotonic()
+            with pytest.raises(Timeout, match="write timed out after 0.2s"):
+                node._wait(gevent.event.AsyncResult(), 0.2, "write")
+            assert 0.2 <= time.monotonic() - started < 1.0
+            answered = gevent.event.AsyncResult()
+            gevent.spawn_later(0.05, answered.set, "done")
+            assert node._wait(answered, 0.2, "write") == "done"
+            assert len(node.deadlines) == 0
+        finally:
+            node.stop()

@@ -2,7 +2,8 @@
 
 What to do with the core's output is decided by ``axon.raft.rules`` (shared with the
 simulation); this module does the I/O with four greenlets, each with one job:
-- ticker: advances the core's logical clock;
+- ticker: advances the core's logical clock, and fails client waits past their deadline
+  (``deadlines``: one sweep a tick instead of a timer per wait);
 - loop: turns core output (``Ready``) into sends and WAL writes, queues committed entries,
   answers reads, stages received snapshot chunks, starts snapshot streams;
 - syncer: group commit — one fdatasync covers every write queued meanwhile (on the hub's
@@ -26,6 +27,7 @@ from gevent.event import AsyncResult, Event
 
 from axon.raft import rules, startup
 from axon.raft.core import ConfChange, RaftOptions, Ready, decode_config_bytes
+from axon.raft.deadlines import Deadlines
 from axon.raft.errors import NotLeader, Stopped, Timeout
 from axon.raft.interfaces import StateMachine, Transport
 from axon.raft.proposals import Proposals
@@ -74,6 +76,7 @@ class RaftNode:
         self.wal_syncer = WalSyncer()
         self.proposals = Proposals(encode_batch, item_size)
         self.reads = Reads()
+        self.deadlines = Deadlines(tick_interval)
         self.snapshot_sender = SnapshotSender(node_id, self.core, self.sm, self.transport,
                                               snapshot_rate, self._wake_loop)
         self.snapshot_receiver = SnapshotReceiver(
@@ -152,6 +155,9 @@ class RaftNode:
             gevent.sleep(self.tick_interval)
             self.core.tick()
             self._wake.set()
+            for result, (what, timeout) in self.deadlines.expire(gevent.get_hub().loop.now()):
+                result.set_exception(Timeout(f"{what} timed out after {timeout:g}s (no quorum?); "
+                                             "outcome unknown", self.core.leader))
 
     def propose(self, items: list, timeout: float) -> list:
         """Replicate items (state-machine commands) and return their results once applied."""
@@ -224,11 +230,14 @@ class RaftNode:
         return NotLeader(self.core.leader, self.leader_http())
 
     def _wait(self, result: AsyncResult, timeout: float, what: str) -> Any:
+        """``result``'s value, or Timeout once ``timeout`` has passed (the ticker's Deadlines)."""
+        if result.ready():
+            return result.get()
+        entry = self.deadlines.add(gevent.get_hub().loop.now(), timeout, result, (what, timeout))
         try:
-            return result.get(timeout=timeout)
-        except gevent.Timeout:
-            raise Timeout(f"{what} timed out after {timeout:g}s (no quorum?); outcome unknown",
-                          self.core.leader) from None
+            return result.get()
+        finally:
+            self.deadlines.remove(entry)
 
     # ------------------------------------------------------------------ main loop
     def _loop(self) -> None:
