@@ -1,7 +1,7 @@
 """Hostile and heavy clients against a live 3-node cluster, each case alone and then all together.
 
     python bench/abuse.py [--cases idle,slowloris,bodies,listing,bigwrites] [--scale 1.0]
-                          [--hold 20] [--json FILE]
+                          [--hold 20] [--no-together | --together-only] [--json FILE]
 
 The cases (at --scale 1): 20,000 idle connections, 1,000 slowloris heads (a byte a second),
 200 stalled 6 MB bodies (half sent, then silence), a 200 MB listing read page by page, and
@@ -360,6 +360,7 @@ def main() -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every case's size")
     ap.add_argument("--hold", type=float, default=20.0, help="seconds a case holds its connections")
     ap.add_argument("--no-together", action="store_true", help="skip the all-together run")
+    ap.add_argument("--together-only", action="store_true", help="only the all-together run")
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
     names = [c for c in args.cases.split(",") if c]
@@ -374,7 +375,8 @@ def main() -> int:
             if "listing" in names:
                 prefill_listing(cluster.leader(), args.scale)
             outcomes = []
-            runs = [[n] for n in names] + ([] if args.no_together or len(names) < 2 else [names])
+            alone = [] if args.together_only else [[n] for n in names]
+            runs = alone + ([] if args.no_together or len(names) < 2 else [names])
             for run in runs:
                 outcome = run_case(cluster, run, args.scale, args.hold)
                 outcomes.append(outcome)

@@ -744,3 +744,48 @@ def test_a_conflicting_append_before_the_write_replaces_the_unwritten_entries():
     entries = b.ready().entries
     assert [(e.index, e.term) for e in entries] == [(last + 1, term + 1)]
     assert a.term == term
+
+
+# ---------------------------------------------------------------------- commit notices
+
+def _round_trip_of_one_entry(h: Harness) -> None:
+    """The leader a proposes an entry; b and c take it and answer; the leader commits it."""
+    h.cores["a"].propose([b"x"])
+    h.flush("a")
+    h.deliver(h.take(MsgType.APPEND, src="a"))
+    h.deliver(h.take(MsgType.APPEND_RESP))
+
+
+def test_a_follower_is_told_a_new_commit_at_once_by_default():
+    h = Harness()
+    a = h.elect("a")
+    _round_trip_of_one_entry(h)
+    notices = h.take(MsgType.APPEND, src="a")
+    assert {m.dst for m in notices} == {"b", "c"}
+    assert all(not m.entries and m.commit == a.commit for m in notices)
+
+
+def test_held_notices_ride_on_the_next_entries_or_go_out_when_asked():
+    h = Harness()
+    a = h.elect("a")
+    a.hold_commit_notices = True
+    _round_trip_of_one_entry(h)
+    assert h.take(MsgType.APPEND, src="a") == [] and a.commit_notices_held
+    # the next entries carry the commit index: no empty APPEND is owed any more
+    a.propose([b"y"])
+    h.flush("a")
+    carried = h.take(MsgType.APPEND, src="a")
+    assert all(m.entries and m.commit == a.commit for m in carried)
+    h.deliver(carried)
+    h.deliver(h.take(MsgType.APPEND_RESP))
+    assert h.take(MsgType.APPEND, src="a") == []
+    # nothing more to send: the driver asks, and each follower owed the commit is told
+    a.send_commit_notices()
+    h.flush("a")
+    notices = h.take(MsgType.APPEND, src="a")
+    assert {m.dst for m in notices} == {"b", "c"}
+    assert all(not m.entries and m.commit == a.commit for m in notices)
+    assert not a.commit_notices_held
+    a.send_commit_notices()
+    h.flush("a")
+    assert h.take(MsgType.APPEND, src="a") == []   # told once

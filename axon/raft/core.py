@@ -194,6 +194,11 @@ class RaftCore:
         self._read_seq_sent = 0
         self.pending_reads: list[tuple[int, int, int]] = []   # (ctx, index, seq)
         self.waiting_reads: list[int] = []                     # ctx, until an entry of this term commits
+        # Set by the driver while clients keep it busy: a follower owed the commit index then
+        # learns it from the next APPEND with entries, or from send_commit_notices(), instead
+        # of from an empty APPEND of its own (see _owes_commit).
+        self.hold_commit_notices = False
+        self.commit_notices_held = False
         self._ready = Ready()
 
     # ------------------------------------------------------------------ log helpers
@@ -840,9 +845,25 @@ class RaftCore:
         Without it a follower would learn it at the next heartbeat, and what it serves
         (watches, stale reads) would be a heartbeat late.  An APPEND in flight carries a
         commit index already and its answer brings the follower's turn again, so under load
-        the commit rides on the entries and no message is added.
+        the commit rides on the entries and no message is added.  While the driver holds
+        notices (many clients: the next entries are on their way), the follower waits for
+        those entries or for send_commit_notices(), whichever comes first.
         """
-        return not pr.inflight and pr.commit_sent < self.commit
+        if pr.inflight or pr.commit_sent >= self.commit:
+            return False
+        if self.hold_commit_notices:
+            self.commit_notices_held = True
+            return False
+        return True
+
+    def send_commit_notices(self) -> None:
+        """Tell every follower still owed the commit index (notices held meanwhile) now."""
+        self.commit_notices_held = False
+        if not self.is_leader:
+            return
+        for pid, pr in self.progress.items():
+            if not pr.inflight and pr.commit_sent < self.commit:
+                self._send_append(pid, allow_empty=True)
 
     def _maybe_promote(self, pid: str, pr: Progress) -> None:
         if (self.opts.auto_promote and pid in self.config.learners and self.transferee is None

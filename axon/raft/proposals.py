@@ -49,10 +49,11 @@ class Proposals:
         self._queued.append((items, result))
         return result
 
-    def flush(self, core: RaftCore, not_leader: Callable[[], NotLeader]) -> None:
-        """Propose everything queued, as few entries as the size bound allows."""
+    def flush(self, core: RaftCore, not_leader: Callable[[], NotLeader]) -> int:
+        """Propose everything queued, as few entries as the size bound allows; how many
+        clients' proposals that was."""
         if not self._queued:
-            return
+            return 0
         queued, self._queued = self._queued, []
         batches = self._batches(queued)
         try:
@@ -61,9 +62,10 @@ class Proposals:
             err = not_leader()
             for _, result in queued:
                 result.set_exception(err)
-            return
+            return 0
         for offset, (_, parts) in enumerate(batches):
             self._pending[first + offset] = _Pending(term, parts)
+        return len(queued)
 
     def _batches(self, queued: list[tuple[list, AsyncResult]]) -> list[tuple[list, list[_Part]]]:
         batches: list[tuple[list, list[_Part]]] = [([], [])]
