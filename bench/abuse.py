@@ -6,9 +6,9 @@
 The cases (at --scale 1): 20,000 idle connections, 1,000 slowloris heads (a byte a second),
 200 stalled 6 MB bodies (half sent, then silence), a 200 MB listing read page by page, and
 1,000 writes of 1 MiB.  Every case aims at the leader, the node with the most to lose.  While
-a case runs, a well-behaved client writes and reads a small key on the leader ten times a
-second; the table gives its p50/p99 and errors, the largest RSS any node reached, and the
-elections the case caused (sum of term increases over the nodes).  A node that exits fails
+a case runs, a well-behaved client (a process of its own) writes and reads a small key on the
+leader ten times a second; the table gives its p50/p99 and errors, the largest RSS any node
+reached, and the elections the case caused (sum of term increases over the nodes).  A node that exits fails
 the run.  Everything runs on 127.0.0.1 in a temporary directory.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import resource
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -38,47 +39,59 @@ MIB = 1 << 20
 
 # ---------------------------------------------------------------------- the well-behaved client
 class Probe:
-    """A small put then get on the leader every 100 ms; latencies of each pair and errors."""
+    """A small put then get on the leader every 100 ms; latencies of each pair and errors.
+
+    It runs in a process of its own, as a real client would: in this one its timing would
+    include waits for the GIL behind the abusers' threads."""
 
     def __init__(self, node: NodeHandle) -> None:
         self.node = node
         self.latencies: list[float] = []
         self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._pool = HttpPool(timeout=5)
+        self._proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "Probe":
-        self._thread.start()
+        self._proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--probe", self.node.http],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._pool.close()
-
-    def _run(self) -> None:
-        n = 0
-        while not self._stop.wait(0.1):
-            n += 1
-            started = time.perf_counter()
-            try:
-                put = self._pool.request("PUT", self.node.http, kv_path("probe"),
-                                         json.dumps({"value": str(n)}).encode(), timeout=5)
-                got = self._pool.request("GET", self.node.http, kv_path("probe"), timeout=5)
-                if put.status != 200 or got.status != 200:
-                    self.errors.append(f"HTTP {put.status}/{got.status}: {put.body[:100]!r} {got.body[:100]!r}")
-                    continue
-            except (ClientError, OSError) as exc:
-                self.errors.append(str(exc))
-                continue
-            self.latencies.append((time.perf_counter() - started) * 1000)
+        assert self._proc is not None
+        out, _ = self._proc.communicate("stop\n", timeout=30)   # the probe stops when its stdin says so
+        result = json.loads(out.strip().splitlines()[-1])
+        self.latencies, self.errors = result["latencies"], result["errors"]
 
     def percentile(self, q: float) -> float:
         if not self.latencies:
             return float("nan")
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def probe_main(addr: str) -> int:
+    """The probe process: samples until a line arrives on stdin, then prints its results as JSON."""
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    pool = HttpPool(timeout=5)
+    latencies: list[float] = []
+    errors: list[str] = []
+    n = 0
+    while not stop.wait(0.1):
+        n += 1
+        started = time.perf_counter()
+        try:
+            put = pool.request("PUT", addr, kv_path("probe"), json.dumps({"value": str(n)}).encode(), timeout=5)
+            got = pool.request("GET", addr, kv_path("probe"), timeout=5)
+            if put.status != 200 or got.status != 200:
+                errors.append(f"HTTP {put.status}/{got.status}: {put.body[:100]!r} {got.body[:100]!r}")
+                continue
+        except (ClientError, OSError) as exc:
+            errors.append(str(exc))
+            continue
+        latencies.append((time.perf_counter() - started) * 1000)
+    pool.close()
+    print(json.dumps({"latencies": latencies, "errors": errors}), flush=True)
+    return 0
 
 
 class RssWatch:
@@ -355,6 +368,8 @@ def raise_fd_limit(wanted: int) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--probe"]:
+        return probe_main(sys.argv[2])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every case's size")

@@ -44,6 +44,7 @@ log = logging.getLogger("axon.web.app")
 
 Handler = Callable[[Request], Response]
 RECV_SIZE = 64 * 1024
+FULL_READS_PER_TURN = 4       # a connection with more to read lets others run after 4 full recvs
 MAX_DISCARD = 64 << 20        # an oversized body is read and dropped up to this, then we close
 SEND_TIMEOUT = 60.0           # seconds a streamed answer may wait for room in the socket's buffer
 MAX_CONNECTIONS = 4096
@@ -301,6 +302,7 @@ class HttpServer(StreamServer):
         """
         head_deadline = 0.0   # by when the head being received must be complete (0: none begun)
         answered = False
+        full_reads = 0
         tls = self.ssl_context is not None
         while True:
             try:
@@ -331,6 +333,12 @@ class HttpServer(StreamServer):
                 if not data:
                     return
                 parser.feed(data)
+                if len(data) == RECV_SIZE:
+                    # More is waiting: a big body would otherwise be read to its end (many
+                    # MB at a time over hundreds of connections) before anyone else runs.
+                    full_reads += 1
+                    if full_reads % FULL_READS_PER_TURN == 0:
+                        gevent.sleep(0)
                 continue
             head_deadline = 0.0
             req.remote = remote
