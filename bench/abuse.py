@@ -53,6 +53,9 @@ class Probe:
     def __enter__(self) -> "Probe":
         self._proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--probe", self.node.http],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        # its connection is open before the case begins, as an established client's would be
+        if self._proc.stdout.readline().strip() != "ready":
+            raise SystemExit("the probe could not reach the leader")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -78,6 +81,8 @@ def probe_main(addr: str) -> int:
     n = 0
     while not stop.wait(0.1):
         n += 1
+        if n == 2:
+            print("ready", flush=True)   # the first pair went through (or failed: it is counted)
         started = time.perf_counter()
         try:
             put = pool.request("PUT", addr, kv_path("probe"), json.dumps({"value": str(n)}).encode(), timeout=5)
