@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from typing import Any
+
 from gevent.event import AsyncResult
 
 
