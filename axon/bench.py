@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from axon.client.http import AxonClient, ClientError, HttpPool, kv_path
+from axon.client import Client
+from axon.client.http import ClientError, HttpPool, kv_path
 
 WORKLOADS = ("write", "read", "stale", "mixed")
 MIXED_WRITE_SHARE = 0.10
@@ -124,7 +125,8 @@ def pick_op(workload: str, rng: random.Random) -> str:
 def find_leader(addr: str, timeout: float) -> str:
     """The leader's HTTP address as the node at ``addr`` knows it."""
     try:
-        st = AxonClient(addr, timeout=timeout).status()
+        with Client(addr, timeout=timeout, retry_for=0) as client:
+            st = client.status()
     except ClientError as exc:
         raise BenchError(f"cannot ask {addr} for the leader: {exc}") from None
     if st.get("state") == "leader":

@@ -379,14 +379,18 @@ def main() -> int:
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every case's size")
     ap.add_argument("--hold", type=float, default=20.0, help="seconds a case holds its connections")
-    ap.add_argument("--no-together", action="store_true", help="skip the all-together run")
-    ap.add_argument("--together-only", action="store_true", help="only the all-together run")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--no-together", action="store_true", help="skip the all-together run")
+    which.add_argument("--together-only", action="store_true", help="only the all-together run")
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
     names = [c for c in args.cases.split(",") if c]
     unknown = [c for c in names if c not in CASES]
     if unknown:
         print(f"error: unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}", file=sys.stderr)
+        return 2
+    if args.together_only and len(names) < 2:
+        print("error: --together-only needs two cases or more", file=sys.stderr)
         return 2
     raise_fd_limit(int(25_000 * max(args.scale, 1.0)) + 1_000)
     with tempfile.TemporaryDirectory(prefix="axon-abuse-") as tmp:

@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from axon.client.http import AxonClient, ClientError, HttpPool, kv_path, tls_client_context   # noqa: E402
+from axon.client import Client
+from axon.client.http import ClientError, HttpPool, kv_path, tls_client_context   # noqa: E402
 from axon.security.tls import Issued, make_ca, make_node_cert, write_private   # noqa: E402
 from axon.testing.cluster import Cluster, NodeHandle, cluster_key_args, free_ports, wait_for   # noqa: E402
 
@@ -345,8 +346,8 @@ class AxonTlsSystem(AxonSystem):
         with open(path) as f:
             return f.read().strip()
 
-    def _client(self, node: NodeHandle, token: str) -> AxonClient:
-        return AxonClient(node.http, timeout=5, pool=node.pool, token=token)
+    def _client(self, node: NodeHandle, token: str) -> Client:
+        return Client(node.http, timeout=5, pool=node.pool, token=token, retry_for=0)
 
     def _status(self, node: NodeHandle) -> dict:
         return self._client(node, self.token).status()

@@ -31,7 +31,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
-from axon.client.http import AxonClient, ClientError   # noqa: E402
+from axon.client import Client
+from axon.client.http import ClientError   # noqa: E402
 from axon.keys import new_key, write_key_file   # noqa: E402
 from axon.testing.cluster import free_ports   # noqa: E402
 
@@ -92,9 +93,9 @@ class RevCluster:
                                                stdout=log, stderr=log))
             self.https.append(f"{HOST}:{http}")
             if i == 0:
-                self._wait(lambda: AxonClient(self.https[0], timeout=1).status()["state"] == "leader",
+                self._wait(lambda: Client(self.https[0], timeout=1, retry_for=0).status()["state"] == "leader",
                            "the first node to lead")
-        self._wait(lambda: len(AxonClient(self.https[0], timeout=1).status()["voters"]) == 3,
+        self._wait(lambda: len(Client(self.https[0], timeout=1, retry_for=0).status()["voters"]) == 3,
                    "three voters")
 
     def _wait(self, predicate, what: str, timeout: float = 60.0) -> None:

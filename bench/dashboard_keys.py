@@ -28,7 +28,8 @@ from gevent.pool import Pool  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from axon.client.http import AxonClient, HttpPool  # noqa: E402
+from axon.client import Client
+from axon.client.http import HttpPool  # noqa: E402
 from axon.testing.cluster import free_ports, wait_for  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -38,7 +39,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-b
 
 def load(addr: str, keys: int, connections: int) -> float:
     pool = HttpPool(timeout=30)
-    client = AxonClient(addr, timeout=30, pool=pool)
+    client = Client(addr, timeout=30, pool=pool, retry_for=0)
     started = time.monotonic()
     Pool(connections).map(lambda i: client.put(f"k/{i:06d}", f"value {i} " + "x" * 80), range(keys))
     return time.monotonic() - started
@@ -83,7 +84,7 @@ def main() -> int:
                              os.path.join(base, "n1"), "--http", http, "--raft", raft, "--gossip", gossip,
                              "--bootstrap", "--log-level", "warning"], cwd=os.path.dirname(HERE))
     try:
-        client = AxonClient(http, timeout=5)
+        client = Client(http, timeout=5, retry_for=0)
         wait_for(lambda: client.status()["state"] == "leader", 30, message="leader")
         result = {"keys": args.keys, "load_s": round(load(http, args.keys, args.connections), 1)}
         result.update(browse(f"http://{http}/"))

@@ -28,7 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from axon.client.http import AxonClient   # noqa: E402
+from axon.client import Client   # noqa: E402
 from axon.testing.cluster import Cluster, wait_for   # noqa: E402
 
 from compare_etcd import run_wrk   # noqa: E402
@@ -43,7 +43,7 @@ def load(addr: str, keys: int, value_size: int, connections: int = 128) -> float
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     # wrk runs for its whole duration even when every thread has stopped: watch for the last
     # key of each thread's share, then interrupt it (it still prints its summary).
-    client = AxonClient(addr, timeout=5)
+    client = Client(addr, timeout=5, retry_for=0)
     share = (keys + 1) // 2
     last_keys = [f"key-{share - 1:08d}", f"key-{keys - 1:08d}"]
 
@@ -202,7 +202,7 @@ def main() -> int:
         follower.stop()
         started = time.monotonic()
         follower.start()
-        wait_for(lambda: AxonClient(follower.http, timeout=1).call("GET", "/ready"), 300, interval=0.1,
+        wait_for(lambda: Client(follower.http, timeout=1, retry_for=0).call("GET", "/ready"), 300, interval=0.1,
                  message="the restarted node to be ready")
         out["restart_to_ready_s"] = round(time.monotonic() - started, 1)
         print(f"  restart of {follower.node_id} to ready: {out['restart_to_ready_s']} s", flush=True)

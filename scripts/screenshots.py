@@ -22,7 +22,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from axon.client.http import AxonClient  # noqa: E402  (after the path fix above)
+from axon.client import Client  # noqa: E402  (after the path fix above)
 from axon.testing.browser import CHROMIUM_ARGS  # noqa: E402
 from axon.testing.cluster import free_ports, wait_for  # noqa: E402
 
@@ -36,17 +36,17 @@ SAMPLE = {
 }
 
 
-def launch(directory: str, *extra: str) -> tuple[subprocess.Popen, AxonClient, str]:
+def launch(directory: str, *extra: str) -> tuple[subprocess.Popen, Client, str]:
     """`axon launch` in the background; its output goes to <directory>.log."""
     [port] = free_ports(1)
     cmd = [sys.executable, "-m", "axon", "launch", "--dir", directory, "--port", str(port),
            "--base-port", str(random.randrange(40000, 50000, 10)), *extra]
     with open(directory + ".log", "ab") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return proc, AxonClient(f"127.0.0.1:{port}", timeout=15), f"http://127.0.0.1:{port}/"
+    return proc, Client(f"127.0.0.1:{port}", timeout=15, retry_for=0), f"http://127.0.0.1:{port}/"
 
 
-def wait_ready(api: AxonClient) -> dict[str, dict]:
+def wait_ready(api: Client) -> dict[str, dict]:
     def ready() -> dict | None:
         nodes = {n["node_id"]: n for n in api.call("GET", "/api/nodes")["nodes"]}
         roles = sorted(n["role"] for n in nodes.values())
@@ -59,7 +59,7 @@ LOAD_S = 60   # of load before the Metrics shot
 
 def load(nodes: list[dict], stop: threading.Event) -> None:
     """Writes and reads at a rate that swells and ebbs, so the charts have a shape to show."""
-    clients = [AxonClient(n["http"], timeout=5) for n in nodes]
+    clients = [Client(n["http"], timeout=5, retry_for=0) for n in nodes]
     started = time.monotonic()
     i = 0
     while not stop.is_set():
@@ -84,7 +84,7 @@ def shoot_metrics(page, out: str) -> None:
     page.screenshot(path=os.path.join(out, "metrics.png"), full_page=True)
 
 
-def shoot(url: str, api: AxonClient, out: str, chromium: str) -> None:
+def shoot(url: str, api: Client, out: str, chromium: str) -> None:
     from playwright.sync_api import expect, sync_playwright
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
@@ -189,7 +189,7 @@ def main() -> int:
         try:
             for key, value in SAMPLE.items():
                 wait_for(lambda: api.put(key, value), 20, message=f"writing {key}")
-            node = AxonClient(api.call("GET", "/api/nodes")["nodes"][0]["http"], timeout=15)
+            node = Client(api.call("GET", "/api/nodes")["nodes"][0]["http"], timeout=15, retry_for=0)
             node.auth_headers = api.auth_headers   # tokens are made on a node, not through the launcher
             viewer = node.token_create("viewer", "read", "")["token"]
             shoot_sign_in(url, viewer, args.out, args.chromium)

@@ -7,14 +7,15 @@ import stat
 
 import pytest
 
-from axon.client.http import AxonClient, ClientError
+from axon.client import Client
+from axon.client.http import ClientError
 from axon.testing.cluster import Cluster
 
 pytestmark = pytest.mark.slow
 
 
-def client(node, token: str | None = None) -> AxonClient:
-    return AxonClient(node.http, timeout=5.0, token=token)
+def client(node, token: str | None = None) -> Client:
+    return Client(node.http, timeout=5.0, token=token, retry_for=0)
 
 
 def status_of(fn) -> int:
@@ -78,8 +79,8 @@ def test_roles_and_prefixes_decide_alike_on_every_node(secured) -> None:
     for node in cluster.nodes:
         r, w = client(node, reader), client(node, writer)
         cluster.wait_for(lambda: status_of(lambda: r.get("app/x")) == 200, 15.0)
-        assert status_of(lambda: r.list("app/")) == 200
-        assert status_of(lambda: r.list("")) == 403
+        assert status_of(lambda: r.list_page("app/")) == 200
+        assert status_of(lambda: r.list_page("")) == 403
         assert status_of(lambda: r.get("other")) == 403
         # a read token's write is refused, on a follower too: it is not forwarded as the node's own
         assert status_of(lambda: r.put("app/x", "no")) == 403
@@ -96,9 +97,9 @@ def test_revocation_takes_effect_on_every_node(secured) -> None:
     admin = client(cluster.nodes[1], root)
     token = admin.token_create("short", "read", "")["token"]
     for node in cluster.nodes:
-        cluster.wait_for(lambda: status_of(lambda: client(node, token).list("")) == 200, 15.0)
+        cluster.wait_for(lambda: status_of(lambda: client(node, token).list_page("")) == 200, 15.0)
     assert "short" in [t["name"] for t in admin.token_list()["tokens"]]
     assert token not in str(admin.token_list())
     admin.token_revoke("short")
     for node in cluster.nodes:
-        cluster.wait_for(lambda: status_of(lambda: client(node, token).list("", stale=True)) == 401, 15.0)
+        cluster.wait_for(lambda: status_of(lambda: client(node, token).list_page("", stale=True)) == 401, 15.0)

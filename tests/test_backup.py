@@ -125,11 +125,12 @@ def axon_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def load_keys(addr: str, count: int, token: str | None = None, per_txn: int = 128,
               workers: int = 16) -> None:
     """``count`` small keys "k0000000"... as transactions of ``per_txn`` puts, concurrently."""
-    from axon.client.http import AxonClient, HttpPool
+    from axon.client import Client
+    from axon.client.http import HttpPool
     pool = HttpPool(timeout=30)
 
     def txn(start: int) -> None:
-        client = AxonClient(addr, timeout=30, pool=pool, token=token)
+        client = Client(addr, timeout=30, pool=pool, token=token, retry_for=0)
         ops = [{"op": "put", "key": f"k{i:07d}", "value": f"v{i}"} for i in range(start, min(count, start + per_txn))]
         client.call("POST", "/txn", {"compare": [], "success": ops, "failure": []})
 
@@ -138,11 +139,11 @@ def load_keys(addr: str, count: int, token: str | None = None, per_txn: int = 12
 
 
 def every_key(node: NodeHandle, token: str | None = None, stale: bool = False) -> dict[str, tuple[str, int]]:
-    from axon.client.http import AxonClient
-    client = AxonClient(node.http, timeout=30, pool=node.pool, token=token)
+    from axon.client import Client
+    client = Client(node.http, timeout=30, pool=node.pool, token=token, retry_for=0)
     content, after = {}, None
     while True:
-        page = client.list("", 1000, after, stale=stale)
+        page = client.list_page("", 1000, after, stale=stale)
         content.update({item["key"]: (item["value"], item["revision"]) for item in page["items"]})
         after = page["next"]
         if after is None:
@@ -196,8 +197,8 @@ def test_save_needs_admin_when_auth_is_on(tmp_path) -> None:
     with Cluster(tmp_path, 1, extra_args=["--auth"]) as cluster:
         node = cluster.nodes[0]
         root = node.harness_token()
-        from axon.client.http import AxonClient
-        admin = AxonClient(node.http, token=root)
+        from axon.client import Client
+        admin = Client(node.http, token=root, retry_for=0)
         reader = admin.call("POST", "/auth/tokens", {"name": "r", "role": "read", "prefix": ""}, ok=(201,))
         admin.put("a", "1")
         snap = str(tmp_path / "s.snap")
@@ -211,8 +212,8 @@ def test_save_needs_admin_when_auth_is_on(tmp_path) -> None:
     # the auth state travels with the data: the root token still opens the restored node
     node = restored_node(tmp_path / "restored", "r1", snap, token=root)
     try:
-        assert AxonClient(node.http, token=root).get("a")["value"] == "1"
-        assert AxonClient(node.http, token=reader["token"]).get("a")["value"] == "1"
+        assert Client(node.http, token=root, retry_for=0).get("a")["value"] == "1"
+        assert Client(node.http, token=reader["token"], retry_for=0).get("a")["value"] == "1"
     finally:
         node.kill()
 

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from axon.client.http import AxonClient
+from axon.client import Client
 from axon.testing.browser import chromium
 from axon.testing.cluster import Cluster, free_ports, interrupt_process, wait_for
 from axon.web.browser import BrowserGuard, allowed_hosts, host_name, judge
@@ -211,7 +211,7 @@ class Launcher:
             [sys.executable, "-m", "axon", "launch", "--dir", directory, "--nodes", "1", "--port",
              str(self.port), "--base-port", str(20000 + base % 20000), "--stop-timeout", "10",
              "--audit-log", self.audit], stdout=self.out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.api = AxonClient(f"{HOST}:{self.port}", timeout=15)
+        self.api = Client(f"{HOST}:{self.port}", timeout=15, retry_for=0)
 
     def nodes(self) -> dict[str, dict]:
         assert self.proc.poll() is None, "the launcher exited"

@@ -9,7 +9,8 @@ from typing import Iterator
 
 import pytest
 
-from axon.client.http import AxonClient, ClientError
+from axon.client import Client
+from axon.client.http import ClientError
 from axon.testing.cluster import Cluster
 from test_dashboard import browser  # noqa: F401  (a shared fixture)
 
@@ -102,7 +103,7 @@ def test_charts_draw_one_line_per_node_from_the_stats_contract(page, cluster) ->
 
 def test_after_writes_every_nodes_chart_has_points(page, cluster) -> None:
     """The real GET /cluster/stats of a 3-node cluster, after a few writes and reads."""
-    client = AxonClient(cluster.nodes[0].http, timeout=10)
+    client = Client(cluster.nodes[0].http, timeout=10, retry_for=0)
     try:
         client.call("GET", "/cluster/stats")
     except ClientError as err:
@@ -110,7 +111,7 @@ def test_after_writes_every_nodes_chart_has_points(page, cluster) -> None:
             pytest.skip("these nodes have no GET /cluster/stats yet")
         raise
     leader = cluster.leader()
-    writer = AxonClient(leader.http, timeout=10)
+    writer = Client(leader.http, timeout=10, retry_for=0)
     for i in range(50):
         writer.put(f"chart/{i}", "x")
         writer.get(f"chart/{i}")

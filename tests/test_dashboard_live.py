@@ -13,7 +13,8 @@ import pytest
 
 import axon.launcher.watch_relay as watch_relay_module
 from axon.api.errors import Unavailable
-from axon.client.http import AxonClient, HttpPool
+from axon.client import Client
+from axon.client.http import HttpPool
 from axon.testing.cluster import wait_for
 from axon.web.wire import Request
 from test_dashboard import HOST, LaunchedCluster, browser, launched  # noqa: F401  (shared fixtures)
@@ -60,7 +61,7 @@ def key_row(page, key: str):
     return page.locator(f"[data-testid=key-row][data-key='{key}']")
 
 
-def writer(launched: LaunchedCluster) -> AxonClient:
+def writer(launched: LaunchedCluster) -> Client:
     """Another client: straight to a node, never through the page or the launcher."""
     return wait_for(lambda: launched.node_client("node-2"), 10, message="node-2's address")
 
@@ -264,8 +265,8 @@ def test_live_with_auth_on_through_the_launcher(context, secured) -> None:
     page.get_by_label("Prefix").fill("sec/")
     page.get_by_role("button", name="Search").click()
     expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "live", timeout=LIVE_MS)
-    admin = AxonClient(f"{HOST}:{secured.port}", timeout=15, token=secured.root)
-    node = AxonClient(admin.call("GET", "/api/nodes")["nodes"][1]["http"], timeout=15, token=secured.root)
+    admin = Client(f"{HOST}:{secured.port}", timeout=15, token=secured.root, retry_for=0)
+    node = Client(admin.call("GET", "/api/nodes")["nodes"][1]["http"], timeout=15, token=secured.root, retry_for=0)
     made = node.put("sec/k", "v")
     expect(key_row(page, "sec/k")).to_have_attribute("data-revision", str(made["revision"]), timeout=LIVE_MS)
     node.delete("sec/k")
@@ -298,8 +299,8 @@ def test_a_compacted_history_lists_the_page_again(context, launched) -> None:
 
 @pytest.mark.browser
 def test_a_read_token_with_a_prefix_watches_its_own_keys(context, secured) -> None:
-    admin = AxonClient(f"{HOST}:{secured.port}", timeout=15, token=secured.root)
-    node = AxonClient(admin.call("GET", "/api/nodes")["nodes"][0]["http"], timeout=15, token=secured.root)
+    admin = Client(f"{HOST}:{secured.port}", timeout=15, token=secured.root, retry_for=0)
+    node = Client(admin.call("GET", "/api/nodes")["nodes"][0]["http"], timeout=15, token=secured.root, retry_for=0)
     reader = node.token_create("live-reader", "read", "team/")["token"]
     page = context.new_page()
     page.goto(secured.url)

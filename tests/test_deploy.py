@@ -17,7 +17,8 @@ import sys
 
 import pytest
 
-from axon.client.http import AxonClient, ClientError
+from axon.client import Client
+from axon.client.http import ClientError
 from axon.config import node_flags
 from axon.testing.cluster import REPO_ROOT, wait_for
 
@@ -88,7 +89,7 @@ def test_compose_command_lines_run_as_a_three_node_cluster(tmp_path) -> None:
             # the entrypoint `axon` as this interpreter runs it
             procs.append(subprocess.Popen([sys.executable, "-m", *entry, *args], cwd=tmp_path / name,
                                           env=env, stdout=log, stderr=log))
-        client = AxonClient(f"{hosts['axon1']}:7000", timeout=2)
+        client = Client(f"{hosts['axon1']}:7000", timeout=2, retry_for=0)
 
         def voters() -> bool:
             for name, proc in zip(NODES, procs):
@@ -99,7 +100,7 @@ def test_compose_command_lines_run_as_a_three_node_cluster(tmp_path) -> None:
                 return False
         wait_for(voters, 60, message="the compose nodes to form one cluster")
         client.put("deploy", "ok")
-        other = AxonClient(f"{hosts['axon3']}:7000", timeout=2)
+        other = Client(f"{hosts['axon3']}:7000", timeout=2, retry_for=0)
         assert other.get("deploy")["value"] == "ok"
     finally:
         for proc in procs:

@@ -15,7 +15,8 @@ import gevent.ssl
 import pytest
 from gevent import socket as gsocket
 
-from axon.client.http import AxonClient, ClientError, HttpPool, split_scheme, tls_client_context
+from axon.client import Client
+from axon.client.http import ClientError, HttpPool, split_scheme, tls_client_context
 from axon.security.tls import make_ca, make_node_cert, write_private
 from axon.testing.cluster import REPO_ROOT, Cluster, wait_for
 from axon.web.app import bind
@@ -159,7 +160,7 @@ def test_https_cluster_round_trip_forwarding_and_cli(tmp_path, pki) -> None:
         assert len(overview["nodes"]) == 3
         # a plain http client gets no answer from an https node
         with pytest.raises(ClientError):
-            AxonClient(follower.http, timeout=3).status()
+            Client(follower.http, timeout=3, retry_for=0).status()
         # the CLI: https:// in --addr, the CA from --cacert (or AXON_CACERT)
         env = dict(os.environ, PYTHONPATH=REPO_ROOT)
         cli = [sys.executable, "-m", "axon", "kv", "get", "k2", "--addr", f"https://{follower.http}"]
@@ -181,12 +182,12 @@ def test_client_certificates_required(tmp_path, pki) -> None:
         # forwarding presents the node's own certificate to the leader
         assert follower.client.put("k", "v")["revision"] > 0
         assert leader.client.get("k")["value"] == "v"
-        anonymous = AxonClient(f"https://{leader.http}", timeout=3, cacert=pki.ca)
+        anonymous = Client(f"https://{leader.http}", timeout=3, cacert=pki.ca, retry_for=0)
         with pytest.raises(ClientError):
             anonymous.status()
         with_cert = HttpPool(3, ssl_context=tls_client_context(pki.ca, pki.client_cert, pki.client_key))
         try:
-            assert AxonClient(leader.http, pool=with_cert).status()["node_id"] == leader.node_id
+            assert Client(leader.http, pool=with_cert, retry_for=0).status()["node_id"] == leader.node_id
         finally:
             with_cert.close()
 
@@ -212,14 +213,14 @@ def test_axon_launch_tls_serves_nodes_and_dashboard_over_https(tmp_path) -> None
                             stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
     try:
         ca = os.path.join(directory, "tls", "ca.pem")
-        api = AxonClient(f"https://127.0.0.1:{port}", timeout=10, cacert=ca)
+        api = Client(f"https://127.0.0.1:{port}", timeout=10, cacert=ca, retry_for=0)
 
         def leader() -> dict | None:
             assert proc.poll() is None, "the launcher exited"
             [node] = api.call("GET", "/api/nodes")["nodes"]
             return node if node["role"] == "leader" else None
         node = wait_for(leader, 60, interval=0.2, message="an https node leading")
-        assert AxonClient(f"https://{node['http']}", timeout=10, cacert=ca).put("k", "v")["value"] == "v"
+        assert Client(f"https://{node['http']}", timeout=10, cacert=ca, retry_for=0).put("k", "v")["value"] == "v"
         assert api.get("k")["value"] == "v"   # the dashboard's proxy speaks https to the node
         assert "<html" in api.pool.request("GET", f"https://127.0.0.1:{port}", "/").body.decode().lower()
     finally:

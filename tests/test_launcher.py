@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from axon.client.http import AxonClient, ClientError
+from axon.client import Client
+from axon.client.http import ClientError
 from axon.keys import load_key
 from axon.launcher.layout import Layout, LayoutError, NodeSpec, load_layout, save_layout
 from axon.launcher.api import build_api
@@ -188,7 +189,7 @@ class Launched:
         self.out = open(self.out_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env)
-        self.client = AxonClient(self.api, timeout=15)
+        self.client = Client(self.api, timeout=15, retry_for=0)
         self.pids: set[int] = set()
 
     def output(self) -> str:
@@ -254,7 +255,7 @@ def wait_gone(pids: set[int], timeout: float = 20) -> None:
 
 
 def voters(addr: str) -> list[str]:
-    return sorted(AxonClient(addr, timeout=5).status()["voters"])
+    return sorted(Client(addr, timeout=5, retry_for=0).status()["voters"])
 
 
 @pytest.mark.slow
@@ -267,7 +268,7 @@ def test_launch_supervises_nodes_through_the_api(tmp_path) -> None:
         for node in nodes.values():
             assert node["http"] in out and "data_dir" not in node and "log" not in node
             assert os.path.exists(os.path.join(launched.directory, "logs", node["node_id"] + ".log"))
-        first = AxonClient(nodes["node-1"]["http"], timeout=10)
+        first = Client(nodes["node-1"]["http"], timeout=10, retry_for=0)
         wait_for(lambda: first.put("greeting", "hello"), 20, message="a first write")
 
         # one cluster key, owner-only, given to every node; one cluster id
@@ -276,7 +277,7 @@ def test_launch_supervises_nodes_through_the_api(tmp_path) -> None:
         for node in nodes.values():
             args = cmdline(node["pid"])
             assert args[args.index("--cluster-key-file") + 1] == key_file
-        cluster_ids = {AxonClient(n["http"], timeout=10).status()["cluster_id"] for n in nodes.values()}
+        cluster_ids = {Client(n["http"], timeout=10, retry_for=0).status()["cluster_id"] for n in nodes.values()}
         assert len(cluster_ids) == 1 and None not in cluster_ids
 
         # the dashboard is served too
@@ -307,9 +308,9 @@ def test_launch_supervises_nodes_through_the_api(tmp_path) -> None:
         launched.wait_roles(["node-1", "node-2", "node-3", "node-4"])
         wait_for(lambda: voters(added["http"]) == ["node-1", "node-2", "node-3", "node-4"], 30,
                  message="node-4 a voter")
-        assert AxonClient(added["http"], timeout=10).get("greeting")["value"] == "hello"
+        assert Client(added["http"], timeout=10, retry_for=0).get("greeting")["value"] == "hello"
         assert "--cluster-key-file" in cmdline(added["pid"])
-        assert AxonClient(added["http"], timeout=10).status()["cluster_id"] in cluster_ids
+        assert Client(added["http"], timeout=10, retry_for=0).status()["cluster_id"] in cluster_ids
 
         # a node that exits on its own is recorded, not restarted
         os.kill(launched.nodes()["node-3"]["pid"], signal.SIGKILL)
@@ -346,7 +347,7 @@ def test_relaunch_after_full_stop_keeps_cluster_and_data(tmp_path) -> None:
     try:
         nodes = launched.wait_roles(["node-1", "node-2", "node-3"])
         assert "--bootstrap" in cmdline(nodes["node-1"]["pid"])
-        client = AxonClient(nodes["node-2"]["http"], timeout=10)
+        client = Client(nodes["node-2"]["http"], timeout=10, retry_for=0)
         wait_for(lambda: client.put("kept", "yes"), 20, message="a write")
         key = load_key(os.path.join(str(directory), "cluster.key"))
         assert launched.interrupt() == 0
@@ -363,7 +364,7 @@ def test_relaunch_after_full_stop_keeps_cluster_and_data(tmp_path) -> None:
         for node in nodes.values():
             addr = node["http"]
             assert voters(addr) == ["node-1", "node-2", "node-3"]
-            assert wait_for(lambda: AxonClient(addr, timeout=10).get("kept")["value"], 20,
+            assert wait_for(lambda: Client(addr, timeout=10, retry_for=0).get("kept")["value"], 20,
                             message=f"the key on {node['node_id']}") == "yes"
         assert again.interrupt() == 0
         wait_gone(again.pids)

@@ -14,7 +14,8 @@ from typing import Iterator
 import pytest
 
 from axon.api.auth import Decision
-from axon.client.http import AxonClient, ClientError
+from axon.client import Client
+from axon.client.http import ClientError
 from axon.launcher.api import PROXIED, PROXIED_PATHS, build_api, launcher_routes
 from axon.launcher.supervisor import Supervisor
 from axon.testing.browser import chromium
@@ -117,7 +118,7 @@ class AuthLaunch:
         wait_for(printed_token_path, 60.0, interval=0.2, message="the launcher to print the token file")
         with open(self.token_file, encoding="utf-8") as f:
             self.root = f.read().strip()
-        admin = AxonClient(f"{HOST}:{self.port}", timeout=15, token=self.root)
+        admin = Client(f"{HOST}:{self.port}", timeout=15, token=self.root, retry_for=0)
 
         def ready() -> bool:
             roles = sorted(n["role"] for n in admin.call("GET", "/api/nodes")["nodes"])
@@ -144,8 +145,8 @@ def test_launch_with_auth(launched) -> None:
     port, root = launched.port, launched.root
     assert stat.S_IMODE(os.stat(launched.token_file).st_mode) == 0o600
     assert root.startswith("axon_") and root not in launched.output()
-    anonymous = AxonClient(f"{HOST}:{port}", timeout=15)
-    admin = AxonClient(f"{HOST}:{port}", timeout=15, token=root)
+    anonymous = Client(f"{HOST}:{port}", timeout=15, retry_for=0)
+    admin = Client(f"{HOST}:{port}", timeout=15, token=root, retry_for=0)
     with pytest.raises(ClientError) as err:
         anonymous.call("GET", "/api/nodes")
     assert err.value.status == 401
@@ -158,8 +159,8 @@ def test_launch_with_auth(launched) -> None:
     overview = admin.call("GET", "/cluster/overview")
     assert all(n["online"] for n in overview["nodes"]), overview
     node_http = admin.call("GET", "/api/nodes")["nodes"][0]["http"]
-    made = AxonClient(node_http, timeout=15, token=root).token_create("viewer", "read", "")
-    reader = AxonClient(f"{HOST}:{port}", timeout=15, token=made["token"])
+    made = Client(node_http, timeout=15, token=root, retry_for=0).token_create("viewer", "read", "")
+    reader = Client(f"{HOST}:{port}", timeout=15, token=made["token"], retry_for=0)
     assert len(reader.call("GET", "/api/nodes")["nodes"]) == 2
     with pytest.raises(ClientError) as err:
         reader.call("POST", "/api/nodes/node-2/restart")
@@ -198,9 +199,9 @@ def test_relaunch_with_auth_turns_it_on_for_an_existing_cluster(tmp_path) -> Non
         again.wait_ready()
         assert stat.S_IMODE(os.stat(again.token_file).st_mode) == 0o600
         with pytest.raises(ClientError) as err:
-            AxonClient(f"{HOST}:{again.port}", timeout=15).call("GET", "/api/nodes")
+            Client(f"{HOST}:{again.port}", timeout=15, retry_for=0).call("GET", "/api/nodes")
         assert err.value.status == 401
-        admin = AxonClient(f"{HOST}:{again.port}", timeout=15, token=again.root)
+        admin = Client(f"{HOST}:{again.port}", timeout=15, token=again.root, retry_for=0)
         assert admin.call("GET", "/auth/whoami")["role"] == "admin"
     finally:
         again.close()

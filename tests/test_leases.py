@@ -192,10 +192,9 @@ def test_lease_auth_needs_write_and_revoking_needs_write_on_each_key(tmp_path) -
     try:
         node = c.nodes[0]
         root = node.client.auth_enable()["token"]
-        node.client.auth_headers = {"Authorization": f"Bearer {root}"}
-        writer = {"Authorization": f"Bearer {node.client.token_create('w', 'write', 'app/')['token']}"}
-        reader = {"Authorization": f"Bearer {node.client.token_create('r', 'read', 'app/')['token']}"}
-        node.client.auth_headers = {}
+        with Client(node.http, token=root, retry_for=0) as admin:
+            writer = {"Authorization": f"Bearer {admin.token_create('w', 'write', 'app/')['token']}"}
+            reader = {"Authorization": f"Bearer {admin.token_create('r', 'read', 'app/')['token']}"}
         mine = node.client.call("POST", "/leases", {"ttl": 30}, headers=writer, ok=(201,))["id"]
         node.client.call("PUT", f"/kv/app/x?lease={mine}", {"value": "1"}, headers=writer)
         node.client.call("POST", f"/leases/{mine}/keepalive", headers=writer)

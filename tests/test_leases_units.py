@@ -6,20 +6,24 @@ import json
 
 import pytest
 
-from axon.api.errors import InvalidInput, NotFound, NotLeader, TooLarge
+from axon.api.auth import token_hash
+from axon.api.errors import Conflict, InvalidInput, NotFound, NotLeader, TooLarge
 from axon.api.leases import Deadlines, min_ttl, parse_lease_id
 from axon.api.txn import parse_txn
 from axon.config import NodeConfig
 from axon.kv.commands import (CommandError, Delete, LeaseGrant, LeaseRevoke, Put, Txn, decode_commands,
                               encode_commands)
+from axon.kv.authstate import AuthState, Grant
 from axon.kv.leases import MAX_LEASE_KEYS, LeaseTable
 from axon.kv.store import Slot, Store, StoreError
 from axon.testing.inprocess import api_cluster
+from axon.web.auth import AuthGate
+from axon.web.wire import Request
 
 
 def test_lease_commands_round_trip_and_a_put_without_a_lease_keeps_its_old_row() -> None:
-    cmds = [LeaseGrant(5, 10), LeaseRevoke(5), LeaseRevoke(6, expired=True), Put("k", "v", lease=5),
-            Txn((), (Put("a", "1", lease=5),), ())]
+    cmds = [LeaseGrant(5, 10), LeaseRevoke(5), LeaseRevoke(6, expired=True), LeaseRevoke(7, within="app/"),
+            Put("k", "v", lease=5), Txn((), (Put("a", "1", lease=5),), ())]
     assert decode_commands(encode_commands(cmds)) == cmds
     assert encode_commands([Put("k", "v")]) == encode_commands([Put("k", "v", lease=0)])
     assert len(encode_commands([Put("k", "v")])) < len(encode_commands([Put("k", "v", lease=5)]))
@@ -49,6 +53,43 @@ def test_the_store_attaches_detaches_and_revokes_in_one_revision(tmp_path) -> No
         assert revoked.ok and changes == [("a", store.applied_index, None)]
         assert store.get("a") is None and store.get("b") == ("2", 5)
         assert store.leases.get(7) is None and apply(store, LeaseRevoke(7))[0].error == "lease_not_found"
+
+
+def test_a_revocation_within_a_prefix_holds_only_while_every_key_is_under_it(tmp_path) -> None:
+    with Store.open(str(tmp_path / "s")) as store:
+        apply(store, LeaseGrant(7, 10), Put("app/a", "1", lease=7))
+        apply(store, Put("other/x", "1", lease=7))   # attached after the revoker's keys were checked
+        [refused] = apply(store, LeaseRevoke(7, within="app/"))
+        assert not refused.ok and refused.error == "lease_keys_outside"
+        assert store.leases.get(7).keys == {"app/a", "other/x"} and store.get("other/x") is not None
+        apply(store, Delete("other/x"))
+        [revoked] = apply(store, LeaseRevoke(7, within="app/"))
+        assert revoked.ok and store.get("app/a") is None and store.leases.get(7) is None
+
+
+def test_the_auth_gate_confines_a_revocation_to_the_tokens_prefix() -> None:
+    grants = {token_hash("w"): Grant("w", "write", "app/"), token_hash("root"): Grant("root", "admin", "")}
+    state = AuthState(enabled=True, grants=grants)
+    gate = AuthGate(lambda: state)
+
+    def scope(token: str | None) -> str | None:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return gate.write_scope(Request("DELETE", "/leases/7", "", "HTTP/1.1", headers, b"", True))
+    assert scope("w") == "app/" and scope("root") is None
+    auth_off = AuthGate(lambda: AuthState())
+    assert auth_off.write_scope(Request("DELETE", "/leases/7", "", "HTTP/1.1", {}, b"", True)) is None
+
+
+def test_the_service_refuses_a_revocation_whose_lease_gained_a_key_outside_the_scope() -> None:
+    nodes = api_cluster(3, leader="n1")
+    leases, service = nodes["n1"].service.leases, nodes["n1"].service
+    lease_id = leases.grant(b'{"ttl": 10}')["id"]
+    service.put("app/a", b'{"value": "v"}', lease=str(lease_id))
+    service.put("other/x", b'{"value": "v"}', lease=str(lease_id))
+    with pytest.raises(Conflict):
+        leases.revoke(str(lease_id), within="app/")
+    assert leases.show(str(lease_id))["keys"] == ["app/a", "other/x"]
+    assert leases.revoke(str(lease_id))["deleted"] == 2
 
 
 def test_a_txn_put_takes_a_lease_and_an_unknown_lease_refuses_the_whole_txn(tmp_path) -> None:

@@ -61,7 +61,7 @@ class FakeLeases:
         self.keepalive_status = keepalive_status
         self.calls: list[tuple[str, str]] = []
 
-    def _call(self, method: str, path: str, payload=None, write=False, ok=(200,)):
+    def call(self, method: str, path: str, payload=None, write=None, ok=(200,)):
         self.calls.append((method, path))
         if path == "/leases":
             return {"id": 0x2a, "ttl": payload["ttl"]}

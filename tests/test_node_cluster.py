@@ -13,7 +13,8 @@ import pytest
 
 from axon.api.admission import join_key, make_proof
 from axon.api.validate import JoinRequest
-from axon.client.http import AxonClient, ClientError, HttpPool, Response
+from axon.client import Client
+from axon.client.http import ClientError, HttpPool, Response
 from axon.keys import load_key
 from axon.testing.chaos import Workload
 from axon.testing.cluster import REPO_ROOT, Cluster, NodeHandle, cluster_key_args, free_ports, wait_for
@@ -47,7 +48,7 @@ def local_items(node: NodeHandle) -> list[tuple[str, str, int]]:
     """Everything the node holds locally (a stale scan), for divergence checks."""
     items, after = [], None
     while True:
-        page = node.client.list("", limit=1000, after=after, stale=True)
+        page = node.client.list_page("", limit=1000, after=after, stale=True)
         items += [(i["key"], i["value"], i["revision"]) for i in page["items"]]
         after = page["next"]
         if after is None:
@@ -198,7 +199,7 @@ class Writers:
             key, value = f"w/{t}/{i}", f"value-{t}-{i}"
             i += 1
             try:
-                AxonClient(node.http, timeout=REQUEST_TIMEOUT + 4, pool=pool).put(key, value)
+                Client(node.http, timeout=REQUEST_TIMEOUT + 4, pool=pool, retry_for=0).put(key, value)
             except ClientError as exc:
                 if exc.status not in (0, 503):
                     with self._lock:
@@ -231,7 +232,8 @@ def test_leader_kill9_under_concurrent_writes_loses_no_acknowledged_write(cluste
         missing = []
         for key, value in acked.items():
             try:
-                got = node.client.get(key)["value"]
+                answer = node.client.get(key)
+                got = answer["value"] if answer is not None else "HTTP 404"
             except ClientError as exc:
                 got = f"HTTP {exc.status}"
             if got != value:

@@ -17,7 +17,7 @@ import pytest
 from axon import keys
 from axon.api.admission import join_key, make_proof
 from axon.api.validate import JoinRequest
-from axon.client.http import AxonClient
+from axon.client import Client
 from axon.config import ConfigError
 from axon.node.cluster_id import ClusterId
 from axon.node.datadir import NODE_FILE, claim_data_dir
@@ -313,7 +313,7 @@ def test_a_keyless_node_on_loopback_warns_once(tmp_path) -> None:
         cluster.wait_for(lambda: log_lines([node], NO_KEY_WARNING), message="the warning")
         node.client.put("k", "v")
         assert len(log_lines([node], NO_KEY_WARNING)) == 1
-        assert AxonClient(node.http).status()["cluster_id"]
+        assert Client(node.http, retry_for=0).status()["cluster_id"]
     finally:
         cluster.close()
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import threading
 
-from axon.client.http import AxonClient, ClientError, HttpPool
+from axon.client import Client
+from axon.client.http import ClientError, HttpPool
 from axon.testing.cluster import Cluster
 from test_backup import axon_cli, every_key
 
 
 def _writer(addr: str, name: str, acked: dict[str, str], stop: threading.Event) -> None:
     """Put name/0, name/1, ... until stopped; records each write the cluster acknowledged."""
-    client = AxonClient(addr, timeout=2, pool=HttpPool(timeout=2))
+    client = Client(addr, timeout=2, pool=HttpPool(timeout=2), retry_for=0)
     n = 0
     while not stop.is_set():
         key, value = f"{name}/{n:06d}", f"v{n}"

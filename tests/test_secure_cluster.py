@@ -60,8 +60,7 @@ def test_a_cluster_with_every_protection_on_works_end_to_end(tmp_path) -> None:
 
         endpoints = [f"https://{n.http}" for n in cluster.nodes if n is not leader]   # followers pass writes on
         with Client(endpoints, token=root, cacert=os.path.join(pki, "ca.crt")) as admin:
-            app = admin._call("POST", "/auth/tokens", {"name": "app", "role": "write", "prefix": "app/"},
-                              write=True, ok=(201,))["token"]
+            app = admin.token_create("app", "write", "app/")["token"]
         with Client(endpoints, token=app, cacert=os.path.join(pki, "ca.crt")) as c:
             start = c.put("app/config", "v1")["revision"]
             assert c.txn(compare=[{"key": "app/config", "value": "v1"}],

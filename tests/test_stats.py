@@ -15,6 +15,7 @@ from axon.api.stats import (KEEP_SAMPLES, Reading, StatsRing, collect_stats, loc
 from axon.cli.cluster import duration, size
 from axon.cli.main import cli
 from axon.metrics import NodeMetrics
+from axon.node.disk import DiskAlarm, DiskLimits, read_usage
 from axon.node.stats import NodeFacts, StatsSampler
 from axon.testing.cluster import Cluster
 
@@ -117,18 +118,22 @@ def test_the_sampler_turns_counters_into_samples() -> None:
     assert 1.0 < point["commit_p99_ms"] <= 1.5 and 0.3 < point["fsync_p99_ms"] <= 0.5
 
 
-def test_facts_cache_the_sizes(tmp_path) -> None:
+def test_facts_show_the_disk_alarms_last_reading(tmp_path) -> None:
     (tmp_path / "raft").mkdir()
     (tmp_path / "raft" / "wal").write_bytes(b"x" * 100)
+    (tmp_path / "raftish").write_bytes(b"w" * 7)     # beside the WAL's dir, not in it
     (tmp_path / "store").write_bytes(b"y" * 50)
+    alarm = DiskAlarm(DiskLimits(0, 0))
     now = [0.0]
-    facts = NodeFacts(str(tmp_path), str(tmp_path / "raft"), clock=lambda: now[0])
+    facts = NodeFacts(lambda: alarm.usage, clock=lambda: now[0])
+    assert facts.sizes() == (0, 0)               # no reading yet
+    alarm.observe(read_usage(str(tmp_path), str(tmp_path / "raft")))
     now[0] = 2.0
-    assert facts() == {"version": axon.__version__, "uptime_s": 2.0, "data_bytes": 150, "wal_bytes": 100}
+    assert facts() == {"version": axon.__version__, "uptime_s": 2.0, "data_bytes": 157, "wal_bytes": 100}
     (tmp_path / "raft" / "more").write_bytes(b"z" * 10)
-    assert facts()["wal_bytes"] == 100          # cached
-    now[0] = 10.0
-    assert facts()["wal_bytes"] == 110 and facts()["data_bytes"] == 160
+    assert facts()["wal_bytes"] == 100          # until the next reading
+    alarm.observe(read_usage(str(tmp_path), str(tmp_path / "raft")))
+    assert facts()["wal_bytes"] == 110 and facts()["data_bytes"] == 167
 
 
 def test_sizes_and_durations_for_people() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from axon import zipapp_boot
-from axon.client.http import AxonClient
+from axon.client import Client
 from axon.testing.cluster import free_ports, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,7 +228,7 @@ def test_bare_interpreter_runs_the_archive(pyz: Path, tmp_path) -> None:
     node = subprocess.Popen(bare(pyz, "--port", str(port)), stdout=log, stderr=subprocess.STDOUT,
                             env=bare_env(cache), cwd=tmp_path)
     try:
-        client = AxonClient(http, timeout=10)
+        client = Client(http, timeout=10, retry_for=0)
 
         def put() -> dict:
             assert node.poll() is None, (tmp_path / "node.log").read_text()
@@ -258,7 +258,7 @@ def test_launch_from_the_archive(pyz: Path, tmp_path) -> None:
                             stdout=out, stderr=subprocess.STDOUT, env=bare_env(cache), cwd=tmp_path)
     pids: set[int] = set()
     try:
-        api = AxonClient(f"127.0.0.1:{port}", timeout=10)
+        api = Client(f"127.0.0.1:{port}", timeout=10, retry_for=0)
 
         def leader() -> dict | None:
             assert proc.poll() is None, (tmp_path / "launch.out").read_text()
@@ -268,7 +268,7 @@ def test_launch_from_the_archive(pyz: Path, tmp_path) -> None:
         node = wait_for(leader, 60, interval=0.2, message="the launched node to lead")
         with open(f"/proc/{node['pid']}/cmdline", "rb") as f:
             assert str(pyz).encode() in f.read()   # the node runs from the same archive
-        AxonClient(node["http"], timeout=10).put("k", "v")
+        Client(node["http"], timeout=10, retry_for=0).put("k", "v")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
         wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in pids), 10,

@@ -21,8 +21,8 @@ from axon.api import validate
 from axon.api.errors import ApiError, Conflict, InvalidInput, NotFound, NotLeader, TooLarge, from_raft
 from axon.config import NodeConfig
 from axon.kv.commands import LeaseGrant, LeaseRevoke, Result
-from axon.kv.leases import (LEASE_FULL, LEASE_NOT_FOUND, MAX_LEASE_ID, MAX_LEASE_KEYS, MAX_LEASE_TTL,
-                            MAX_LEASES, TOO_MANY_LEASES, LeaseTable)
+from axon.kv.leases import (LEASE_FULL, LEASE_KEYS_OUTSIDE, LEASE_NOT_FOUND, MAX_LEASE_ID, MAX_LEASE_KEYS,
+                            MAX_LEASE_TTL, MAX_LEASES, TOO_MANY_LEASES, LeaseTable)
 from axon.raft.errors import RaftError
 
 if TYPE_CHECKING:   # the service module builds a LeaseService: no import at run time
@@ -144,11 +144,15 @@ class LeaseService:
         lease = self.table().get(parse_lease_id(raw_id))
         return sorted(lease.keys) if lease is not None else []
 
-    def revoke(self, raw_id: str) -> dict:
-        """End the lease and delete its keys in one entry: ``{"id", "revision", "deleted"}``."""
+    def revoke(self, raw_id: str, within: str | None = None) -> dict:
+        """End the lease and delete its keys in one entry: ``{"id", "revision", "deleted"}``.
+
+        ``within``: a prefix every attached key must still start with when the entry applies
+        (the caller's write scope; Conflict when a key outside it was attached meanwhile).
+        """
         lease_id = parse_lease_id(raw_id)
         keys = self.keys(raw_id)
-        result = self._propose(LeaseRevoke(lease_id))
+        result = self._propose(LeaseRevoke(lease_id, within=within))
         if not result.ok:
             raise lease_refusal(result.error, lease_id)
         return {"id": lease_id, "revision": result.revision, "deleted": len(keys)}
@@ -197,6 +201,9 @@ def lease_refusal(error: str | None, lease_id: int = 0) -> ApiError:
     """The domain error for a lease refusal a write's result carries."""
     if error == LEASE_NOT_FOUND:
         return _not_found(lease_id)
+    if error == LEASE_KEYS_OUTSIDE:
+        return Conflict("a key outside this token's prefix was attached to the lease meanwhile; "
+                        "it may not revoke it now")
     if error == LEASE_FULL:
         return TooLarge(f"a lease holds at most {MAX_LEASE_KEYS} keys")
     if error == TOO_MANY_LEASES:

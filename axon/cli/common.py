@@ -1,17 +1,26 @@
 """What the commands share: one-line errors, talking to a node, and printing results."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from typing import Any, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn
 
 import click
 
 from axon.address import format_addr
 from axon.config import DEFAULT_HOST, DEFAULT_PORT
 
+if TYPE_CHECKING:
+    from axon.client import Client
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 DEFAULT_ADDR = format_addr(DEFAULT_HOST, DEFAULT_PORT)   # a node's HTTP address by default
+# How long a command keeps trying when no node answers, or none has a leader: long enough to
+# ride out an election, short enough that a wrong --addr fails at once.
+COMMAND_RETRY_FOR = 2.0
+# Commands that run on (watch, lock, lease keepalive) outlast a node's failure and the election after it.
+LONG_RUNNING_RETRY_FOR = 15.0
 
 
 def fail(message: str) -> NoReturn:
@@ -31,8 +40,13 @@ def _keep_token(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 
 def client_options(fn: Callable) -> Callable:
-    """--addr (the node to ask), --cacert, --token and --json, for commands that talk to a node."""
+    """--addr (the nodes to ask), --cacert, --token and --json, for commands that talk to a node."""
     fn = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+    return connection_options(fn)
+
+
+def connection_options(fn: Callable) -> Callable:
+    """--addr, --cacert and --token: what a command needs to reach the cluster."""
     fn = click.option("--token", envvar="AXON_TOKEN", default=None, expose_value=False,
                       callback=_keep_token, show_envvar=True,
                       help="Auth token, sent as Authorization: Bearer (when auth is on).")(fn)
@@ -40,30 +54,37 @@ def client_options(fn: Callable) -> Callable:
                       callback=_keep_cacert, type=click.Path(dir_okay=False),
                       help="CA certificate (PEM) to trust for https:// addresses [default: the system's].")(fn)
     fn = click.option("--addr", envvar="AXON_ADDR", default=DEFAULT_ADDR, show_default=True,
-                      help="HTTP address of any node; https://HOST:PORT for a node serving TLS.")(fn)
+                      help="HTTP address of any node (several: a,b,c, tried in turn); "
+                           "https://HOST:PORT for a node serving TLS.")(fn)
     return fn
 
 
-def call(addr: str, fn: Callable[[Any], Any]) -> Any:
-    """fn(AxonClient(addr)); a client error ends the command with one line."""
-    from axon.client.http import AxonClient, ClientError
-    ctx = click.get_current_context(silent=True)
-    cacert = ctx.meta.get("axon.cacert") if ctx is not None else None
-    token = ctx.meta.get("axon.token") if ctx is not None else None
-    try:
-        return fn(AxonClient(addr, cacert=cacert, token=token))
-    except ClientError as exc:
-        fail(str(exc))
-
-
-def data_client() -> Any:
-    """The public client (axon.client.Client) over --addr, which may list several nodes (a,b,c)."""
+def client_for(addr: str, retry_for: float = COMMAND_RETRY_FOR) -> "Client":
+    """The client (axon.client.Client) over --addr's nodes, with --token and --cacert."""
     from axon.client import Client
-    ctx = click.get_current_context()
-    endpoints = [a.strip() for a in ctx.params["addr"].split(",") if a.strip()]
+    endpoints = [a.strip() for a in addr.split(",") if a.strip()]
     if not endpoints:
         fail("--addr names no node")
-    return Client(endpoints, token=ctx.meta.get("axon.token"), cacert=ctx.meta.get("axon.cacert"))
+    ctx = click.get_current_context(silent=True)
+    meta = ctx.meta if ctx is not None else {}
+    return Client(endpoints, token=meta.get("axon.token"), cacert=meta.get("axon.cacert"), retry_for=retry_for)
+
+
+@contextlib.contextmanager
+def connected(addr: str, retry_for: float = COMMAND_RETRY_FOR) -> Iterator["Client"]:
+    """``client_for(addr)``, closed after the block; a client error ends the command with one line."""
+    from axon.client import ClientError
+    with client_for(addr, retry_for) as client:
+        try:
+            yield client
+        except ClientError as exc:
+            fail(str(exc))
+
+
+def call(addr: str, fn: Callable[["Client"], Any], retry_for: float = COMMAND_RETRY_FOR) -> Any:
+    """fn(the client over ``addr``); a client error ends the command with one line."""
+    with connected(addr, retry_for) as client:
+        return fn(client)
 
 
 def table(rows: list[dict], columns: list[str]) -> str:

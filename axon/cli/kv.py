@@ -5,7 +5,7 @@ import json
 
 import click
 
-from axon.cli.common import CONTEXT, call, client_options, data_client, fail, out, table
+from axon.cli.common import LONG_RUNNING_RETRY_FOR, CONTEXT, call, client_options, connected, fail, out, table
 
 
 @click.group(context_settings=CONTEXT)
@@ -19,7 +19,7 @@ def kv() -> None:
 @client_options
 def kv_get(key: str, stale: bool, addr: str, as_json: bool) -> None:
     """Print the value of KEY."""
-    data = call(addr, lambda c: c.get(key, stale=stale))
+    data = call(addr, lambda c: c.get(key, stale=stale)) or fail(f"key not found: {key}")
     out(data, as_json, lambda d: d["value"])
 
 
@@ -42,7 +42,7 @@ def kv_put(key: str, value: str, if_revision: int | None, lease_id: int | None, 
 @client_options
 def kv_delete(key: str, if_revision: int | None, addr: str, as_json: bool) -> None:
     """Delete KEY."""
-    data = call(addr, lambda c: c.delete(key, if_revision=if_revision))
+    data = call(addr, lambda c: c.delete(key, if_revision=if_revision)) or fail(f"key not found: {key}")
     out(data, as_json, lambda d: f"deleted {key}")
 
 
@@ -54,7 +54,7 @@ def kv_delete(key: str, if_revision: int | None, addr: str, as_json: bool) -> No
 @client_options
 def kv_list(prefix: str, limit: int, after: str | None, stale: bool, addr: str, as_json: bool) -> None:
     """List keys in order."""
-    data = call(addr, lambda c: c.list(prefix, limit, after, stale))
+    data = call(addr, lambda c: c.list_page(prefix, limit, after, stale))
     out(data, as_json, lambda d: table(d["items"], ["key", "revision", "value"]))
 
 
@@ -69,19 +69,15 @@ def kv_watch(key: str | None, prefix: str | None, from_revision: int | None, cou
              addr: str, as_json: bool) -> None:
     """Print changes to KEY (or under --prefix) as they happen; --addr may list several nodes
     (a,b,c): the watch moves to the next one when a node fails, losing and repeating nothing."""
-    from axon.client import ClientError
     if (key is None) == (prefix is None):
         fail("give a KEY or --prefix (not both)")
-    with data_client() as client:
-        try:
-            for n, event in enumerate(client.watch(key=key, prefix=prefix, from_revision=from_revision), 1):
-                if as_json:
-                    click.echo(json.dumps({"kind": event.kind, "key": event.key, "value": event.value,
-                                           "revision": event.revision}))
-                else:
-                    shown = "" if event.value is None else f" {event.value}"
-                    click.echo(f"{event.revision} {event.kind} {event.key}{shown}")
-                if count is not None and n >= count:
-                    return
-        except ClientError as exc:
-            fail(str(exc))
+    with connected(addr, LONG_RUNNING_RETRY_FOR) as client:
+        for n, event in enumerate(client.watch(key=key, prefix=prefix, from_revision=from_revision), 1):
+            if as_json:
+                click.echo(json.dumps({"kind": event.kind, "key": event.key, "value": event.value,
+                                       "revision": event.revision}))
+            else:
+                shown = "" if event.value is None else f" {event.value}"
+                click.echo(f"{event.revision} {event.kind} {event.key}{shown}")
+            if count is not None and n >= count:
+                return

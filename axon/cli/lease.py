@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from axon.cli.common import CONTEXT, client_options, data_client, fail, out
+from axon.cli.common import LONG_RUNNING_RETRY_FOR, CONTEXT, call, client_options, fail, out
 
 LEASE_ID = click.IntRange(min=1)
 
@@ -18,22 +18,12 @@ def lease() -> None:
     list several nodes (a,b,c): a command moves on to the next when one fails."""
 
 
-def _ask(fn: Callable[[Any], Any]) -> Any:
-    """fn(Client over --addr); a client error ends the command with one line."""
-    from axon.client import ClientError
-    with data_client() as client:
-        try:
-            return fn(client)
-        except ClientError as exc:
-            fail(str(exc))
-
-
 @lease.command("grant", context_settings=CONTEXT)
 @click.argument("ttl", type=click.FloatRange(min=0, min_open=True))
 @client_options
 def lease_grant(ttl: float, addr: str, as_json: bool) -> None:
     """Grant a lease of TTL seconds; prints its id."""
-    out(_ask(lambda c: c.lease_grant(ttl)), as_json, lambda d: f"lease {d['id']} granted with TTL {d['ttl']}s")
+    out(call(addr, lambda c: c.lease_grant(ttl)), as_json, lambda d: f"lease {d['id']} granted with TTL {d['ttl']}s")
 
 
 @lease.command("keepalive", context_settings=CONTEXT)
@@ -52,7 +42,7 @@ def lease_keepalive(lease_id: int, once: bool, addr: str, as_json: bool) -> None
                 return
             time.sleep(max(0.0, sent + ttl / 3 - time.monotonic()))
     try:
-        _ask(keep)
+        call(addr, keep, LONG_RUNNING_RETRY_FOR)
     except KeyboardInterrupt:
         pass
 
@@ -62,7 +52,7 @@ def lease_keepalive(lease_id: int, once: bool, addr: str, as_json: bool) -> None
 @client_options
 def lease_revoke(lease_id: int, addr: str, as_json: bool) -> None:
     """Revoke lease ID, deleting every key attached to it (at one revision)."""
-    out(_ask(lambda c: c.lease_revoke(lease_id)), as_json,
+    out(call(addr, lambda c: c.lease_revoke(lease_id)), as_json,
         lambda d: f"lease {d['id']} revoked, {d['deleted']} key(s) deleted at revision {d['revision']}")
 
 
@@ -71,6 +61,6 @@ def lease_revoke(lease_id: int, addr: str, as_json: bool) -> None:
 @client_options
 def lease_show(lease_id: int, addr: str, as_json: bool) -> None:
     """Print lease ID: its TTL, the seconds left and its keys."""
-    data = _ask(lambda c: c.lease_info(lease_id)) or fail(f"lease {lease_id} not found")
+    data = call(addr, lambda c: c.lease_info(lease_id)) or fail(f"lease {lease_id} not found")
     out(data, as_json, lambda d: "\n".join([f"lease {d['id']}: TTL {d['ttl']}s, {d['remaining']:.1f}s left, "
                                             f"{len(d['keys'])} key(s)", *d["keys"]]))

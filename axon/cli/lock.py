@@ -7,7 +7,7 @@ import subprocess
 
 import click
 
-from axon.cli.common import CONTEXT, client_options, data_client, fail
+from axon.cli.common import LONG_RUNNING_RETRY_FOR, CONTEXT, client_for, connection_options, fail
 
 LOST_CHECK_INTERVAL = 0.2   # how often the lease's health is looked at while the command runs
 TERMINATE_GRACE = 5.0       # seconds a command told to stop (lock lost) gets before SIGKILL
@@ -20,9 +20,8 @@ TERMINATE_GRACE = 5.0       # seconds a command told to stop (lock lost) gets be
               help="Seconds the lock outlives this process if it dies (its lease's TTL).")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None,
               help="Give up (exit 1) when the lock is not acquired within this many seconds.")
-@client_options
-def lock(name: str, command: tuple[str, ...], ttl: float, timeout: float | None, addr: str,
-         as_json: bool) -> None:
+@connection_options
+def lock(name: str, command: tuple[str, ...], ttl: float, timeout: float | None, addr: str) -> None:
     """Acquire lock NAME, run COMMAND with its fencing token in AXON_LOCK_TOKEN, release it.
 
     \b
@@ -32,7 +31,7 @@ def lock(name: str, command: tuple[str, ...], ttl: float, timeout: float | None,
     COMMAND is terminated and axon exits 1.
     """
     from axon.client import ClientError
-    with data_client() as client:
+    with client_for(addr, LONG_RUNNING_RETRY_FOR) as client:
         held = client.lock(name, ttl=ttl, value=f"{socket.gethostname()}:{os.getpid()}")   # who holds it
         try:
             token = held.acquire(timeout)

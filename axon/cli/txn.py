@@ -5,7 +5,7 @@ import json
 
 import click
 
-from axon.cli.common import CONTEXT, client_options, data_client, fail, out
+from axon.cli.common import CONTEXT, call, client_options, fail, out
 
 
 @click.command("txn", context_settings=CONTEXT)
@@ -21,18 +21,13 @@ def txn(document: click.utils.LazyFile, addr: str, as_json: bool) -> None:
 
     Prints whether the compares held and each operation's result; exits 2 when they did not.
     """
-    from axon.client import ClientError
     try:
         body = json.loads(document.read())
     except ValueError as exc:
         fail(f"the transaction is not valid JSON: {exc}")
     if not isinstance(body, dict):
         fail("the transaction must be a JSON object with compare, success and failure lists")
-    with data_client() as client:
-        try:
-            result = client.txn(body.get("compare", []), body.get("success", []), body.get("failure", []))
-        except ClientError as exc:
-            fail(str(exc))
+    result = call(addr, lambda c: c.txn(body.get("compare", []), body.get("success", []), body.get("failure", [])))
     out(result, as_json, _text)
     if not result["succeeded"]:
         raise SystemExit(2)

@@ -16,6 +16,10 @@ A watch is an iterator that survives node failures: it remembers the last revisi
 delivered (or the revision it started at) and resumes from the next endpoint with
 ``Last-Event-ID``, so no change is lost or repeated.  Past the retained history it raises
 ``WatchCompacted``: re-read the keys, then watch from ``compacted_revision + 1``.
+
+It is the one client in the project: the CLI, the launcher, a joining node, the test
+harness and the benchmarks use it too, most of them with ``retry_for=0`` (one try of each
+endpoint) and, inside a node, the node's own connection pool.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from axon.client.http import ClientError, HttpPool, kv_path
 from axon.client.lock import Session
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
     from axon.client.lock import Lock
 
 RETRY_STATUSES = (503,)      # no leader, no quorum, or the node is busy: another node may answer
+RETRY_PAUSE = 0.2            # seconds between rounds of the endpoints when none answered
 READ_TIMEOUT_SLACK = 15.0    # a watch hears from the node at least every progress interval (<= 10 s)
 
 
@@ -59,16 +64,22 @@ class WatchEvent:
 
 
 class Client:
-    """Keys, transactions and watches on a cluster; ``retry_for`` bounds how long one call keeps trying."""
+    """Keys, transactions, watches and the cluster's administration on a cluster.
+
+    ``retry_for`` bounds how long one call keeps trying (every endpoint is tried once even at 0);
+    ``pool`` shares connections (a node's own pool, which may speak TLS to its peers); without
+    one the client makes its own, trusting ``cacert`` for https:// endpoints, and closes it.
+    """
 
     def __init__(self, endpoints: Sequence[str] | str, token: str | None = None, cacert: str | None = None,
-                 timeout: float = 10.0, retry_for: float = 15.0) -> None:
+                 timeout: float = 10.0, retry_for: float = 15.0, pool: HttpPool | None = None) -> None:
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not self.endpoints:
             raise ValueError("give at least one endpoint (host:port, or https://host:port)")
         self.timeout = timeout
         self.retry_for = retry_for
-        self.pool = HttpPool(timeout, cacert=cacert)
+        self._owns_pool = pool is None
+        self.pool = HttpPool(timeout, cacert=cacert) if pool is None else pool
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._current = 0
 
@@ -79,13 +90,14 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self.pool.close()
+        if self._owns_pool:
+            self.pool.close()
 
     # ------------------------------------------------------------------ keys
     def get(self, key: str, stale: bool = False) -> dict | None:
         """``{"key", "value", "revision"}``, or None when the key does not exist."""
-        return self._call("GET", kv_path(key) + ("?stale=true" if stale else ""), ok=(200, 404),
-                          missing=None)
+        return self.call("GET", kv_path(key) + ("?stale=true" if stale else ""), ok=(200, 404),
+                         missing=None)
 
     def put(self, key: str, value: str, if_revision: int | None = None, if_absent: bool = False,
             lease: "int | Lease | None" = None) -> dict:
@@ -100,33 +112,76 @@ class Client:
         path = kv_path(key)
         if lease is not None:
             path += f"?lease={lease.id if isinstance(lease, Lease) else int(lease)}"
-        return self._call("PUT", path, {"value": value}, headers, write=True)
+        return self.call("PUT", path, {"value": value}, headers, write=True)
 
     def delete(self, key: str, if_revision: int | None = None) -> dict | None:
         """Delete a key: ``{"key", "value", "revision"}``, or None when it did not exist."""
         headers = {"If-Match": str(if_revision)} if if_revision is not None else {}
-        return self._call("DELETE", kv_path(key), None, headers, write=True, ok=(200, 404), missing=None)
+        return self.call("DELETE", kv_path(key), None, headers, write=True, ok=(200, 404), missing=None)
 
     def list(self, prefix: str = "", page_size: int = 1000, stale: bool = False) -> Iterator[dict]:
         """Every key under ``prefix`` in order, page by page (each page one request)."""
         after = None
         while True:
-            query = {"prefix": prefix, "limit": page_size, **({"after": after} if after else {}),
-                     **({"stale": "true"} if stale else {})}
-            page = self._call("GET", "/kv?" + urlencode(query))
+            page = self.list_page(prefix, page_size, after, stale)
             yield from page["items"]
             after = page["next"]
             if after is None:
                 return
 
+    def list_page(self, prefix: str = "", limit: int = 100, after: str | None = None,
+                  stale: bool = False) -> dict:
+        """One page of keys (``GET /kv``): ``{"items", "next"}``, ``next`` None on the last page."""
+        query: dict[str, Any] = {"prefix": prefix, "limit": limit}
+        if after is not None:
+            query["after"] = after
+        if stale:
+            query["stale"] = "true"
+        return self.call("GET", "/kv?" + urlencode(query))
+
     def txn(self, compare: Sequence[Mapping] = (), success: Sequence[Mapping] = (),
             failure: Sequence[Mapping] = ()) -> dict:
         """One transaction (``POST /txn``): ``{"succeeded", "revision", "results"}``."""
         body = {"compare": list(compare), "success": list(success), "failure": list(failure)}
-        return self._call("POST", "/txn", body, write=True)
+        return self.call("POST", "/txn", body, write=True)
 
+    # ------------------------------------------------------------------ the cluster
     def status(self) -> dict:
-        return self._call("GET", "/cluster/status")
+        return self.call("GET", "/cluster/status")
+
+    def members(self) -> list:
+        return self.call("GET", "/cluster/members")
+
+    def join(self, node_id: str, raft: str, http_addr: str, gossip: str = "",
+             cluster_id: str | None = None, proof: dict | None = None) -> dict:
+        """Ask to add a node; ``cluster_id`` (the cluster it belongs to) and ``proof`` (of the
+        cluster key, axon/api/admission.py) are sent when given."""
+        body: dict[str, Any] = {"node_id": node_id, "raft": raft, "http": http_addr, "gossip": gossip}
+        if cluster_id is not None:
+            body["cluster_id"] = cluster_id
+        if proof is not None:
+            body["proof"] = proof
+        return self.call("POST", "/cluster/join", body, ok=(200, 202))
+
+    def leave(self) -> dict:
+        """Take the first endpoint's node out of the cluster (never another one in its place)."""
+        self._current = 0
+        return self.call("POST", "/cluster/leave", failover=False)
+
+    def remove(self, node_id: str) -> dict:
+        return self.call("DELETE", "/cluster/nodes/" + quote(node_id, safe=""))
+
+    def auth_enable(self) -> dict:
+        return self.call("POST", "/auth/enable", ok=(201,))
+
+    def token_create(self, name: str, role: str, prefix: str = "") -> dict:
+        return self.call("POST", "/auth/tokens", {"name": name, "role": role, "prefix": prefix}, ok=(201,))
+
+    def token_list(self) -> dict:
+        return self.call("GET", "/auth/tokens")
+
+    def token_revoke(self, name: str) -> dict:
+        return self.call("DELETE", "/auth/tokens/" + quote(name, safe=""))
 
     # ------------------------------------------------------------------ leases, locks and elections
     def lease(self, ttl: float) -> "Lease":
@@ -136,19 +191,19 @@ class Client:
 
     def lease_grant(self, ttl: float) -> dict:
         """Grant a lease with no keepalive thread (``lease()`` has one): ``{"id", "ttl"}``."""
-        return self._call("POST", "/leases", {"ttl": ttl}, write=True, ok=(201,))
+        return self.call("POST", "/leases", {"ttl": ttl}, write=True, ok=(201,))
 
     def lease_keepalive(self, lease_id: int) -> dict:
         """One keepalive of a lease by id: ``{"id", "ttl"}`` (ClientError 404 once it is gone)."""
-        return self._call("POST", f"/leases/{int(lease_id)}/keepalive", {})
+        return self.call("POST", f"/leases/{int(lease_id)}/keepalive", {}, write=False)
 
     def lease_revoke(self, lease_id: int) -> dict:
         """Revoke a lease by id, deleting its keys: ``{"id", "revision", "deleted"}``."""
-        return self._call("DELETE", f"/leases/{int(lease_id)}", write=True)
+        return self.call("DELETE", f"/leases/{int(lease_id)}", write=True)
 
     def lease_info(self, lease_id: int) -> dict | None:
         """``{"id", "ttl", "remaining", "keys"}`` of a lease, or None when it does not exist."""
-        return self._call("GET", f"/leases/{int(lease_id)}", ok=(200, 404), missing=None)
+        return self.call("GET", f"/leases/{int(lease_id)}", ok=(200, 404), missing=None)
 
     def lock(self, name: str, ttl: float = 10.0, timeout: float | None = None, value: str = "") -> "Lock":
         """A distributed lock (axon/client/lock.py): ``with c.lock(name) as lock:`` holds it, with
@@ -222,26 +277,33 @@ class Client:
         return _WatchStream(conn, resp, int(start) if start.isdigit() else (resume_after or 0) + 1)
 
     # ------------------------------------------------------------------ the one request path
-    def _call(self, method: str, path: str, payload: Any = None, headers: Mapping[str, str] | None = None,
-              write: bool = False, ok: tuple[int, ...] = (200,), missing: Any = ...) -> Any:
+    def call(self, method: str, path: str, payload: Any = None, headers: Mapping[str, str] | None = None,
+             ok: tuple[int, ...] = (200,), write: bool | None = None, missing: Any = ...,
+             failover: bool = True) -> Any:
+        """Any request of the API: the JSON answer when its status is in ``ok`` (``missing`` for a
+        404 when given), else ClientError.  ``write`` (by default: any method but GET and HEAD) is
+        sent again only when it never reached a node; a lost answer raises OutcomeUnknown.
+        Without ``failover`` the request goes to the current endpoint only (it names that node)."""
+        if write is None:
+            write = method not in ("GET", "HEAD")
         body = json.dumps(payload).encode() if payload is not None else None
         hdrs = {**self._headers, **(headers or {})}
         deadline = time.monotonic() + self.retry_for
+        tried = 0
         while True:
             addr = self.endpoints[self._current]
+            tried += 1
             try:
                 resp = self.pool.request(method, addr, path, body, hdrs, self.timeout)
             except ClientError as exc:
                 if write and not exc.unsent:
                     raise OutcomeUnknown(f"{exc}; the {method} may or may not have been applied") from None
-                if time.monotonic() >= deadline:
+                if not failover or not self._go_on(tried, deadline):
                     raise
-                self._next_endpoint()
                 continue
             data = resp.json()
-            if resp.status in RETRY_STATUSES and time.monotonic() < deadline and not _maybe_applied(write, data):
-                self._next_endpoint()
-                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+            if (resp.status in RETRY_STATUSES and failover and not _maybe_applied(write, data)
+                    and self._go_on(tried, deadline)):
                 continue
             if resp.status == 404 and missing is not ...:
                 return missing
@@ -249,6 +311,20 @@ class Client:
                 message = data.get("error") if isinstance(data, dict) else None
                 raise ClientError(message or f"HTTP {resp.status}", resp.status, data)
             return data
+
+    def _go_on(self, tried: int, deadline: float) -> bool:
+        """Whether a failed call tries again, on the next endpoint: always until each was tried
+        once, then until ``deadline``, pausing after each round so a dead cluster is not spun on."""
+        if tried < len(self.endpoints):
+            self._next_endpoint()
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        self._next_endpoint()
+        if tried % len(self.endpoints) == 0:
+            time.sleep(min(RETRY_PAUSE, left))
+        return True
 
     def _next_endpoint(self) -> None:
         self._current = (self._current + 1) % len(self.endpoints)

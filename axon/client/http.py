@@ -1,7 +1,9 @@
-"""The one HTTP client helper: pooled keep-alive connections, JSON in and out.
+"""The client's transport: pooled keep-alive connections, JSON in and out.
 
-Used by the service (forwarding to the leader), the joiner, the CLI, the launcher,
-benchmarks and tests.  Works with gevent (the node monkey-patches sockets) and without.
+Under ``axon.client.Client`` (the one client) and, alone, under what relays or times raw
+answers: a node forwarding to the leader, the overview's fan-out, the launcher's proxy and
+watch relay, snapshot downloads and the benchmark's load generator.
+Works with gevent (the node monkey-patches sockets) and without.
 
 Addresses stay "host:port".  HTTPS is chosen per address by an "https://" prefix
 ("http://" is accepted too), or for every address when the pool has an SSL context:
@@ -17,7 +19,7 @@ import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any, Mapping
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from axon.config import parse_addr
 from axon.config import ConfigError
@@ -206,100 +208,3 @@ def _describe(exc: Exception) -> str:
 
 def kv_path(key: str) -> str:
     return "/kv/" + quote(key, safe="")
-
-
-class AxonClient:
-    """The HTTP API of one node as Python calls; errors raise ClientError."""
-
-    def __init__(self, addr: str, timeout: float = 10.0, pool: HttpPool | None = None,
-                 cacert: str | None = None, token: str | None = None) -> None:
-        """``token``: sent as ``Authorization: Bearer`` on every request (auth on)."""
-        self.addr = addr
-        self.pool = pool or HttpPool(timeout, cacert=cacert)
-        self.timeout = timeout
-        self.auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-    def call(self, method: str, path: str, payload: Any = None, headers: Mapping[str, str] | None = None,
-             ok: tuple[int, ...] = (200,), follow: bool = True) -> Any:
-        body = json.dumps(payload).encode() if payload is not None else None
-        if self.auth_headers:
-            headers = {**self.auth_headers, **(headers or {})}
-        addr = self.addr
-        for _hop in range(3):
-            resp = self.pool.request(method, addr, path, body, headers, self.timeout)
-            if follow and resp.status in (307, 308) and resp.headers.get("location"):
-                addr = _addr_of(resp.headers["location"])
-                continue
-            break
-        data = resp.json()
-        if resp.status not in ok:
-            msg = data.get("error") if isinstance(data, dict) else None
-            raise ClientError(msg or f"HTTP {resp.status}", resp.status, data)
-        return data
-
-    def get(self, key: str, stale: bool = False) -> dict:
-        return self.call("GET", kv_path(key) + ("?stale=true" if stale else ""))
-
-    def put(self, key: str, value: str, if_revision: int | None = None, if_absent: bool = False,
-            lease: int | None = None) -> dict:
-        headers = {}
-        if if_revision is not None:
-            headers["If-Match"] = str(if_revision)
-        if if_absent:
-            headers["If-None-Match"] = "*"
-        path = kv_path(key) + (f"?lease={int(lease)}" if lease is not None else "")
-        return self.call("PUT", path, {"value": value}, headers)
-
-    def delete(self, key: str, if_revision: int | None = None) -> dict:
-        headers = {"If-Match": str(if_revision)} if if_revision is not None else {}
-        return self.call("DELETE", kv_path(key), headers=headers)
-
-    def list(self, prefix: str = "", limit: int = 100, after: str | None = None, stale: bool = False) -> dict:
-        query: dict[str, Any] = {"prefix": prefix, "limit": limit}
-        if after is not None:
-            query["after"] = after
-        if stale:
-            query["stale"] = "true"
-        return self.call("GET", "/kv?" + urlencode(query))
-
-    def status(self) -> dict:
-        return self.call("GET", "/cluster/status")
-
-    def members(self) -> list:
-        return self.call("GET", "/cluster/members")
-
-    def join(self, node_id: str, raft: str, http_addr: str, gossip: str = "",
-             cluster_id: str | None = None, proof: dict | None = None) -> dict:
-        """Ask to add a node; ``cluster_id`` (the cluster it belongs to) and ``proof`` (of the
-        cluster key, axon/api/admission.py) are sent when given."""
-        body: dict[str, Any] = {"node_id": node_id, "raft": raft, "http": http_addr, "gossip": gossip}
-        if cluster_id is not None:
-            body["cluster_id"] = cluster_id
-        if proof is not None:
-            body["proof"] = proof
-        return self.call("POST", "/cluster/join", body, ok=(200, 202))
-
-    def leave(self) -> dict:
-        return self.call("POST", "/cluster/leave")
-
-    def auth_enable(self) -> dict:
-        return self.call("POST", "/auth/enable", ok=(201,))
-
-    def token_create(self, name: str, role: str, prefix: str = "") -> dict:
-        return self.call("POST", "/auth/tokens", {"name": name, "role": role, "prefix": prefix}, ok=(201,))
-
-    def token_list(self) -> dict:
-        return self.call("GET", "/auth/tokens")
-
-    def token_revoke(self, name: str) -> dict:
-        return self.call("DELETE", "/auth/tokens/" + quote(name, safe=""))
-
-    def remove(self, node_id: str) -> dict:
-        return self.call("DELETE", "/cluster/nodes/" + quote(node_id, safe=""))
-
-
-def _addr_of(location: str) -> str:
-    """The address a redirect points to; "https://" kept, so the next hop speaks TLS too."""
-    scheme, rest = location.split("://", 1) if "://" in location else ("", location)
-    hostport = rest.split("/", 1)[0]
-    return HTTPS + hostport if scheme.lower() == "https" else hostport

@@ -101,7 +101,7 @@ class Session:
     def __init__(self, client: Any, ttl: float = DEFAULT_TTL) -> None:
         self.client = client
         self.ttl = ttl
-        granted = client._call("POST", "/leases", {"ttl": ttl}, write=True, ok=(200, 201))
+        granted = client.call("POST", "/leases", {"ttl": ttl}, write=True, ok=(200, 201))
         self.id = granted["id"]
         self.granted_ttl = float(granted.get("ttl", ttl))
         # A keepalive sent at t makes the lease last at least until t + ttl on the server.
@@ -135,7 +135,7 @@ class Session:
             sent = time.monotonic()
             next_at = sent + interval
             try:
-                answer = self.client._call("POST", f"/leases/{self.id}/keepalive", {}, ok=(200,))
+                answer = self.client.call("POST", f"/leases/{self.id}/keepalive", {}, write=False)
             except ClientError as exc:
                 if exc.status == 404:
                     self._lose(f"lease {self.id} expired or was revoked")
@@ -164,7 +164,7 @@ class Session:
         if self._lost is None:
             self._lost = "closed"
             try:
-                self.client._call("DELETE", f"/leases/{self.id}", None, write=True, ok=(200, 204, 404))
+                self.client.call("DELETE", f"/leases/{self.id}", None, write=True, ok=(200, 204, 404))
             except ClientError:
                 pass   # the lease expires on its own within its TTL
 

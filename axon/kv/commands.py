@@ -106,9 +106,15 @@ class LeaseGrant:
 
 @dataclass(frozen=True, slots=True)
 class LeaseRevoke:
-    """End a lease and delete every key attached to it, all at this entry's revision."""
+    """End a lease and delete every key attached to it, all at this entry's revision.
+
+    ``within``: the revocation holds only if every attached key starts with it when the entry
+    is applied (the prefix a token may write under; None for no such condition).  The API
+    checks the keys when it proposes; a key attached in between must not slip through.
+    """
     lease_id: int
     expired: bool = False   # proposed by the leader's expiry duty, not by a client
+    within: str | None = None
 
 
 AuthCommand = AuthEnable | TokenAdd | TokenRevoke
@@ -311,7 +317,10 @@ def _command_to_row(cmd: Any) -> list:
         _check_lease(cmd.lease_id)
         if not isinstance(cmd.expired, bool):
             raise CommandError("expired must be a bool")
-        return [_LEASE_REVOKE, cmd.lease_id, cmd.expired]
+        if cmd.within is None:
+            return [_LEASE_REVOKE, cmd.lease_id, cmd.expired]
+        _check_str("within", cmd.within)
+        return [_LEASE_REVOKE, cmd.lease_id, cmd.expired, cmd.within]
     raise CommandError(f"not a command: {type(cmd).__name__}")
 
 
@@ -379,7 +388,7 @@ def _row_to_command(row: Any, position: int) -> Command:
             return _auth_command(row)
         if tag == _TXN and type(tag) is int and len(row) == 4:
             return _txn_from_row(row)
-        if type(tag) is int and tag in (_LEASE_GRANT, _LEASE_REVOKE) and len(row) == 3:
+        if type(tag) is int and (tag, len(row)) in ((_LEASE_GRANT, 3), (_LEASE_REVOKE, 3), (_LEASE_REVOKE, 4)):
             return _lease_command(row)
     except CommandError as exc:
         raise CommandError(f"command {position}: {exc}") from None
@@ -422,6 +431,9 @@ def _lease_command(row: list) -> LeaseCommand:
         return LeaseGrant(row[1], row[2])
     if not isinstance(row[2], bool):
         raise CommandError("expired must be a bool")
+    if len(row) == 4:
+        _check_str("within", row[3])
+        return LeaseRevoke(row[1], row[2], row[3])
     return LeaseRevoke(row[1], row[2])
 
 

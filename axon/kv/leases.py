@@ -25,6 +25,7 @@ MAX_LEASE_TTL = 86_400       # seconds
 LEASE_NOT_FOUND = "lease_not_found"
 LEASE_FULL = "lease_full"
 TOO_MANY_LEASES = "too_many_leases"
+LEASE_KEYS_OUTSIDE = "lease_keys_outside"   # a revocation's ``within`` no longer holds
 # Versions are unique across tables: a table read again from disk (a reopened store) never
 # looks unchanged to whoever remembered the version of the one it replaced.
 _VERSIONS = itertools.count(1)
@@ -68,9 +69,12 @@ class LeaseTable:
 
     def revoke(self, cmd: LeaseRevoke, index: int) -> tuple[Result, list[str]]:
         """The revocation's result and the keys it detached, in key order: the caller deletes them."""
-        lease = self.leases.pop(cmd.lease_id, None)
+        lease = self.leases.get(cmd.lease_id)
         if lease is None:
             return Result(ok=False, key="", revision=index, error=LEASE_NOT_FOUND), []
+        if cmd.within is not None and not all(key.startswith(cmd.within) for key in lease.keys):
+            return Result(ok=False, key="", revision=index, error=LEASE_KEYS_OUTSIDE), []
+        del self.leases[cmd.lease_id]
         self.version = next(_VERSIONS)
         keys = sorted(lease.keys)
         for key in keys:

@@ -29,7 +29,8 @@ from gevent.event import Event
 from gevent.lock import RLock
 
 from axon.address import format_addr
-from axon.client.http import AxonClient, ClientError, HttpPool
+from axon.client import Client
+from axon.client.http import ClientError, HttpPool
 from axon.launcher.layout import Layout, LayoutError, NodeSpec, layout_path, load_layout, save_layout
 from axon.api.errors import ApiError, Conflict, NotFound, Unavailable
 from axon.audit import AuditLog
@@ -483,8 +484,8 @@ class Supervisor:
         except ValueError:
             return status, None
 
-    def _client(self, child: Child, timeout: float) -> AxonClient:
-        return AxonClient(child.spec.http, timeout=timeout, pool=self.pool, token=self.token())
+    def _client(self, child: Child, timeout: float) -> Client:
+        return Client(child.spec.http, token=self.token(), timeout=timeout, retry_for=0, pool=self.pool)
 
     def _status(self, child: Child) -> dict | None:
         if child.state != "running":

@@ -1,5 +1,5 @@
 """Disk-space alarm: the pure decision (free-space floor, data-size quota), a cheap usage probe,
-and the loop that takes a reading every second.
+and the loop that takes a reading every second (the node's status and metrics show its sizes).
 
 While the alarm is raised the leader refuses writes (axon/api/service.py) and the Raft driver
 waits out a write that failed for lack of space instead of stopping (``is_nospace``).
@@ -39,6 +39,7 @@ class DiskUsage:
 
     free_bytes: int
     data_bytes: int
+    wal_bytes: int = 0   # the part of data_bytes under the Raft log's dir
 
 
 def over_limit(limits: DiskLimits, usage: DiskUsage) -> bool:
@@ -55,9 +56,11 @@ class DiskAlarm:
         self.limits = limits
         self.raised = False
         self.enospc = False  # a write failed for lack of space: hold until a reading says otherwise
+        self.usage: DiskUsage | None = None   # the last reading
 
     def observe(self, usage: DiskUsage) -> bool:
         """Take a reading; returns whether the alarm is raised afterwards."""
+        self.usage = usage
         over = over_limit(self.limits, usage)
         if self.enospc and not over and usage.free_bytes < ENOSPC_SLACK:
             over = True
@@ -76,16 +79,21 @@ class DiskAlarm:
         return [NOSPACE] if self.raised else []
 
 
-def data_bytes(path: str) -> int:
-    """The bytes the files under path hold (sum of sizes: cheaper than du, close enough)."""
-    total = 0
+def data_bytes(path: str, part: str | None = None) -> tuple[int, int]:
+    """The bytes the files under ``path`` hold, and those under its subdir ``part``, in one walk
+    (sum of sizes: cheaper than du, close enough)."""
+    total = inside = 0
+    part = os.path.join(part, "") if part else None
     for root, _dirs, files in os.walk(path):
+        in_part = part is not None and os.path.join(root, "").startswith(part)
         for name in files:
             try:
-                total += os.stat(os.path.join(root, name)).st_size
+                size = os.stat(os.path.join(root, name)).st_size
             except OSError:
                 continue  # a file removed while walking (LevelDB compaction) no longer counts
-    return total
+            total += size
+            inside += size if in_part else 0
+    return total, inside
 
 
 def free_bytes(path: str) -> int:
@@ -94,9 +102,10 @@ def free_bytes(path: str) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def read_usage(path: str) -> DiskUsage:
-    """One reading of the data dir."""
-    return DiskUsage(free_bytes=free_bytes(path), data_bytes=data_bytes(path))
+def read_usage(path: str, wal_dir: str | None = None) -> DiskUsage:
+    """One reading of the data dir (with the part under ``wal_dir`` when given)."""
+    total, wal = data_bytes(path, wal_dir)
+    return DiskUsage(free_bytes=free_bytes(path), data_bytes=total, wal_bytes=wal)
 
 
 def is_nospace(exc: BaseException) -> bool:

@@ -16,7 +16,8 @@ import gevent
 
 from axon.api.admission import join_key, make_proof
 from axon.api.validate import JoinRequest, is_cluster_id
-from axon.client.http import AxonClient, ClientError, HttpPool
+from axon.client import Client
+from axon.client.http import ClientError, HttpPool
 from axon.config import ConfigError
 from axon.gossip.ratelimit import LogLimiter
 from axon.node.cluster_id import ClusterId
@@ -81,7 +82,7 @@ class Joiner:
         req = self.request()
         proof = make_proof(self.key, req) if self.key is not None else None
         try:
-            return AxonClient(addr, timeout=10, pool=self.pool).join(
+            return Client(addr, timeout=10, retry_for=0, pool=self.pool).join(
                 req.node_id, req.raft, req.http, req.gossip, cluster_id=req.cluster_id, proof=proof)
         except ClientError as exc:
             if exc.status in REFUSED:

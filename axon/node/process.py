@@ -1,6 +1,7 @@
 """Assemble one node process: data dir, store, Raft, gossip, HTTP, joining; run until SIGTERM."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -174,7 +175,7 @@ class NodeProcess:
                                  alarms=self.disk_alarm.alarms,
                                  cluster_alarms=self.membership.cluster_alarms)
         self.http = None
-        self.facts = NodeFacts(config.data_dir, wal_dir(config.data_dir))
+        self.facts = NodeFacts(lambda: self.disk_alarm.usage)
         self.service.about = self.facts
         self.metrics = NodeMetrics()
         register_collectors(self.metrics, self, self.facts)
@@ -187,7 +188,9 @@ class NodeProcess:
     def start(self) -> None:
         self._greenlets.append(gevent.spawn(self.loop_lag.run))
         self._greenlets.append(gevent.spawn(self.sampler.run))
-        self._greenlets.append(gevent.spawn(disk.monitor, self.disk_alarm, self.config.data_dir))
+        probe = functools.partial(disk.read_usage, wal_dir=wal_dir(self.config.data_dir))
+        self.disk_alarm.observe(probe(self.config.data_dir))   # the status has sizes from the start
+        self._greenlets.append(gevent.spawn(disk.monitor, self.disk_alarm, self.config.data_dir, probe))
         self.node.start()
         self._greenlets.append(gevent.spawn(
             LeaseExpirer(self.node, self.service.leases, self.config.request_timeout).run))

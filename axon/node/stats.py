@@ -12,32 +12,29 @@ import axon
 from axon.api.overview import GOSSIP_STATUSES
 from axon.api.stats import INTERVAL_S, Reading, StatsRing, sample
 from axon.metrics import Metric, NodeMetrics, counter, gauge, gossip_families, raft_families
-from axon.node.disk import data_bytes
+from axon.node.disk import DiskUsage
 
 if TYPE_CHECKING:   # only for the annotation: the process imports this module
     from axon.node.process import NodeProcess
 
-SIZES_EVERY = 5.0   # seconds a data-dir size is reused: walking LevelDB's files on every status is waste
-
-
 class NodeFacts:
-    """Version, uptime and the data dir's and WAL's sizes (``/cluster/status``)."""
+    """Version, uptime and the data dir's and WAL's sizes (``/cluster/status``).
 
-    def __init__(self, data_dir: str, wal_dir: str, clock: Callable[[], float] = time.monotonic) -> None:
-        self.data_dir = data_dir
-        self.wal_dir = wal_dir
+    The sizes are the disk alarm's last reading (axon/node/disk.py, every second, off the
+    event loop): one walk of LevelDB's files serves the alarm, the status and the metrics.
+    """
+
+    def __init__(self, usage: Callable[[], DiskUsage | None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``usage()``: the last reading of the data dir, None before the first (sizes 0 then)."""
+        self.usage = usage
         self.clock = clock
         self.started = clock()
-        self._sizes: tuple[int, int] | None = None
-        self._sized_at = 0.0
 
     def sizes(self) -> tuple[int, int]:
-        """(data bytes, WAL bytes), at most SIZES_EVERY seconds old."""
-        now = self.clock()
-        if self._sizes is None or now - self._sized_at >= SIZES_EVERY:
-            self._sizes = (data_bytes(self.data_dir), data_bytes(self.wal_dir))
-            self._sized_at = now
-        return self._sizes
+        """(data bytes, WAL bytes) of the last reading."""
+        usage = self.usage()
+        return (usage.data_bytes, usage.wal_bytes) if usage is not None else (0, 0)
 
     def uptime(self) -> float:
         """Seconds since the node started, to a tenth."""

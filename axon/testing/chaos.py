@@ -30,7 +30,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
-from axon.client.http import AxonClient, ClientError, HttpPool
+from axon.client import Client
+from axon.client.http import ClientError, HttpPool
 from axon.testing.cluster import Cluster, ClusterError, NodeHandle, cluster_key_args, wait_for
 from axon.testing.watchcheck import WatchRecorder, check_watch
 from axon.testing.history import NOT_FOUND, History, Op
@@ -95,7 +96,7 @@ class Workload:
         n = 0
         while not self.stop.is_set():
             node = rng.choice(list(self.nodes))
-            api = AxonClient(node.http, timeout=self.timeout, pool=pool)
+            api = Client(node.http, timeout=self.timeout, pool=pool, retry_for=0)
             key = rng.choice(self.keys)
             roll = rng.random()
             n += 1
@@ -113,28 +114,31 @@ class Workload:
                 self._mutate(self.history.invoke(client, key, "delete"), lambda: api.delete(key), seen)
         pool.close()
 
-    def _read(self, api: AxonClient, client: int, key: str, seen: dict[str, int]) -> None:
+    def _read(self, api: Client, client: int, key: str, seen: dict[str, int]) -> None:
         op = self.history.invoke(client, key, "read")
         try:
             answer = api.get(key)
         except ClientError as exc:
-            if exc.status == 404:
-                self.history.ok(op, None)
-                seen[key] = 0
-            else:
-                self._unexpected(op, exc)
-                self.history.fail(op)   # a failed read has no effect
-                self.stop.wait(ERROR_BACKOFF)
+            self._unexpected(op, exc)
+            self.history.fail(op)   # a failed read has no effect
+            self.stop.wait(ERROR_BACKOFF)
+            return
+        if answer is None:
+            self.history.ok(op, None)
+            seen[key] = 0
             return
         self.history.ok(op, (answer["value"], answer["revision"]))
         seen[key] = answer["revision"]
 
-    def _mutate(self, op: Op, call: Callable[[], dict], seen: dict[str, int]) -> None:
+    def _mutate(self, op: Op, call: Callable[[], dict | None], seen: dict[str, int]) -> None:
         try:
             answer = call()
         except ClientError as exc:
             self._record_error(op, exc, seen)
             self.stop.wait(ERROR_BACKOFF)   # as a real client honouring Retry-After would, a little
+            return
+        if answer is None:   # a delete of a key that was not there
+            self.history.ok(op, NOT_FOUND)
             return
         self.history.ok(op, answer["revision"])
         seen[op.key] = answer["revision"]
@@ -145,8 +149,6 @@ class Workload:
             self.history.fail(op, (None, 0) if current == 0 else None)
             if isinstance(current, int):
                 seen[op.key] = current
-        elif exc.status == 404 and op.kind == "delete":
-            self.history.ok(op, NOT_FOUND)
         elif exc.status == 0 and "connection refused" in str(exc):
             self.history.discard(op)   # never reached a node
         elif exc.status == 503 and any(text in str(exc) for text in NOT_APPLIED):
@@ -173,7 +175,7 @@ class TxnWorkload(Workload):
         seen: dict[str, int] = {}
         n = 0
         while not self.stop.is_set():
-            api = AxonClient(rng.choice(list(self.nodes)).http, timeout=self.timeout, pool=pool)
+            api = Client(rng.choice(list(self.nodes)).http, timeout=self.timeout, pool=pool, retry_for=0)
             roll = rng.random()
             n += 1
             gets = [("get", key, None) for key in self.keys]
@@ -189,7 +191,7 @@ class TxnWorkload(Workload):
                              lambda: api.put(key, value), seen)
         pool.close()
 
-    def _txn(self, api: AxonClient, op: Op, seen: dict[str, int]) -> None:
+    def _txn(self, api: Client, op: Op, seen: dict[str, int]) -> None:
         compares, success, failure = op.parts
         body = {"compare": [{"key": key, "revision": revision} for key, revision in compares],
                 "success": [_txn_op(part) for part in success],
@@ -498,7 +500,7 @@ class MembershipNemesis(Nemesis):
         while True:
             through = ctx.rng.choice([node for node in healthy if node is not victim])
             try:
-                AxonClient(through.http, timeout=CLIENT_TIMEOUT, pool=through.pool).remove(victim.node_id)
+                Client(through.http, timeout=CLIENT_TIMEOUT, pool=through.pool, retry_for=0).remove(victim.node_id)
                 break
             except ClientError as exc:
                 if exc.status == 404:   # an earlier attempt committed but its answer was lost
@@ -689,7 +691,7 @@ class ChaosRun:
             self._check_watch(ctx, watcher, workload, start, final)
             if self.leases is not None:
                 self.problems += self.leases.problems + self.leases.check_gone(
-                    lambda prefix: [item["key"] for item in ctx.leader().client.list(prefix)["items"]],
+                    lambda prefix: [item["key"] for item in ctx.leader().client.list_page(prefix)["items"]],
                     ELECTION_TIMEOUT_MAX)
         except (ChaosError, ClusterError, NetnsError) as exc:
             self.problems.append(f"{exc.__class__.__name__}: {exc}")
@@ -795,10 +797,8 @@ class ChaosRun:
         while True:
             try:
                 answer = leader.client.get(key)
-                return (answer["value"], answer["revision"])
+                return (answer["value"], answer["revision"]) if answer is not None else (None, None)
             except ClientError as exc:
-                if exc.status == 404:
-                    return (None, None)
                 if time.monotonic() >= deadline:
                     raise ChaosError(f"final read of {key} kept failing: {exc}") from None
                 time.sleep(0.2)
@@ -846,9 +846,9 @@ class ChaosRun:
 def _read_local(node: NodeHandle, key: str) -> tuple[str | None, int | None] | str:
     try:
         answer = node.client.get(key, stale=True)
-        return (answer["value"], answer["revision"])
     except ClientError as exc:
-        return (None, None) if exc.status == 404 else f"unreadable: {exc}"
+        return f"unreadable: {exc}"
+    return (answer["value"], answer["revision"]) if answer is not None else (None, None)
 
 
 def run_chaos(config: ChaosConfig) -> ChaosReport:

@@ -18,7 +18,8 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 import axon
-from axon.client.http import AxonClient, ClientError, HttpPool
+from axon.client import Client
+from axon.client.http import ClientError, HttpPool
 from axon.config import is_loopback
 from axon.keys import new_key, write_key_file
 
@@ -137,7 +138,7 @@ class NodeHandle:
         self.env = dict(env or {})
         self.proc: subprocess.Popen | None = None
         self.pool = HttpPool(timeout=client_timeout, ssl_context=ssl_context)
-        self.client = AxonClient(self.http, timeout=client_timeout, pool=self.pool)
+        self.client = Client(self.http, timeout=client_timeout, pool=self.pool, retry_for=0)
         self.paused = False
         self.token = token
 
@@ -250,7 +251,7 @@ class NodeHandle:
     # ------------------------------------------------------------------ observation
     def status(self, timeout: float = 2.0) -> dict:
         """GET /cluster/status with a short timeout (raises ClientError when down)."""
-        return AxonClient(self.http, timeout=timeout, pool=self.pool, token=self.harness_token()).status()
+        return Client(self.http, timeout=timeout, pool=self.pool, token=self.harness_token(), retry_for=0).status()
 
     def try_status(self) -> dict | None:
         try:

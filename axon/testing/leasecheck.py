@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from axon.client.http import AxonClient, ClientError, HttpPool
+from axon.client import Client
+from axon.client.http import ClientError, HttpPool
 
 PREFIX = "lease/"
 RETRY_PAUSE = 0.2
@@ -69,12 +70,13 @@ class LeaseHolders:
     def _hold(self, record: HolderRecord, rng: random.Random) -> None:
         pool = HttpPool(self.timeout)   # one a thread: a pool is not shared between threads
         try:
-            self._keep(record, lambda: AxonClient(rng.choice(list(self.addresses())), self.timeout, pool))
+            self._keep(record, lambda: Client(rng.choice(list(self.addresses())), timeout=self.timeout,
+                                              retry_for=0, pool=pool))
         finally:
             record.stopped_at = time.monotonic()
             pool.close()
 
-    def _keep(self, record: HolderRecord, client: Callable[[], AxonClient]) -> None:
+    def _keep(self, record: HolderRecord, client: Callable[[], Client]) -> None:
         generation = 0
         lease_id: int | None = None
         key = ""
@@ -93,14 +95,16 @@ class LeaseHolders:
                 continue
             sent = time.monotonic()
             try:
-                client().call("POST", f"/leases/{lease_id}/keepalive")
+                client().call("POST", f"/leases/{lease_id}/keepalive", write=False)
                 record.keepalives += 1
                 kept_until = max(kept_until, sent + self.ttl)
-                client().get(key)
+                gone = client().get(key) is None
             except ClientError as exc:
                 if exc.status != 404:
                     self.stop.wait(RETRY_PAUSE)   # no leader, a dead node: another may answer
                     continue
+                gone = True
+            if gone:
                 seen = time.monotonic()
                 if seen < kept_until:
                     self.problems.append(
@@ -112,7 +116,7 @@ class LeaseHolders:
                 continue
             self.stop.wait(max(0.0, sent + self.ttl / 3 - time.monotonic()))
 
-    def _grant(self, client: AxonClient, key: str) -> int | None:
+    def _grant(self, client: Client, key: str) -> int | None:
         """A new lease with ``key`` attached, or None (a lease whose put failed expires on its own)."""
         try:
             lease_id = client.call("POST", "/leases", {"ttl": self.ttl}, ok=(201,))["id"]

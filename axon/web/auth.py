@@ -48,6 +48,14 @@ class AuthGate:
         if grant is not None:
             req.principal = grant.name
 
+    def write_scope(self, req: Request) -> str | None:
+        """The prefix a request's writes are confined to; None when unconfined (auth off, admin)."""
+        state = self.state()
+        if not state.enabled:
+            return None
+        grant = principal(state, bearer_token(req.headers.get("authorization")))
+        return None if grant is None or grant.role == "admin" else grant.prefix
+
     def check_keys(self, req: Request, reads: Iterable[str], writes: Iterable[str]) -> None:
         """Read on every key of ``reads`` and write on every key of ``writes`` (a transaction's)."""
         state = self.state()

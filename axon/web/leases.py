@@ -31,8 +31,10 @@ def lease_routes(leases: LeaseService, forwarder: Forwarder, gate: AuthGate) -> 
         return ok(answer)
 
     def revoke(req: Request, lease_id: str) -> Response:
+        # the keys are checked now and their scope again when the entry applies: a key attached
+        # in between (by a token that may write it) must not be deleted on this token's word
         gate.check_keys(req, (), leases.keys(lease_id))
-        return ok(leases.revoke(lease_id))
+        return ok(leases.revoke(lease_id, within=gate.write_scope(req)))
 
     return [
         Route("POST", "/leases", leader_only(grant), Decision.LEASE),
