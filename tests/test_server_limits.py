@@ -26,6 +26,7 @@ from gevent.event import Event
 from axon.testing.polling import wait_until
 from axon.web.app import bind
 from axon.web.limits import ByteBudget, ConnectionCount, connection_cap
+from axon.web import server as server_module
 from axon.web.server import HttpServer, json_response, raise_nofile_limit
 from axon.web.wire import LAST_CHUNK, Request, Response
 
@@ -353,6 +354,27 @@ def test_half_sent_head_gets_408_after_the_header_timeout(serve, connect) -> Non
     assert_refused(client.response(), 408)
     assert SHORT * 0.9 <= time.monotonic() - sent < SHORT + 2.0
     assert client.closed_by_server()
+
+
+def test_many_heads_timing_out_at_once_are_cut_a_batch_per_turn_of_the_loop(serve, connect, monkeypatch) -> None:
+    """A thousand slowloris heads expiring together must not hold the loop: the sweep takes
+    SWEEP_BATCH of them, lets the loop poll, and comes back for the rest."""
+    monkeypatch.setattr(server_module, "SWEEP_BATCH", 3)
+    batches: list[int] = []
+    sweep = HttpServer._sweep
+
+    def counted(self: HttpServer) -> None:
+        before = sum(1 for w in self._waits if 0.0 < w.deadline <= time.monotonic())
+        sweep(self)
+        batches.append(before - sum(1 for w in self._waits if 0.0 < w.deadline <= time.monotonic()))
+    monkeypatch.setattr(HttpServer, "_sweep", counted)
+    _, addr = serve(header_timeout=SHORT)
+    clients = [connect(addr) for _ in range(10)]
+    for client in clients:
+        client.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n")
+    for client in clients:
+        assert_refused(client.response(), 408)
+    assert max(batches) <= 3 and sum(batches) >= 10
 
 
 def test_head_trickling_in_is_cut_at_the_header_timeout_however_steadily_it_comes(serve, connect) -> None:

@@ -44,7 +44,7 @@ log = logging.getLogger("axon.web.app")
 
 Handler = Callable[[Request], Response]
 RECV_SIZE = 64 * 1024
-FULL_READS_PER_TURN = 4       # a connection with more to read lets others run after 4 full recvs
+FULL_READS_PER_TURN = 1       # a connection with more to read lets others run after each full recv
 MAX_DISCARD = 64 << 20        # an oversized body is read and dropped up to this, then we close
 SEND_TIMEOUT = 60.0           # seconds a streamed answer may wait for room in the socket's buffer
 MAX_CONNECTIONS = 4096
@@ -56,6 +56,9 @@ FD_RESERVE = 1024             # file descriptors kept for the rest of the proces
 REFUSAL_TIMEOUT = 5.0         # seconds an error answer (and the drain of what follows it) may take
 ACCEPT_PAUSE = (0.05, 1.0)    # first and longest pause of accepts while out of file descriptors
 SWEEP_EVERY = (0.01, 1.0)     # shortest and longest interval between checks of input deadlines
+# Connections a sweep interrupts before the loop polls again: each may send a 408 and close,
+# and a thousand timing out at once (slowloris) would otherwise hold the loop ~100 ms.
+SWEEP_BATCH = 64
 WARN_EVERY = 60.0             # seconds between warnings of one kind (clients can trigger them at will)
 _OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 _LIVE: weakref.WeakSet[HttpServer] = weakref.WeakSet()   # started servers, whose caps share the fd limit
@@ -95,6 +98,10 @@ class HttpServer(StreamServer):
     Input deadlines are checked by one timer per server (every quarter of the shortest
     timeout, at most every second), so a deadline fires up to that late.  A plain answer
     too big for the socket's buffer waits for room at most ``send_timeout`` each time.
+
+    Fairness on the one event loop: a big body is read one full buffer per turn of the loop,
+    and a sweep interrupts at most SWEEP_BATCH connections per turn; so timing-out or
+    uploading connections cannot crowd out the requests of the others.
     """
 
     def __init__(self, listener: socket.socket, handler: Handler, max_body: int,
@@ -127,6 +134,7 @@ class HttpServer(StreamServer):
         self._resume_timer: Any = None
         self._waits: set[_InputWait] = set()   # one per open connection
         self._sweeper: Any = None
+        self._catch_up: Any = None   # a zero timer: the rest of a sweep past SWEEP_BATCH
 
     # ------------------------------------------------------------ accepting
 
@@ -231,6 +239,7 @@ class HttpServer(StreamServer):
         # ref=False: the timer alone does not keep the hub running
         self._sweeper = self.loop.timer(every, every, ref=False)
         self._sweeper.start(self._sweep)
+        self._catch_up = self.loop.timer(0.0, ref=False)
 
     def _sweep(self) -> None:
         """(In the hub.)  Interrupt every connection whose wait for client input is past its deadline.
@@ -239,14 +248,21 @@ class HttpServer(StreamServer):
         in a handler or a streamed answer.  The sweep ends with the server and its last connection.
         """
         now = monotonic()
-        for wait in [w for w in self._waits if 0.0 < w.deadline <= now]:
+        overdue = [w for w in self._waits if 0.0 < w.deadline <= now]
+        for wait in overdue[:SWEEP_BATCH]:
             if 0.0 < wait.deadline <= now:   # an interrupt before this one may have run other code
                 wait.deadline = 0.0
                 wait.greenlet.throw(_InputTimeout())
-        if not self._waits and not self.started:
-            self._sweeper.stop()
-            self._sweeper.close()
-            self._sweeper = None
+        if len(overdue) > SWEEP_BATCH:
+            # the rest on the loop's next turn, once it has polled for input (a zero timer)
+            if not self._catch_up.active:
+                self._catch_up.start(self._sweep)
+            return
+        if not self._waits and not self.started and self._sweeper is not None:
+            for timer in (self._sweeper, self._catch_up):
+                timer.stop()
+                timer.close()
+            self._sweeper = self._catch_up = None
 
     # ------------------------------------------------------------ connections
 
