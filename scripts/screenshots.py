@@ -152,7 +152,7 @@ def run_launch(tmp: str, name: str, *extra: str):
             token_file = os.path.join(tmp, name, "root.token")
             wait_for(lambda: os.path.exists(token_file), 60, message="the root token file")
             with open(token_file, encoding="utf-8") as f:
-                api.auth_headers = {"Authorization": f"Bearer {f.read().strip()}"}
+                api = Client(api.endpoints, token=f.read().strip(), timeout=15, retry_for=0)
         wait_ready(api)
     except AssertionError:
         with open(os.path.join(tmp, f"{name}.log"), encoding="utf-8", errors="replace") as f:
@@ -160,6 +160,11 @@ def run_launch(tmp: str, name: str, *extra: str):
         stop(proc)
         raise
     return proc, api, url
+
+
+def root_token(tmp: str, name: str) -> str:
+    with open(os.path.join(tmp, name, "root.token"), encoding="utf-8") as f:
+        return f.read().strip()
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -189,8 +194,9 @@ def main() -> int:
         try:
             for key, value in SAMPLE.items():
                 wait_for(lambda: api.put(key, value), 20, message=f"writing {key}")
-            node = Client(api.call("GET", "/api/nodes")["nodes"][0]["http"], timeout=15, retry_for=0)
-            node.auth_headers = api.auth_headers   # tokens are made on a node, not through the launcher
+            # tokens are made on a node, not through the launcher
+            node = Client(api.call("GET", "/api/nodes")["nodes"][0]["http"], token=root_token(tmp, "secured"),
+                          timeout=15, retry_for=0)
             viewer = node.token_create("viewer", "read", "")["token"]
             shoot_sign_in(url, viewer, args.out, args.chromium)
         finally:

@@ -8,6 +8,7 @@ import pytest
 from axon.client.http import ClientError
 from axon.client.lock import (Contender, LockLost, Session, check_name, contender_key, contenders,
                               position)
+from axon.testing.polling import wait_until
 
 
 def item(key: str, revision: int, value: str = "") -> dict:
@@ -77,8 +78,7 @@ def test_a_session_keeps_its_lease_alive_and_revokes_it_on_close() -> None:
     session = Session(client, ttl=1.0)
     try:
         assert session.id == 0x2a and session.valid
-        threading.Event().wait(0.8)   # past one keepalive interval (ttl / 3)
-        assert ("POST", "/leases/42/keepalive") in client.calls
+        wait_until(lambda: ("POST", "/leases/42/keepalive") in client.calls, 3.0, "a keepalive (every ttl / 3)")
         assert session.valid
     finally:
         session.close()

@@ -8,6 +8,7 @@ import pytest
 
 from axon.api.errors import InvalidInput, TooLarge
 from axon.api.txn import MAX_TXN_OPS, parse_txn, txn_keys
+from axon.client import Client
 from axon.client.http import ClientError
 from axon.kv.commands import (CommandError, Compare, Delete, Put, Txn, TxnGet, compare_holds,
                               decode_commands, encode_commands, evaluate_txn)
@@ -165,9 +166,9 @@ def test_txn_auth_decides_each_key(tmp_path) -> None:
     try:
         node = c.nodes[0]
         root = node.client.auth_enable()["token"]
-        node.client.auth_headers = {"Authorization": f"Bearer {root}"}
-        writer = node.client.token_create("w", "write", "app/")["token"]
-        reader = node.client.token_create("r", "read", "app/")["token"]
+        with Client(node.http, token=root, retry_for=0) as admin:
+            writer = admin.token_create("w", "write", "app/")["token"]
+            reader = admin.token_create("r", "read", "app/")["token"]
         inside = {"success": [{"op": "put", "key": "app/x", "value": "1"}]}
         outside_read = {"compare": [{"key": "other", "exists": False}], "success": inside["success"]}
         as_writer = {"Authorization": f"Bearer {writer}"}
@@ -176,7 +177,6 @@ def test_txn_auth_decides_each_key(tmp_path) -> None:
             with pytest.raises(ClientError) as err:
                 node.client.call("POST", "/txn", body, headers={"Authorization": f"Bearer {token}"})
             assert err.value.status == 403
-        node.client.auth_headers = {}
         with pytest.raises(ClientError) as err:
             node.client.call("POST", "/txn", inside)
         assert err.value.status == 401

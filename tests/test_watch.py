@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from axon.client import Client
 from axon.client.http import ClientError
 from axon.client.sse import Event, EventParser
 from axon.testing.cluster import Cluster, NodeHandle, wait_for
@@ -257,16 +258,16 @@ def test_auth_decides_watches_and_a_revoked_token_ends_its_watch(tmp_path) -> No
     try:
         node = c.nodes[0]
         root = node.client.auth_enable()["token"]
-        node.client.auth_headers = {"Authorization": f"Bearer {root}"}
-        reader = node.client.token_create("reader", "read", "app/")["token"]
+        admin = Client(node.http, token=root, retry_for=0)
+        reader = admin.token_create("reader", "read", "app/")["token"]
         assert Watcher(node, prefix="app/").status == 401
         assert Watcher(node, token=reader, prefix="other/").status == 403
         assert Watcher(node, token=reader, key="other").status == 403
         watcher = Watcher(node, token=reader, prefix="app/")
         assert watcher.status == 200
-        rev = node.client.put("app/x", "1")["revision"]
+        rev = admin.put("app/x", "1")["revision"]
         assert watcher.changes(1) == [("put", "app/x", "1", rev)]
-        node.client.token_revoke("reader")
+        admin.token_revoke("reader")
         event = watcher.next(timeout=10)
         assert event is not None and event.event == "error", event
         assert watcher.next(timeout=5) is None   # and the stream ends
