@@ -7,6 +7,7 @@ have their own error type wrap :class:`AddressError` in it.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 
 MAX_HOST_LEN = 253                      # the longest DNS name
@@ -52,3 +53,15 @@ def _host(host: str, text: str, what: str) -> str:
 def format_addr(host: str, port: int) -> str:
     """(host, port) -> "host:port", with an IPv6 host in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 (bracketed or not) or "localhost"; any other name counts as reachable
+    from elsewhere (it is not resolved)."""
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

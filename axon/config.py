@@ -8,12 +8,11 @@ build their options from this table (axon/cli/node_options.py).
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from axon.address import AddressError, format_addr
+from axon.address import AddressError, format_addr, is_loopback
 from axon.address import parse_addr as _parse_addr
 from axon.keys import KeyFileError, load_key
 
@@ -293,16 +292,6 @@ class NodeConfig:
     def exposed_addresses(self) -> list[str]:
         """The --http/--raft/--gossip addresses this node binds beyond loopback (0.0.0.0 included)."""
         return [addr for addr in (self.http, self.raft, self.gossip) if not is_loopback(parse_addr(addr)[0])]
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 or "localhost"; any other name counts as reachable from elsewhere (it is not resolved)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def node_flags() -> list[tuple[dataclasses.Field, Flag]]:

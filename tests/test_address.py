@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from axon.address import MAX_ADDR_LEN, AddressError, format_addr, parse_addr
+from axon.address import MAX_ADDR_LEN, AddressError, format_addr, is_loopback, parse_addr
 from axon.config import ConfigError
 from axon.config import parse_addr as config_parse_addr
 from axon.gossip.address import parse_addr as gossip_parse_addr
@@ -79,3 +79,13 @@ def test_callers_wrap_the_error_in_their_own() -> None:
             parse(bad)
         assert parse("[::1]:80") == ("::1", 80)
     assert issubclass(AddressError, ValueError)
+
+
+@pytest.mark.parametrize("host, loopback", [
+    ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True),
+    ("localhost", True), ("LocalHost", True),
+    ("0.0.0.0", False), ("10.0.0.1", False), ("::", False), ("[2001:db8::1]", False),
+    ("example.com", False), ("localhost.example.com", False), ("", False),
+])
+def test_is_loopback_is_the_one_answer_for_binds_and_browser_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback

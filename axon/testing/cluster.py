@@ -18,9 +18,9 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 import axon
+from axon.address import is_loopback
 from axon.client import Client
 from axon.client.http import ClientError, HttpPool
-from axon.config import is_loopback
 from axon.keys import new_key, write_key_file
 
 HOST = "127.0.0.1"

@@ -17,9 +17,9 @@ address (421), for every method: reads too.
 """
 from __future__ import annotations
 
-import ipaddress
 from typing import Iterable, Mapping
 
+from axon.address import is_loopback
 from axon.config import ConfigError, parse_addr
 from axon.web.middleware import Handler
 from axon.web.replies import json_reply
@@ -30,17 +30,6 @@ LOOPBACK_NAMES = frozenset(("localhost", "127.0.0.1", "[::1]", "::1"))
 CROSS_ORIGIN = "cross-origin request refused"
 _FETCH_SITES_REFUSED = frozenset(("cross-site", "same-site"))
 _HOST_CACHE_SIZE = 64   # Host values judged so far (a client could send endless new ones)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a bind host is a loopback address (or 'localhost')."""
-    host = host.strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def host_name(host_header: str) -> str:
