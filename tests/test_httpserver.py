@@ -17,16 +17,13 @@ from urllib.parse import unquote
 import bottle
 import gevent
 import pytest
-from gevent import socket as gsocket
 
 from axon.web.app import bind
 from axon.web.server import Handler, HttpServer, json_response, wsgi_handler
 from axon.web.wire import CONTINUE, Request, Response
+from rawhttp import Address, RawConnection, opened
 
-TIMEOUT = 5.0     # seconds any single read may wait: a deadline, not a sleep
 MAX_BODY = 64 * 1024
-
-Address = tuple[str, int]
 
 
 # ---------------------------------------------------------------- client side
@@ -42,33 +39,8 @@ class Reply:
         return json.loads(self.body)
 
 
-class Client:
-    """A raw HTTP/1.1 client on a gevent socket: sends bytes, reads whole responses."""
-
-    def __init__(self, addr: Address) -> None:
-        self.sock = gsocket.create_connection(addr, timeout=TIMEOUT)
-        self.buf = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self) -> None:
-        data = self.sock.recv(64 * 1024)
-        if not data:
-            raise EOFError(f"connection closed; unread: {self.buf!r}")
-        self.buf += data
-
-    def read_until(self, marker: bytes) -> bytes:
-        while marker not in self.buf:
-            self._fill()
-        out, _, self.buf = self.buf.partition(marker)
-        return out + marker
-
-    def read_exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            self._fill()
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
+class Client(RawConnection):
+    """Requests as bytes, whole responses read back and checked as they come."""
 
     def response(self, head_only: bool = False) -> Reply:
         """The next response; a HEAD answer (``head_only``) has no body whatever its length says."""
@@ -87,17 +59,6 @@ class Client:
         self.send(f"{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n{headers}\r\n"
                   .encode() + body)
         return self.response(head_only=method == "HEAD")
-
-    def closed_by_server(self) -> bool:
-        """True once the server has closed (EOF, or a reset after it), with nothing left unread."""
-        try:
-            data = self.sock.recv(1)
-        except ConnectionResetError:
-            return not self.buf
-        return data == b"" and not self.buf
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 # ---------------------------------------------------------------- server side
@@ -129,17 +90,7 @@ def serve() -> Iterator[Callable[..., Address]]:
 
 @pytest.fixture
 def connect() -> Iterator[Callable[[Address], Client]]:
-    """Clients that are closed after the test, so no server greenlet waits on them."""
-    clients: list[Client] = []
-
-    def open_client(addr: Address) -> Client:
-        clients.append(Client(addr))
-        return clients[-1]
-
-    yield open_client
-    for client in clients:
-        client.close()
-    gevent.sleep(0)   # let the server greenlets see the EOFs and finish
+    yield from opened(Client)
 
 
 # ---------------------------------------------------------------- connections

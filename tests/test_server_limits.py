@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterator
 
 import gevent
 import pytest
-from gevent import socket as gsocket
 from gevent.event import Event
 
 from axon.testing.polling import wait_until
@@ -29,14 +28,12 @@ from axon.web.limits import ByteBudget, ConnectionCount, connection_cap
 from axon.web import server as server_module
 from axon.web.server import HttpServer, json_response, raise_nofile_limit
 from axon.web.wire import LAST_CHUNK, Request, Response
+from rawhttp import TIMEOUT, Address, RawConnection, opened
 
-TIMEOUT = 5.0     # seconds any single read may wait: a deadline, not a sleep
 SHORT = 0.3       # the timeout under test
 LONG = 30.0       # the timeouts not under test
 MAX_BODY = 1 << 20
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-Address = tuple[str, int]
 
 
 # ---------------------------------------------------------------- server side
@@ -93,33 +90,8 @@ def serve(handlers: Handlers) -> Iterator[Callable[..., tuple[HttpServer, Addres
 
 # ---------------------------------------------------------------- client side
 
-class Client:
-    """A raw HTTP/1.1 client on a gevent socket: bytes out, whole responses in."""
-
-    def __init__(self, addr: Address) -> None:
-        self.sock = gsocket.create_connection(addr, timeout=TIMEOUT)
-        self.buf = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self) -> None:
-        data = self.sock.recv(64 * 1024)
-        if not data:
-            raise EOFError(f"connection closed; unread: {self.buf!r}")
-        self.buf += data
-
-    def read_until(self, marker: bytes) -> bytes:
-        while marker not in self.buf:
-            self._fill()
-        out, _, self.buf = self.buf.partition(marker)
-        return out + marker
-
-    def read_exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            self._fill()
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
+class Client(RawConnection):
+    """Bytes out, whole responses in."""
 
     def response(self) -> tuple[int, dict[str, str], bytes]:
         """Status, headers (lower-case names) and body of the next response with a Content-Length."""
@@ -131,31 +103,10 @@ class Client:
         self.send(b"PUT %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
         return self.response()
 
-    def closed_by_server(self) -> bool:
-        """True once the server has closed (EOF, or a reset after it), with nothing left unread."""
-        try:
-            data = self.sock.recv(1)
-        except ConnectionResetError:
-            return not self.buf
-        return data == b"" and not self.buf
-
-    def close(self) -> None:
-        self.sock.close()
-
 
 @pytest.fixture
 def connect() -> Iterator[Callable[[Address], Client]]:
-    """Clients that are closed after the test, so no server greenlet waits on them."""
-    clients: list[Client] = []
-
-    def open_client(addr: Address) -> Client:
-        clients.append(Client(addr))
-        return clients[-1]
-
-    yield open_client
-    for client in clients:
-        client.close()
-    gevent.sleep(0)
+    yield from opened(Client)
 
 
 def assert_refused(reply: tuple[int, dict[str, str], bytes], status: int) -> None:

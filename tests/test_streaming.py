@@ -25,11 +25,9 @@ from axon.testing.polling import wait_until
 from axon.web.server import Handler, HttpServer, json_response
 from axon.web.sse import format_comment, format_event, sse_response
 from axon.web.wire import LAST_CHUNK, Request, Response
+from rawhttp import TIMEOUT, Address, RawConnection, opened
 
-TIMEOUT = 5.0     # seconds any single read may wait: a deadline, not a sleep
 PIECES = [b"one", b"", b"two", b"three"]   # the empty piece must not end the chunked body
-
-Address = tuple[str, int]
 
 
 # ---------------------------------------------------------------- server side
@@ -136,56 +134,11 @@ class GeventHTTPConnection(http.client.HTTPConnection):
 
 @pytest.fixture
 def http_connect() -> Iterator[Callable[[Address], GeventHTTPConnection]]:
-    conns: list[GeventHTTPConnection] = []
-
-    def open_conn(addr: Address) -> GeventHTTPConnection:
-        conns.append(GeventHTTPConnection(addr))
-        return conns[-1]
-
-    yield open_conn
-    for conn in conns:
-        conn.close()
-    gevent.sleep(0)
+    yield from opened(GeventHTTPConnection)
 
 
-class RawClient:
-    """Bytes out, bytes in, on a gevent socket: for what http.client hides (framing, EOF)."""
-
-    def __init__(self, addr: Address, rcvbuf: int | None = None) -> None:
-        self.sock = gsocket.socket()
-        if rcvbuf is not None:   # before connecting: it sets the window the server may fill
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(TIMEOUT)
-        self.sock.connect(addr)
-        self.buf = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self) -> bool:
-        data = self.sock.recv(64 * 1024)
-        self.buf += data
-        return bool(data)
-
-    def read_until(self, marker: bytes) -> bytes:
-        while marker not in self.buf:
-            if not self._fill():
-                raise EOFError(f"connection closed before {marker!r}; unread: {self.buf[:200]!r}")
-        out, _, self.buf = self.buf.partition(marker)
-        return out + marker
-
-    def read_exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            if not self._fill():
-                raise EOFError("connection closed")
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def read_to_eof(self) -> bytes:
-        while self._fill():
-            pass
-        out, self.buf = self.buf, b""
-        return out
+class RawClient(RawConnection):
+    """Bytes out, bytes in: for what http.client hides (framing, EOF)."""
 
     def head(self) -> tuple[str, dict[str, str]]:
         """Status line and headers (lower-case names) of the next response."""
@@ -205,22 +158,10 @@ class RawClient:
     def chunked_body(self) -> list[bytes]:
         return list(iter(self.chunk, None))
 
-    def close(self) -> None:
-        self.sock.close()
-
 
 @pytest.fixture
 def raw_connect() -> Iterator[Callable[..., RawClient]]:
-    clients: list[RawClient] = []
-
-    def open_client(addr: Address, rcvbuf: int | None = None) -> RawClient:
-        clients.append(RawClient(addr, rcvbuf))
-        return clients[-1]
-
-    yield open_client
-    for client in clients:
-        client.close()
-    gevent.sleep(0)
+    yield from opened(RawClient)
 
 
 def parse_event_stream(text: str) -> list[dict[str, str]]:
