@@ -1,10 +1,10 @@
 """Pure request validation: raw request pieces in, typed values out, InvalidInput otherwise."""
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 
+from axon import jsontext
 from axon.api.errors import InvalidInput, TooLarge
 from axon.config import ConfigError, check_node_id, parse_addr
 
@@ -54,7 +54,7 @@ def json_object(body: bytes, max_bytes: int) -> dict:
     try:
         # UTF-8 only, as RFC 8259 8.1 asks of JSON between systems; decoding it ourselves
         # spares json.loads its encoding sniffing on every request
-        data = json.loads(body.decode("utf-8"))
+        data = jsontext.loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("request body is not valid JSON") from None
     except RecursionError:   # the decoder gives up on deep nesting; no body of ours nests

@@ -5,13 +5,13 @@ follower passes the request on to the leader (axon/web/forward.py).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Callable, Iterator
 from urllib.parse import quote
 
 import gevent
 
+from axon import jsontext
 from axon.api.auth import Decision, bearer_token, principal
 from axon.api.service import KVService
 from axon.api.stats import StatsRing, StatsService
@@ -151,14 +151,14 @@ def _page_pieces(items: list[dict], nxt: str | None) -> Iterator[bytes]:
     piece: list[str] = []
     size = 0
     for n, item in enumerate(items):
-        text = json.dumps(item)
+        text = jsontext.dumps(item)
         piece.append(text if n == 0 else ", " + text)
         size += len(text)
         if size >= PAGE_PIECE_BYTES:
             yield "".join(piece).encode()
             piece, size = [], 0
             gevent.sleep(0)
-    yield ("".join(piece) + '], "next": ' + json.dumps(nxt) + "}").encode()
+    yield ("".join(piece) + '], "next": ' + jsontext.dumps(nxt) + "}").encode()
 
 
 def whoami(gate: AuthGate, req: Request) -> dict:

@@ -7,12 +7,12 @@ and anything else is a bug: logged, and answered 500.
 """
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Iterable
 
 import bottle
 
+from axon import jsontext
 from axon.api.errors import (ApiError, Compacted, Conflict, Forbidden, InvalidInput, NoSpace,
                              NotFound, RevisionMismatch, TokenRequired, TooLarge, Unauthenticated, Unavailable)
 from axon.web.middleware import Handler
@@ -41,11 +41,11 @@ _BOTTLE_MESSAGES = {404: "nothing at {method} {path}", 405: "method {method} not
 
 def ok(body: Any) -> Response:
     """200 with ``body`` as JSON (the hot path: no extra headers)."""
-    return Response(200, [JSON], json.dumps(body).encode())
+    return Response(200, [JSON], jsontext.dumps(body).encode())
 
 
 def json_reply(status: int, body: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
-    return Response(status, [JSON, *headers], json.dumps(body).encode())
+    return Response(status, [JSON, *headers], jsontext.dumps(body).encode())
 
 
 def status_of(err: ApiError) -> int:

@@ -17,6 +17,7 @@ import json
 from dataclasses import replace
 from typing import Callable, Iterator
 
+from axon import jsontext
 from axon.api.auth import Decision
 from axon.api.errors import ApiError, NotLeader, Unavailable
 from axon.api.watch import Change, Ended, Progress, Watch, WatchService, parse_watch
@@ -87,11 +88,11 @@ def _stream(watch: Watch, recheck: Callable[[], None]) -> Iterator[bytes]:
                     try:
                         recheck()
                     except ApiError as err:
-                        pieces.append(format_event(json.dumps({"error": f"watch ended: {err.message}"}),
+                        pieces.append(format_event(jsontext.dumps({"error": f"watch ended: {err.message}"}),
                                                    event="error"))
                         yield b"".join(pieces)
                         return
-                    pieces.append(format_event(json.dumps({"revision": event.revision}), event="progress",
+                    pieces.append(format_event(jsontext.dumps({"revision": event.revision}), event="progress",
                                                event_id=str(event.revision)))
                 elif type(event) is Ended:
                     pieces.append(_ended(event))
@@ -101,7 +102,7 @@ def _stream(watch: Watch, recheck: Callable[[], None]) -> Iterator[bytes]:
 
 
 def _change(change: Change) -> bytes:
-    data = json.dumps({"key": change.key, "value": change.value, "revision": change.revision})
+    data = jsontext.dumps({"key": change.key, "value": change.value, "revision": change.revision})
     return format_event(data, event=change.kind, event_id=str(change.revision))
 
 
@@ -109,4 +110,4 @@ def _ended(ended: Ended) -> bytes:
     body: dict = {"error": ended.reason}
     if ended.compacted_revision is not None:
         body["compacted_revision"] = ended.compacted_revision
-    return format_event(json.dumps(body), event="error")
+    return format_event(jsontext.dumps(body), event="error")
