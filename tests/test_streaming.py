@@ -11,7 +11,6 @@ import http.client
 import inspect
 import json
 import logging
-import re
 import socket
 import time
 from typing import Callable, Iterator
@@ -21,6 +20,7 @@ import pytest
 from gevent import socket as gsocket
 from gevent.event import Event
 
+from axon.client.sse import Event as SseEvent, EventParser
 from axon.testing.polling import wait_until
 from axon.web.server import Handler, HttpServer, json_response
 from axon.web.sse import format_comment, format_event, sse_response
@@ -164,28 +164,6 @@ def raw_connect() -> Iterator[Callable[..., RawClient]]:
     yield from opened(RawClient)
 
 
-def parse_event_stream(text: str) -> list[dict[str, str]]:
-    """Events as an EventSource dispatches them (HTML Living Standard 9.2.6), without retry."""
-    events, data, event_type, last_id = [], "", "", ""
-    for line in re.split(r"\r\n|\r|\n", text):
-        if not line:   # dispatch
-            if data:
-                events.append({"data": data[:-1], "event": event_type or "message", "id": last_id})
-            data, event_type = "", ""
-            continue
-        if line.startswith(":"):
-            continue
-        name, colon, value = line.partition(":")
-        value = value[1:] if colon and value.startswith(" ") else value
-        if name == "data":
-            data += value + "\n"
-        elif name == "event":
-            event_type = value
-        elif name == "id" and "\0" not in value:
-            last_id = value
-    return events
-
-
 def wait_until_steady(read: Callable[[], int], quiet: float, timeout: float, what: str) -> int:
     """The value of ``read()`` once it has not changed for ``quiet`` seconds."""
     last, since = read(), time.monotonic()
@@ -265,11 +243,11 @@ def test_server_sent_events_parse_on_the_client(serve, http_connect) -> None:
     assert resp.getheader("Content-Type") == "text/event-stream"
     assert resp.getheader("Cache-Control") == "no-cache"
     assert resp.getheader("X-Stream") == "sse"
-    assert parse_event_stream(resp.read().decode("utf-8")) == [
-        {"data": "hello", "event": "message", "id": ""},
-        {"data": "line one\nline two\n", "event": "update", "id": "7"},
-        {"data": "", "event": "empty", "id": "7"},
-        {"data": "after\nCRLF", "event": "message", "id": "8"},
+    assert EventParser().feed(resp.read()) == [   # the project's client reads them
+        SseEvent("message", "hello", None),
+        SseEvent("update", "line one\nline two\n", "7"),
+        SseEvent("empty", "", "7"),
+        SseEvent("message", "after\nCRLF", "8"),
     ]
 
 
