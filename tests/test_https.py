@@ -20,7 +20,8 @@ from axon.client.http import ClientError, HttpPool, split_scheme, tls_client_con
 from axon.security.tls import make_ca, make_node_cert, write_private
 from axon.testing.cluster import REPO_ROOT, Cluster, wait_for
 from axon.web.app import bind
-from axon.web.server import HttpServer, json_response
+from axon.web.replies import json_reply
+from axon.web.server import HttpServer
 from axon.web.wire import Request, Response
 
 TIMEOUT = 5.0
@@ -67,7 +68,7 @@ def test_addresses_say_their_scheme() -> None:
 # ---------------------------------------------------------------- the server's TLS edge, in process
 
 def hello(req: Request) -> Response:
-    return json_response(200, {"path": req.path})
+    return json_reply(200, {"path": req.path})
 
 
 @pytest.fixture

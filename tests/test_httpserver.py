@@ -19,7 +19,8 @@ import gevent
 import pytest
 
 from axon.web.app import bind
-from axon.web.server import Handler, HttpServer, json_response, wsgi_handler
+from axon.web.replies import json_reply
+from axon.web.server import Handler, HttpServer, wsgi_handler
 from axon.web.wire import CONTINUE, Request, Response
 from rawhttp import Address, RawConnection, opened
 
@@ -65,7 +66,7 @@ class Client(RawConnection):
 
 def echo(req: Request) -> Response:
     """What the server handed the handler, as JSON."""
-    return json_response(200, {
+    return json_reply(200, {
         "method": req.method, "path": req.path, "query": req.query, "version": req.version,
         "body": req.body.decode("latin-1"), "keep_alive": req.keep_alive, "remote": req.remote,
         "headers": req.headers})

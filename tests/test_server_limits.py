@@ -26,7 +26,8 @@ from axon.testing.polling import wait_until
 from axon.web.app import bind
 from axon.web.limits import ByteBudget, ConnectionCount, connection_cap
 from axon.web import server as server_module
-from axon.web.server import HttpServer, json_response, raise_nofile_limit
+from axon.web.replies import json_reply
+from axon.web.server import HttpServer, raise_nofile_limit
 from axon.web.wire import LAST_CHUNK, Request, Response
 from rawhttp import TIMEOUT, Address, RawConnection, opened
 
@@ -56,7 +57,7 @@ class Handlers:
             return Response(200, [("Content-Type", "text/plain")], stream=self._gated())
         if req.path == "/large":   # far more than the socket buffers hold
             return Response(200, [("Content-Type", "application/octet-stream")], b"L" * (16 << 20))
-        return json_response(200, {"path": req.path, "length": len(req.body)})
+        return json_reply(200, {"path": req.path, "length": len(req.body)})
 
     def _gated(self) -> Iterator[bytes]:
         yield b"before"
@@ -229,9 +230,10 @@ def test_accept_out_of_file_descriptors_pauses_instead_of_spinning_and_recovers(
     proc = child("""
         import logging, os, resource
         from axon.web.app import bind
-        from axon.web.server import HttpServer, json_response
+        from axon.web.replies import json_reply
+        from axon.web.server import HttpServer
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-        server = HttpServer(bind("127.0.0.1:0"), lambda req: json_response(200, {}), 1024, max_connections=100)
+        server = HttpServer(bind("127.0.0.1:0"), lambda req: json_reply(200, {}), 1024, max_connections=100)
         server.start()
         room = len(os.listdir("/proc/self/fd")) + 2   # a few connections' worth, far fewer than the cap
         resource.setrlimit(resource.RLIMIT_NOFILE, (room, room))

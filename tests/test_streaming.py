@@ -22,7 +22,8 @@ from gevent.event import Event
 
 from axon.client.sse import Event as SseEvent, EventParser
 from axon.testing.polling import wait_until
-from axon.web.server import Handler, HttpServer, json_response
+from axon.web.replies import json_reply
+from axon.web.server import Handler, HttpServer
 from axon.web.sse import format_comment, format_event, sse_response
 from axon.web.wire import LAST_CHUNK, Request, Response
 from rawhttp import TIMEOUT, Address, RawConnection, opened
@@ -94,7 +95,7 @@ class Producers:
             return sse_response(self._track(self._counted(self._events())), [("X-Stream", "sse")])
         if req.path == "/with-length":   # a streamed body cannot have a length: 500 before any byte
             return Response(200, [("Content-Length", "5")], stream=self._track(self._counted(iter(PIECES))))
-        return json_response(200, {"path": req.path})
+        return json_reply(200, {"path": req.path})
 
 
 @pytest.fixture

@@ -64,10 +64,6 @@ _OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 _LIVE: weakref.WeakSet[HttpServer] = weakref.WeakSet()   # started servers, whose caps share the fd limit
 
 
-def json_response(status: int, body: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
-    return Response(status, [("Content-Type", "application/json"), *headers], json.dumps(body).encode())
-
-
 class HttpServer(StreamServer):
     """Serves ``handler`` on a bound listener; TCP_NODELAY, keep-alive, pipelining, streamed answers.
 
@@ -484,11 +480,13 @@ def _busy_answer(message: str) -> bytes:
                            json.dumps({"error": message}).encode(), keep_alive=False)
 
 
+_INTERNAL_ERROR = json.dumps({"error": "internal error"}).encode()
+
+
 def _internal_error(req: Request) -> tuple[bytes, bool]:
     """A 500 JSON answer to ``req`` as bytes, and whether the connection stays open."""
-    resp = json_response(500, {"error": "internal error"})
-    return format_response(resp.status, resp.headers, resp.body, req.keep_alive, req.method == "HEAD",
-                           req.version), req.keep_alive
+    return format_response(500, [("Content-Type", "application/json")], _INTERNAL_ERROR, req.keep_alive,
+                           req.method == "HEAD", req.version), req.keep_alive
 
 
 def _send(sock: socket.socket, data: bytes, timeout: float) -> None:
