@@ -20,7 +20,7 @@ import msgpack
 import pytest
 
 from axon.raft.codec import PROTOCOL_VERSION, CodecError, FrameDecoder, encode_frame, encode_message
-from axon.raft.transport import (HandshakeError, PeerTls, Refusal, TcpTransport, TransportError, _FramedSocket,
+from axon.raft.transport import (HandshakeError, PeerTls, Refusal, TransportError, _FramedSocket,
                                  check_hello, check_reply, client_handshake, cluster_conflict, load_peer_tls,
                                  loopback_peer_uid, make_hello, make_reply, parse_address, seal_frame,
                                  server_handshake, socket_owner, transcript)
@@ -28,6 +28,7 @@ from axon.raft.types import Message, MsgType
 from axon.security.channel import FrameOpener, FrameSealer, fresh_nonce
 from axon.security.tls import make_ca, make_node_cert, write_private
 from axon.testing.polling import wait_until
+from transportnodes import node_maker
 
 LOGGER = "axon.raft.transport"
 KEY = os.urandom(32)
@@ -58,30 +59,10 @@ def msg(src: str, dst: str, index: int = 0, **fields) -> Message:
     return Message(MsgType.APPEND, src, dst, term=1, index=index, **fields)
 
 
-class Node:
-    """A started transport plus what it delivered."""
-
-    def __init__(self, node_id: str, **kwargs) -> None:
-        self.received: list[Message] = []
-        self.transport = TcpTransport(node_id, "127.0.0.1:0", self.received.append, max_backoff=0.2, **kwargs)
-        self.transport.start()
-
-    @property
-    def address(self) -> str:
-        return self.transport.address
-
-
 @pytest.fixture
 def make_node():
-    nodes: list[Node] = []
-
-    def make(node_id: str, **kwargs) -> Node:
-        nodes.append(Node(node_id, **kwargs))
-        return nodes[-1]
-
-    yield make
-    for node in nodes:
-        node.transport.stop()
+    with node_maker(max_backoff=0.2) as make:
+        yield make
 
 
 Tamper = Callable[[int, int, bytes], bytes]   # (connection, frame number, payload) -> bytes to forward

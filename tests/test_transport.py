@@ -18,6 +18,7 @@ from axon.raft.transport import (HandshakeError, TcpTransport, TransportError, _
                                  client_handshake, parse_address, server_handshake)
 from axon.raft.types import Message, MsgType, SnapshotMeta
 from axon.testing.polling import wait_until
+from transportnodes import Node, node_maker
 
 LOGGER = "axon.raft.transport"
 HELLO = {"hello": "axon-raft", "version": PROTOCOL_VERSION, "node": "n1", "keyed": False, "cluster": None,
@@ -34,31 +35,10 @@ def stays_true(condition: Callable[[], bool], duration: float) -> bool:
     return condition()
 
 
-class Node:
-    """A transport plus the list of messages it delivered."""
-
-    def __init__(self, node_id: str, listen: str = "127.0.0.1:0", **kwargs) -> None:
-        self.received: list[Message] = []
-        self.transport = TcpTransport(node_id, listen, self.received.append, **kwargs)
-        self.transport.start()
-
-    @property
-    def address(self) -> str:
-        return self.transport.address
-
-
 @pytest.fixture
 def make_node():
-    nodes: list[Node] = []
-
-    def make(node_id: str, **kwargs) -> Node:
-        node = Node(node_id, **kwargs)
-        nodes.append(node)
-        return node
-
-    yield make
-    for node in nodes:
-        node.transport.stop()
+    with node_maker() as make:
+        yield make
 
 
 def connect_all(*nodes: Node) -> None:
