@@ -47,3 +47,16 @@ def test_changes_before_the_start_are_not_expected() -> None:
 def test_changes_in_a_reported_gap_are_not_expected() -> None:
     assert check_watch(GOOD[1:], history().ops(), 1, FINAL, gaps=[(9, 10)]) == []
     assert check_watch(GOOD[1:], history().ops(), 1, FINAL, gaps=[(11, 12)]) != []
+
+
+def test_a_key_deleted_twice_in_one_entry_is_two_events_not_a_repeat() -> None:
+    # three clients' commands in one entry (revision 14): delete k0, put k0, delete k0
+    h = History()
+    for client, kind, value in [(1, "write", "c1-1"), (2, "delete", None), (3, "write", "c3-1"), (4, "delete", None)]:
+        op = h.invoke(client, "k0", kind, value)
+        h.ok(op, 13 if client == 1 else 14)
+    events = [WatchEvent("put", "k0", "c1-1", 13), WatchEvent("delete", "k0", None, 14),
+              WatchEvent("put", "k0", "c3-1", 14), WatchEvent("delete", "k0", None, 14)]
+    final = {"k0": (None, None)}
+    assert check_watch(events, h.ops(), 1, final) == []
+    assert "twice" in check_watch(events + [WatchEvent("delete", "k0", None, 14)], h.ops(), 1, final)[0]
