@@ -27,6 +27,7 @@ def _make_dumps() -> Any:
                   None, ": ", ", ", False, False, True)
 
     def dumps(obj: Any) -> str:
+        """``json.dumps(obj)``: the same text."""
         if type(obj) is str:   # the C encoder takes containers and scalars other than str
             return _stdlib_encoder.encode_basestring_ascii(obj)
         return "".join(encode(obj, 0))
@@ -34,7 +35,6 @@ def _make_dumps() -> Any:
 
 
 dumps = _make_dumps()
-dumps.__doc__ = "``json.dumps(obj)``: the same text."
 
 
 def loads(text: str) -> Any:

@@ -100,9 +100,10 @@ def _order(events: Sequence[WatchEvent]) -> list[str]:
     for event in events:
         if event.revision < last:
             problems.append(f"revision {event.revision} ({event.key}) came after {last}")
-        if event.kind == "put" and event in seen:   # a put's value is unique: seen twice, sent twice
-            problems.append(f"event twice: {event}")
-        seen.add(event)
+        if event.kind == "put":   # a put's value is unique: seen twice, sent twice (deletes: below)
+            if event in seen:
+                problems.append(f"event twice: {event}")
+            seen.add(event)
         last = max(last, event.revision)
     return problems
 
