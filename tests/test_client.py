@@ -3,6 +3,7 @@ resume on another node without losing or repeating a change."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -103,6 +104,87 @@ def test_a_watch_resumes_on_another_node_without_losing_or_repeating_a_change(cl
     assert done.wait(30), f"watch did not finish; {len(seen)} events"
     assert not errors, errors
     assert [e.revision for e in seen] == revisions     # in order, no gap, no repeat
+
+
+class CuttingProxy:
+    """Passes one connection on to ``upstream`` and cuts it right after the ``after``-th SSE
+    event of kind ``event`` the node sends: a stream that breaks at a known point."""
+
+    def __init__(self, upstream: str, event: str, after: int) -> None:
+        self.upstream = upstream
+        self.marker = f"event: {event}\n".encode()
+        self.after = after
+        self.cut = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.addr = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve_one, daemon=True).start()
+
+    def _serve_one(self) -> None:
+        client, _ = self.listener.accept()
+        self.listener.close()      # later tries fail fast: the client moves to the next endpoint
+        host, port = self.upstream.rsplit(":", 1)
+        node = socket.create_connection((host, int(port)))
+        threading.Thread(target=self._pump, args=(client, node), daemon=True).start()
+        seen, sent = b"", 0
+        try:
+            while not self.cut.is_set():
+                data = node.recv(65536)
+                if not data:
+                    break
+                seen += data
+                end = self._cut_point(seen)
+                if end is not None:
+                    self.cut.set()
+                client.sendall(seen[sent:end])
+                sent = len(seen) if end is None else end
+        finally:
+            client.close()
+            node.close()
+
+    def _cut_point(self, seen: bytes) -> int | None:
+        """Where the ``after``-th such event ends in what the node sent so far, if it does yet."""
+        at = -1
+        for _ in range(self.after):
+            at = seen.find(self.marker, at + 1)
+            if at < 0:
+                return None
+        end = seen.find(b"\n\n", at)
+        return None if end < 0 else end + 2
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+
+
+def test_a_watch_cut_partway_through_a_revision_resumes_without_losing_its_other_changes(tmp_path) -> None:
+    """A lease revocation deletes 300 keys at one revision; the stream breaks after 100 of them."""
+    cluster = Cluster(tmp_path, n=3)
+    try:
+        leader = cluster.leader()
+        follower = next(n for n in cluster.nodes if n is not leader)
+        with Client([leader.http], timeout=10) as writer:
+            lease = writer.lease_grant(600)["id"]
+            keys = [f"r/{i:03d}" for i in range(300)]
+            for key in keys:
+                writer.put(key, "v", lease=lease)
+            revoked = writer.lease_revoke(lease)["revision"]
+            writer.put("r/~end", "x")
+        proxy = CuttingProxy(follower.http, "delete", after=100)
+        seen = []
+        with Client([proxy.addr, follower.http, leader.http], timeout=5) as c:
+            for event in c.watch(prefix="r/", from_revision=revoked):
+                seen.append(event)
+                if event.key == "r/~end":
+                    break
+        assert proxy.cut.is_set(), "the proxy never cut the stream"
+        assert [(e.kind, e.key, e.revision) for e in seen[:-1]] == [("delete", k, revoked) for k in keys]
+        assert (seen[-1].kind, seen[-1].key) == ("put", "r/~end")
+    finally:
+        cluster.close()
 
 
 def test_a_watch_start_past_the_history_raises_watch_compacted(cluster: Cluster) -> None:

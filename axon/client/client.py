@@ -12,9 +12,9 @@ request again only where that cannot change the outcome: reads and watches alway
 and transactions only when they never reached a node (e.g. connection refused).  A write
 whose answer was lost raises ``OutcomeUnknown``: it may or may not have been applied.
 
-A watch is an iterator that survives node failures: it remembers the last revision it
-delivered (or the revision it started at) and resumes from the next endpoint with
-``Last-Event-ID``, so no change is lost or repeated.  Past the retained history it raises
+A watch is an iterator that survives node failures: it remembers how far it delivered
+(axon/client/watchcursor.py) and resumes from the next endpoint with ``Last-Event-ID``,
+so no change is lost or repeated, even when a stream broke partway through a revision.  Past the retained history it raises
 ``WatchCompacted``: re-read the keys, then watch from ``compacted_revision + 1``.
 
 It is the one client in the project: the CLI, the launcher, a joining node, the test
@@ -33,6 +33,7 @@ from urllib.parse import quote, urlencode
 from axon.client.http import ClientError, HttpPool, kv_path
 from axon.client.lock import Session
 from axon.client.sse import EventParser, StreamError
+from axon.client.watchcursor import WatchCursor
 
 if TYPE_CHECKING:
     from axon.client.election import Election
@@ -228,11 +229,11 @@ class Client:
         if (key is None) == (prefix is None):
             raise ValueError("give exactly one of key and prefix")
         query = {"key": key} if key is not None else {"prefix": prefix}
-        resume_after = None if from_revision is None else from_revision - 1
+        cursor = WatchCursor(None if from_revision is None else from_revision - 1)
         failing_since = None
         while True:
             try:
-                stream = self._open_watch(query, resume_after)
+                stream = self._open_watch(query, cursor.resume_after())
             except ClientError as exc:
                 failing_since = failing_since or time.monotonic()
                 if exc.status not in (0, *RETRY_STATUSES) or time.monotonic() - failing_since > self.retry_for:
@@ -241,13 +242,12 @@ class Client:
                 time.sleep(0.1)
                 continue
             failing_since = None
-            if resume_after is None:
-                resume_after = stream.start - 1
+            cursor.new_stream(stream.start)
             try:
                 for event in stream.events():
-                    resume_after = event.revision if event.kind != "progress" else max(resume_after,
-                                                                                       event.revision)
-                    if event.kind != "progress":
+                    if event.kind == "progress":
+                        cursor.progress(event.revision)
+                    elif cursor.change(event.revision):
                         yield event
             finally:
                 stream.close()

@@ -1,8 +1,10 @@
 // One live watch of a prefix (GET /watch, Server-Sent Events) read with fetch(), so that it
-// carries the token; it resumes after the last event seen (Last-Event-ID) whenever the stream
-// breaks, and gives up only when the node says the history is gone (410) or the token may not.
+// carries the token; whenever the stream breaks it resumes where its cursor says (watchcursor.js:
+// no change lost or repeated, even partway through a revision), and gives up only when the node
+// says the history is gone (410) or the token may not.
 import { withAuth, unauthorized, watchUrl } from "./api.js";
 import { SseParser } from "./sse.js";
+import { WatchCursor } from "./watchcursor.js";
 
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 5000;
@@ -18,12 +20,12 @@ const SILENCE_MS = 30000; // a node sends progress at least every 10 s: quiet th
 export function watchPrefix(prefix, { onopen = () => {}, onchange, onstate = () => {}, oncompacted }) {
   let stopped = false;
   let ctl = null;
-  let lastId = null; // revision of the last event seen: where a new stream resumes
+  const cursor = new WatchCursor(); // how far the changes were delivered: where a new stream resumes
 
   async function once() {
     ctl = new AbortController();
     const headers = withAuth({ Accept: "text/event-stream" });
-    if (lastId != null) headers["Last-Event-ID"] = lastId;
+    if (cursor.resumeAfter() != null) headers["Last-Event-ID"] = String(cursor.resumeAfter());
     let silence = setTimeout(() => ctl.abort(), SILENCE_MS);
     try {
       const res = await fetch(watchUrl(prefix), { headers, signal: ctl.signal, cache: "no-store", redirect: "error" });
@@ -38,7 +40,7 @@ export function watchPrefix(prefix, { onopen = () => {}, onchange, onstate = () 
         return { status: res.status, error: typeof data?.error === "string" ? data.error : `HTTP ${res.status}`, data };
       }
       const start = Number(res.headers.get("X-Axon-Start-Revision"));
-      if (lastId == null && Number.isInteger(start) && start > 0) lastId = String(start - 1);
+      cursor.newStream(Number.isInteger(start) && start > 0 ? start : (cursor.resumeAfter() ?? 0) + 1);
       onopen(start);
       onstate("live");
       const reader = res.body.getReader();
@@ -57,10 +59,11 @@ export function watchPrefix(prefix, { onopen = () => {}, onchange, onstate = () 
             continue;
           }
           if ((ev.event === "put" || ev.event === "delete") && Number.isInteger(data?.revision)) {
-            lastId = String(data.revision);
-            onchange({ kind: ev.event, key: data.key, value: data.value, revision: data.revision });
+            if (cursor.change(data.revision)) {
+              onchange({ kind: ev.event, key: data.key, value: data.value, revision: data.revision });
+            }
           } else if (ev.event === "progress" && Number.isInteger(data?.revision)) {
-            lastId = String(data.revision);
+            cursor.progress(data.revision);
           } else if (ev.event === "error") {
             if (Number.isInteger(data?.compacted_revision)) return { status: 410, error: data.error };
             return { status: 0, error: String(data?.error ?? "the watch ended") };
