@@ -114,6 +114,25 @@ def test_pipelined_requests_split_across_feeds() -> None:
     assert [r.method for r in reqs] == ["GET", "PUT", "POST"]
 
 
+def test_a_body_and_the_next_request_split_at_every_byte() -> None:
+    """A Content-Length body is kept as the pieces it came in: every split of the stream into
+    three feeds gives the same requests, and ``buffered`` counts body bytes received."""
+    stream = PUT + GET + PUT
+    for i in range(len(stream)):
+        for j in range(i, len(stream)):
+            parser = RequestParser(MAX_BODY)
+            reqs = []
+            for piece in (stream[:i], stream[i:j], stream[j:]):
+                parser.feed(piece)
+                while (req := parser.next_request()) is not None:
+                    reqs.append(req)
+            assert [(r.method, r.body) for r in reqs] == [("PUT", b"hello"), ("GET", b""), ("PUT", b"hello")]
+            assert parser.buffered == 0 and parser.idle
+    parser = RequestParser(MAX_BODY)
+    parser.feed(PUT[:-2])
+    assert parser.next_request() is None and parser.buffered == len(b"hel")
+
+
 def test_parser_is_idle_only_between_requests() -> None:
     parser = RequestParser(MAX_BODY)
     assert parser.idle

@@ -102,11 +102,28 @@ class RequestParser:
         self._unbudgeted = 0  # bytes of the current body held outside the budget
         self._buf = bytearray()
         self._head: _Head | None = None
+        # A Content-Length body arrives as pieces, kept as they come and joined once: grown
+        # in a bytearray, a body of a few MB was copied many times over (each resize past
+        # glibc's mmap threshold maps, copies and unmaps it).
+        self._body_parts: list[bytes] = []
+        self._body_left = 0   # bytes of that body still to arrive
+        self._body_have = 0   # bytes of it received
         self._chunks: _ChunkedBody | None = None
         self._scanned = 0     # bytes of _buf already searched for the head's end
         self.continue_sent = False
 
     def feed(self, data: bytes) -> None:
+        left = self._body_left
+        if left:
+            if len(data) <= left:
+                self._body_parts.append(data)
+                self._body_left = left - len(data)
+                self._body_have += len(data)
+                return
+            self._body_parts.append(data[:left])
+            self._body_left = 0
+            self._body_have += left
+            data = data[left:]   # the next pipelined request's first bytes
         self._buf += data
 
     @property
@@ -130,7 +147,7 @@ class RequestParser:
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned in a request (after next_request: a partial head or body)."""
-        return len(self._buf)
+        return len(self._buf) + self._body_have
 
     def release(self) -> None:
         """Give the body bytes taken so far back to the budget: the handler is done with the
@@ -166,15 +183,11 @@ class RequestParser:
                 return None
         head = self._head
         if head.length is not None:
-            buf = self._buf
-            if len(buf) < head.length:
+            if self._body_left:
                 return None
-            if len(buf) == head.length:   # the usual end of a big body: one copy, not two
-                body = bytes(buf)
-                buf.clear()
-            else:
-                body = bytes(buf[:head.length])
-                del buf[:head.length]
+            body = b"".join(self._body_parts)   # one piece: that very bytes object, no copy
+            self._body_parts = []
+            self._body_have = 0
         else:
             if self._chunks is None:
                 self._chunks = _ChunkedBody(self.max_body, self._reserve)
@@ -212,7 +225,18 @@ class RequestParser:
             raise
         if head.length:
             self._reserve(head.length)
+            self._start_body(head.length)
         return head
+
+    def _start_body(self, length: int) -> None:
+        """Body bytes that came with the head go to the body's pieces; the rest will follow."""
+        buf = self._buf
+        have = min(len(buf), length)
+        if have:
+            self._body_parts.append(bytes(buf[:have]))
+            del buf[:have]
+        self._body_have = have
+        self._body_left = length - have
 
 
 def parse_head(raw: bytes, max_body: int) -> _Head:
