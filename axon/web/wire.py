@@ -102,9 +102,9 @@ class RequestParser:
         self._unbudgeted = 0  # bytes of the current body held outside the budget
         self._buf = bytearray()
         self._head: _Head | None = None
-        # A Content-Length body arrives as pieces, kept as they come and joined once: grown
-        # in a bytearray, a body of a few MB was copied many times over (each resize past
-        # glibc's mmap threshold maps, copies and unmaps it).
+        # A Content-Length body that did not come whole with its head is kept in the pieces
+        # it arrives in and joined once: grown in a bytearray, a body of a few MB was copied
+        # many times over (each resize past glibc's mmap threshold maps, copies and unmaps it).
         self._body_parts: list[bytes] = []
         self._body_left = 0   # bytes of that body still to arrive
         self._body_have = 0   # bytes of it received
@@ -185,9 +185,18 @@ class RequestParser:
         if head.length is not None:
             if self._body_left:
                 return None
-            body = b"".join(self._body_parts)   # one piece: that very bytes object, no copy
-            self._body_parts = []
-            self._body_have = 0
+            if self._body_parts:
+                body = b"".join(self._body_parts)
+                self._body_parts = []
+                self._body_have = 0
+            else:   # it came whole with the head (the usual small write)
+                buf = self._buf
+                if len(buf) == head.length:
+                    body = bytes(buf)
+                    buf.clear()
+                else:
+                    body = bytes(buf[:head.length])
+                    del buf[:head.length]
         else:
             if self._chunks is None:
                 self._chunks = _ChunkedBody(self.max_body, self._reserve)
@@ -229,12 +238,14 @@ class RequestParser:
         return head
 
     def _start_body(self, length: int) -> None:
-        """Body bytes that came with the head go to the body's pieces; the rest will follow."""
+        """A body still to arrive is kept in pieces from here on, starting with what came with the head."""
         buf = self._buf
-        have = min(len(buf), length)
+        have = len(buf)
+        if have >= length:
+            return   # all here: next_request cuts it from the buffer
         if have:
-            self._body_parts.append(bytes(buf[:have]))
-            del buf[:have]
+            self._body_parts.append(bytes(buf))
+            buf.clear()
         self._body_have = have
         self._body_left = length - have
 
