@@ -210,9 +210,12 @@ def test_frame_decoder_arbitrary_chunking(payloads: list[bytes], sizes: list[int
     got, pos = [], 0
     for size in sizes:
         got.extend(decoder.feed(stream[pos:pos + size]))
-        pos += size
+        pos = min(pos + size, len(stream))
+        # what was fed and is not yet in a returned payload, header bytes included
+        assert decoder.buffered == pos - sum(len(encode_frame(p)) for p in got)
     got.extend(decoder.feed(stream[pos:]))
     assert got == payloads
+    assert decoder.buffered == 0
 
 
 def test_frame_header_is_big_endian_u32() -> None:
