@@ -2,6 +2,7 @@
 
     python bench/compare_revisions.py --base REV [--new REV] [--rounds 3] [--duration 10]
                                       [--connections 64] [--workloads write,read] [--json FILE]
+                                      [--value-size BYTES]
                                       [--cluster-key none|base|new|both]
 
 `--base` is any git revision (e.g. HEAD~1 or a commit id); `--new` defaults to the working
@@ -121,12 +122,13 @@ class RevCluster:
                 p.kill()
 
 
-def bench(cluster: RevCluster, workload: str, connections: int, duration: float) -> dict:
+def bench(cluster: RevCluster, workload: str, connections: int, duration: float, value_size: int) -> dict:
     """One `axon bench` run (the working tree's) against ``cluster``; its JSON summary, plus
     ``cpu_us_per_op``: each node's CPU time over the run (prefill included) per operation, a
     figure that a busy machine disturbs much less than ops/s."""
     cmd = [sys.executable, "-m", "axon", "bench", "--addr", cluster.https[0], "--workload", workload,
-           "--connections", str(connections), "--duration", f"{duration:g}", "--json"]
+           "--connections", str(connections), "--duration", f"{duration:g}", "--value-size", str(value_size),
+           "--json"]
     before = [cpu_seconds(p.pid) for p in cluster.procs]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=REPO), timeout=duration + 120)
@@ -154,6 +156,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--workloads", default="write,read")
+    ap.add_argument("--value-size", type=int, default=100, help="bytes per written value (axon bench's)")
     ap.add_argument("--json", dest="json_out", default=None, help="write every figure here")
     ap.add_argument("--cluster-key", choices=["none", "base", "new", "both"], default="none",
                     help="which side's cluster runs with a cluster key")
@@ -174,7 +177,7 @@ def main() -> int:
             order = ["base", "new"] if rnd % 2 == 0 else ["new", "base"]
             for w in workloads:
                 for name in order:
-                    r = bench(clusters[name], w, args.connections, args.duration)
+                    r = bench(clusters[name], w, args.connections, args.duration, args.value_size)
                     results[w][name].append(r)
                     print(f"round {rnd + 1} {w:6s} {name:4s} {r['ops_per_s']:9.0f} ops/s "
                           f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms errors {r['errors']} "
