@@ -14,8 +14,9 @@ whose answer was lost raises ``OutcomeUnknown``: it may or may not have been app
 
 A watch is an iterator that survives node failures: it remembers how far it delivered
 (axon/client/watchcursor.py) and resumes from the next endpoint with ``Last-Event-ID``,
-so no change is lost or repeated, even when a stream broke partway through a revision.  Past the retained history it raises
-``WatchCompacted``: re-read the keys, then watch from ``compacted_revision + 1``.
+so no change is lost or repeated, even when a stream broke partway through a revision.
+Past the retained history it raises ``WatchCompacted``: re-read the keys, then watch from
+``compacted_revision + 1``.
 
 It is the one client in the project: the CLI, the launcher, a joining node, the test
 harness and the benchmarks use it too, most of them with ``retry_for=0`` (one try of each

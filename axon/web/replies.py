@@ -17,11 +17,10 @@ from axon.api.errors import (ApiError, Compacted, Conflict, Forbidden, InvalidIn
                              NotFound, RevisionMismatch, TokenRequired, TooLarge, Unauthenticated, Unavailable)
 from axon.web.middleware import Handler
 from axon.web.routes import MethodNotAllowed
-from axon.web.wire import Request, Response
+from axon.web.wire import JSON, Request, Response
 
 log = logging.getLogger("axon.web")
 
-JSON = ("Content-Type", "application/json")
 STATUS: dict[type[ApiError], int] = {
     InvalidInput: 400,
     TokenRequired: 401,     # answered with WWW-Authenticate: Bearer

@@ -37,7 +37,7 @@ import gevent.ssl
 from gevent.server import StreamServer
 
 from axon.web.limits import ByteBudget, ConnectionCount, connection_cap
-from axon.web.wire import (CONTINUE, LAST_CHUNK, UNBUDGETED_BODY, Framing, HttpError, Request, RequestParser,
+from axon.web.wire import (CONTINUE, JSON, LAST_CHUNK, UNBUDGETED_BODY, Framing, HttpError, Request, RequestParser,
                            Response, StreamHead, format_response, frame_chunk, stream_head)
 
 log = logging.getLogger("axon.web.app")
@@ -444,7 +444,7 @@ class HttpServer(StreamServer):
 
     def _refuse(self, sock: socket.socket, exc: HttpError) -> None:
         """Answer a request we cannot read, drop what the client still sends of it, close."""
-        headers = [("Content-Type", "application/json")]
+        headers = [JSON]
         if exc.retry_after is not None:
             headers.append(("Retry-After", str(exc.retry_after)))
         sock.settimeout(REFUSAL_TIMEOUT)
@@ -476,7 +476,7 @@ def raise_nofile_limit(needed: int) -> int:
 
 def _busy_answer(message: str) -> bytes:
     """A 503 telling the client to come back in a second; the connection closes after it."""
-    return format_response(503, [("Content-Type", "application/json"), ("Retry-After", "1")],
+    return format_response(503, [JSON, ("Retry-After", "1")],
                            json.dumps({"error": message}).encode(), keep_alive=False)
 
 
@@ -485,7 +485,7 @@ _INTERNAL_ERROR = json.dumps({"error": "internal error"}).encode()
 
 def _internal_error(req: Request) -> tuple[bytes, bool]:
     """A 500 JSON answer to ``req`` as bytes, and whether the connection stays open."""
-    return format_response(500, [("Content-Type", "application/json")], _INTERNAL_ERROR, req.keep_alive,
+    return format_response(500, [JSON], _INTERNAL_ERROR, req.keep_alive,
                            req.method == "HEAD", req.version), req.keep_alive
 
 

@@ -388,6 +388,7 @@ class _ChunkedBody:
 # ---------------------------------------------------------------- responses
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+JSON = ("Content-Type", "application/json")   # the header of every JSON answer
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _date_cache: tuple[int, str] = (0, "")
 
