@@ -221,7 +221,6 @@ class FrameDecoder:
         self._buffer = bytearray()
         self._parts: list[bytes] = []   # the pieces of the payload being received
         self._need = 0                  # its bytes still to arrive (0: none is)
-        self._have = 0                  # its bytes received
 
     def feed(self, data: bytes) -> list[bytes]:
         """Append ``data``; return every payload now complete, in order."""
@@ -231,11 +230,10 @@ class FrameDecoder:
             if len(data) < need:
                 self._parts.append(data)
                 self._need = need - len(data)
-                self._have += len(data)
                 return frames
             self._parts.append(data[:need])
             frames.append(b"".join(self._parts))
-            self._parts, self._need, self._have = [], 0, 0
+            self._parts, self._need = [], 0
             data = data[need:]
         buffer = self._buffer
         buffer += data
@@ -248,7 +246,7 @@ class FrameDecoder:
             if len(buffer) < end:
                 have = len(buffer) - start - _FRAME_HEADER.size
                 self._parts = [bytes(buffer[start + _FRAME_HEADER.size:])] if have else []
-                self._need, self._have = length - have, have
+                self._need = length - have
                 buffer.clear()
                 return frames
             frames.append(bytes(buffer[start + _FRAME_HEADER.size:end]))
@@ -260,4 +258,5 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet part of a complete frame."""
-        return len(self._buffer) + self._have + (_FRAME_HEADER.size if self._need else 0)
+        pending = _FRAME_HEADER.size + sum(map(len, self._parts)) if self._need else 0
+        return len(self._buffer) + pending

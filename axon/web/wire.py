@@ -107,7 +107,6 @@ class RequestParser:
         # many times over (each resize past glibc's mmap threshold maps, copies and unmaps it).
         self._body_parts: list[bytes] = []
         self._body_left = 0   # bytes of that body still to arrive
-        self._body_have = 0   # bytes of it received
         self._chunks: _ChunkedBody | None = None
         self._scanned = 0     # bytes of _buf already searched for the head's end
         self.continue_sent = False
@@ -118,11 +117,9 @@ class RequestParser:
             if len(data) <= left:
                 self._body_parts.append(data)
                 self._body_left = left - len(data)
-                self._body_have += len(data)
                 return
             self._body_parts.append(data[:left])
             self._body_left = 0
-            self._body_have += left
             data = data[left:]   # the next pipelined request's first bytes
         self._buf += data
 
@@ -147,7 +144,7 @@ class RequestParser:
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned in a request (after next_request: a partial head or body)."""
-        return len(self._buf) + self._body_have
+        return len(self._buf) + sum(map(len, self._body_parts))
 
     def release(self) -> None:
         """Give the body bytes taken so far back to the budget: the handler is done with the
@@ -188,7 +185,6 @@ class RequestParser:
             if self._body_parts:
                 body = b"".join(self._body_parts)
                 self._body_parts = []
-                self._body_have = 0
             else:   # it came whole with the head (the usual small write)
                 buf = self._buf
                 if len(buf) == head.length:
@@ -246,7 +242,6 @@ class RequestParser:
         if have:
             self._body_parts.append(bytes(buf))
             buf.clear()
-        self._body_have = have
         self._body_left = length - have
 
 
