@@ -36,6 +36,52 @@ def _make_dumps() -> Any:
 
 dumps = _make_dumps()
 
+# what ``dumps`` escapes in an ASCII string: control characters, DEL, the quote and the backslash
+_ESCAPED_ASCII = bytes(range(0x20)) + b'\x7f"\\'
+
+
+def plain_ascii(text: str) -> bytes | None:
+    """``text`` as ASCII bytes when ``dumps(text)`` is exactly those bytes between quotes, else None.
+
+    Lets a long value be sent as it is instead of being escaped (~2 ms/MiB) and copied
+    again; the check costs a quarter of the escape.
+    """
+    if not text.isascii():   # a flag of the str, not a scan
+        return None
+    raw = text.encode("ascii")
+    return raw if len(raw.translate(None, _ESCAPED_ASCII)) == len(raw) else None
+
+
+LONG_STRING = 64 << 10   # a str this long in a dict is looked at for the fast path
+
+
+def dumps_bytes(obj: Any) -> bytes:
+    """``dumps(obj).encode()``: the same bytes; for a dict holding a long value (a 1 MiB put
+    echoed back) about 4x less work, its plain ASCII strings joined in as they are."""
+    if type(obj) is dict:
+        for value in obj.values():   # a plain loop: this runs for every answer
+            if type(value) is str and len(value) >= LONG_STRING:
+                return b"".join(dict_parts(obj))
+    return dumps(obj).encode()
+
+
+def dict_parts(obj: dict) -> list[bytes]:
+    """``dumps(obj).encode()`` as parts in order; a long plain ASCII value is a part of its own
+    (else, the usual case, there is one part)."""
+    if (not any(type(value) is str and len(value) >= LONG_STRING for value in obj.values())
+            or any(type(key) is not str for key in obj)):   # json's own key conversions: not worth copying
+        return [dumps(obj).encode()]
+    parts = [b"{"]
+    for n, (key, value) in enumerate(obj.items()):
+        raw = plain_ascii(value) if type(value) is str and len(value) >= LONG_STRING else None
+        lead = ("" if n == 0 else ", ") + dumps(key) + ": "
+        if raw is None:
+            parts.append((lead + dumps(value)).encode())
+        else:
+            parts += [(lead + '"').encode(), raw, b'"']
+    parts.append(b"}")
+    return parts
+
 
 def loads(text: str) -> Any:
     """``json.loads(text)`` for a str: the same value, or the same JSONDecodeError/RecursionError."""

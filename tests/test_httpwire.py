@@ -13,9 +13,9 @@ import pytest
 
 from axon.web.limits import ByteBudget
 from axon.web.sse import KEEPALIVE, format_comment, format_event, sse_response
-from axon.web.wire import (CONTINUE, LAST_CHUNK, MAX_HEAD_BYTES, MAX_HEADERS, Framing, HttpError,
-                           Request, RequestParser, Response, format_response, frame_chunk, http_date,
-                           parse_head, stream_head)
+from axon.web.wire import (CONTINUE, COPY_CHUNK_BELOW, LAST_CHUNK, MAX_HEAD_BYTES, MAX_HEADERS, Framing,
+                           HttpError, Request, RequestParser, Response, chunk_parts, format_response, frame_chunk,
+                           http_date, parse_head, stream_head)
 
 MAX_BODY = 1 << 20
 
@@ -650,6 +650,16 @@ def test_frame_chunk(data: bytes, framed: bytes) -> None:
 
 def test_frame_chunk_of_nothing_is_nothing_not_the_last_chunk() -> None:
     assert frame_chunk(b"") == b"" and LAST_CHUNK == b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("size", [0, 1, COPY_CHUNK_BELOW - 1, COPY_CHUNK_BELOW, 3 << 20])
+def test_chunk_parts_are_the_framed_chunk_and_a_big_piece_is_not_copied(size: int) -> None:
+    data = bytes(size)
+    parts = chunk_parts(data)
+    assert b"".join(parts) == frame_chunk(data)
+    assert len(parts) == (0 if size == 0 else 1 if size < COPY_CHUNK_BELOW else 3)
+    if len(parts) == 3:
+        assert parts[1] is data
 
 
 def test_chunked_framing_round_trips_through_the_chunked_decoder() -> None:

@@ -29,6 +29,31 @@ def test_dumps_is_json_dumps(value):
     assert jsontext.dumps(value) == json.dumps(value)
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.text() | st.text(st.characters(max_codepoint=0x7f)) | st.text("ab ~{}\\\"\x7f\x1f"))
+def test_plain_ascii_is_the_json_string_between_its_quotes(text):
+    raw = jsontext.plain_ascii(text)
+    escaped = json.dumps(text)
+    assert (raw is not None) == (escaped == f'"{text}"')
+    if raw is not None:
+        assert b'"' + raw + b'"' == escaped.encode()
+
+
+# strings short and long (past LONG_STRING, where dumps_bytes looks for plain ASCII)
+STRINGS = st.builds(lambda piece, times: piece * times, st.text("ab ~\\\"\x7f\x1f\u00e9", min_size=1, max_size=3),
+                    st.sampled_from([1, jsontext.LONG_STRING // 3, jsontext.LONG_STRING, jsontext.LONG_STRING + 1]))
+REPLIES = st.dictionaries(st.text(max_size=6), STRINGS | SCALARS | st.lists(STRINGS, max_size=2), max_size=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(REPLIES | VALUES | st.dictionaries(st.integers(), STRINGS, max_size=2))
+def test_dumps_bytes_and_dict_parts_are_json_dumps(value):
+    expected = json.dumps(value).encode()
+    assert jsontext.dumps_bytes(value) == expected
+    if isinstance(value, dict):
+        assert b"".join(jsontext.dict_parts(value)) == expected
+
+
 @settings(max_examples=300, deadline=None)
 @given(VALUES, st.sampled_from(["", " ", "\n\t\r ", " x", "\x0c", "}", " 1"]),
        st.sampled_from(["", " ", "\r\n"]))

@@ -9,7 +9,7 @@ from axon.kv.commands import Put, encode_commands
 from axon.kv.store import Slot, Store, page_item_bytes
 from axon.testing.cluster import Cluster
 from axon.testing.fake_raft import MemoryStore
-from axon.web.endpoints import STREAM_PAGE_ABOVE, page_reply
+from axon.web.endpoints import PAGE_PIECE_BYTES, STREAM_PAGE_ABOVE, page_reply
 from axon.web.replies import ok
 
 MiB = 1 << 20
@@ -62,12 +62,23 @@ def test_count_and_bytes_bound_together(store) -> None:
     assert [(k, v) for k, v, _ in pages(store, 1000, None)[0]] == sorted(VALUES.items())
 
 
-def test_a_big_page_is_streamed_as_the_same_json() -> None:
-    page = {"items": [{"key": f"k{i}", "value": "\u00e9\"x" * 30000, "revision": i} for i in range(8)],
-            "next": "k7"}
+@pytest.mark.parametrize("value", [
+    "\u00e9\"x" * 30000,                     # escaped: each item's text built whole
+    "plain ascii ~ " * 20000,                # sent as it is, between its item's other parts
+    "x" * (PAGE_PIECE_BYTES - 1),            # just short of a part of its own
+    "tab\there" * 20000,                     # ASCII that still needs escapes
+])
+def test_a_big_page_is_streamed_as_the_same_json(value: str) -> None:
+    page = {"items": [{"key": f"k\"{i}", "value": value[i:], "revision": i} for i in range(8)]
+            + [{"key": "small", "value": "v", "revision": 9}], "next": "k7"}
     reply = page_reply(page)
     assert reply.stream is not None
-    assert json.loads(b"".join(reply.stream)) == page
+    pieces = list(reply.stream)
+    assert b"".join(pieces) == ok(page).body   # the very text of the unstreamed answer
+    longest_item = max(len(json.dumps(item)) for item in page["items"])
+    assert all(pieces) and max(map(len, pieces)) < PAGE_PIECE_BYTES + longest_item
+    if value.startswith("plain"):
+        assert value[3:].encode() in pieces   # a piece of its own, for the server to send as it is
     small = {"items": [{"key": "k", "value": "v", "revision": 1}], "next": None}
     assert page_reply(small).body == ok(small).body and page_reply(small).stream is None
     assert STREAM_PAGE_ABOVE < 4 * MiB

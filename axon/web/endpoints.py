@@ -146,19 +146,34 @@ def page_reply(page: dict) -> Response:
 
 def _page_pieces(items: list[dict], nxt: str | None) -> Iterator[bytes]:
     """``{"items": [...], "next": ...}`` in pieces of about PAGE_PIECE_BYTES, letting other
-    greenlets run between them (a client that reads fast never makes the send wait)."""
-    yield b'{"items": ['
-    piece: list[str] = []
+    greenlets run between them (a client that reads fast never makes the send wait).
+
+    A part of the text that long (a big value needing no escapes, ``jsontext.dict_parts``)
+    is a piece alone, sent as it is: joined with its neighbours it would be copied again.
+    """
+    batch: list[bytes] = []
     size = 0
-    for n, item in enumerate(items):
-        text = jsontext.dumps(item)
-        piece.append(text if n == 0 else ", " + text)
-        size += len(text)
+    for part in _page_parts(items, nxt):
+        if len(part) >= PAGE_PIECE_BYTES and batch:
+            yield b"".join(batch)
+            batch, size = [], 0
+        batch.append(part)
+        size += len(part)
         if size >= PAGE_PIECE_BYTES:
-            yield "".join(piece).encode()
-            piece, size = [], 0
+            yield batch[0] if len(batch) == 1 else b"".join(batch)
+            batch, size = [], 0
             gevent.sleep(0)
-    yield ("".join(piece) + '], "next": ' + jsontext.dumps(nxt) + "}").encode()
+    yield b"".join(batch)   # never empty: the page's closing part comes last
+
+
+def _page_parts(items: list[dict], nxt: str | None) -> Iterator[bytes]:
+    """A listing page's JSON text, as ``jsontext.dumps`` writes it, in parts."""
+    yield b'{"items": ['
+    for n, item in enumerate(items):
+        if n:
+            yield b", "
+        yield from jsontext.dict_parts(item)
+    yield b'], "next": ' + jsontext.dumps(nxt).encode() + b"}"
 
 
 def whoami(gate: AuthGate, req: Request) -> dict:

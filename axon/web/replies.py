@@ -40,11 +40,11 @@ _BOTTLE_MESSAGES = {404: "nothing at {method} {path}", 405: "method {method} not
 
 def ok(body: Any) -> Response:
     """200 with ``body`` as JSON (the hot path: no extra headers)."""
-    return Response(200, [JSON], jsontext.dumps(body).encode())
+    return Response(200, [JSON], jsontext.dumps_bytes(body))
 
 
 def json_reply(status: int, body: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
-    return Response(status, [JSON, *headers], jsontext.dumps(body).encode())
+    return Response(status, [JSON, *headers], jsontext.dumps_bytes(body))
 
 
 def status_of(err: ApiError) -> int:

@@ -38,7 +38,7 @@ from gevent.server import StreamServer
 
 from axon.web.limits import ByteBudget, ConnectionCount, connection_cap
 from axon.web.wire import (CONTINUE, JSON, LAST_CHUNK, UNBUDGETED_BODY, Framing, HttpError, Request, RequestParser,
-                           Response, StreamHead, format_response, frame_chunk, stream_head)
+                           Response, StreamHead, chunk_parts, format_response, stream_head)
 
 log = logging.getLogger("axon.web.app")
 
@@ -422,9 +422,9 @@ class HttpServer(StreamServer):
             with _hangup_interrupts(sock):
                 _send_progressing(sock, head.data)
                 chunked = head.framing is Framing.CHUNKED
-                while (piece := _next_piece(pieces, chunked)) is not None:
-                    if piece:
-                        _send_progressing(sock, piece)
+                while (parts := _next_piece(pieces, chunked)) is not None:
+                    for part in parts:
+                        _send_progressing(sock, part)
                 if chunked:
                     _send_progressing(sock, LAST_CHUNK)
             return head.keep_alive
@@ -563,13 +563,13 @@ class _ClientGone(BaseException):
     """
 
 
-def _next_piece(pieces: Iterator[bytes], chunked: bool) -> bytes | memoryview | None:
-    """The producer's next piece ready to send (framed when ``chunked``); None at its end."""
+def _next_piece(pieces: Iterator[bytes], chunked: bool) -> tuple[bytes | memoryview, ...] | None:
+    """The producer's next piece as parts ready to send (framed when ``chunked``); None at its end."""
     try:
         item = next(pieces, _END)
         if item is _END:
             return None
-        return frame_chunk(item) if chunked else memoryview(item)   # not bytes: TypeError here
+        return chunk_parts(item) if chunked else (memoryview(item),)   # not bytes: TypeError here
     except Exception as exc:
         raise _ProducerFailed from exc
 

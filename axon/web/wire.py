@@ -9,7 +9,7 @@ Given a ``ByteBudget``, the parser takes each body's bytes from it before buffer
 
 Responses come out as bytes too: ``format_response`` for a body in hand, and for a body
 streamed as it is produced, ``stream_head`` (which also says how the body is framed),
-``frame_chunk`` per piece and ``LAST_CHUNK`` to end it.
+``frame_chunk`` (or ``chunk_parts``) per piece and ``LAST_CHUNK`` to end it.
 """
 from __future__ import annotations
 
@@ -496,6 +496,16 @@ def frame_chunk(data: bytes) -> bytes:
     if not data:
         return b""
     return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+COPY_CHUNK_BELOW = 64 * 1024   # a piece this small is copied behind its size line: one send, not three
+
+
+def chunk_parts(data: bytes) -> tuple[bytes, ...]:
+    """``frame_chunk(data)`` as parts to send in order: a big piece is not copied to frame it."""
+    if len(data) < COPY_CHUNK_BELOW:
+        return (frame_chunk(data),) if data else ()
+    return (b"%x\r\n" % len(data), data, b"\r\n")
 
 
 def _finish_head(lines: list[str], has_date: bool, keep_alive: bool, request_version: str) -> bytes:
