@@ -20,7 +20,7 @@ import pytest
 
 from axon.web.app import bind
 from axon.web.replies import json_reply
-from axon.web.server import Handler, HttpServer, wsgi_handler
+from axon.web.server import ACCEPTS_PER_TURN, Handler, HttpServer, wsgi_handler
 from axon.web.wire import CONTINUE, Request, Response
 from rawhttp import Address, RawConnection, opened
 
@@ -132,6 +132,36 @@ def test_many_connections_are_served_concurrently(serve, connect) -> None:
     for i, client in enumerate(reversed(clients)):   # ... and they complete in reverse order
         client.send(b"\r\n")
         assert client.response().json()["path"] == f"/c{len(clients) - 1 - i}"
+
+
+def test_a_burst_of_connections_is_accepted_a_few_per_turn_and_all_are_served() -> None:
+    """A storm of connections must not flood the hub's callback queue (which also wakes the
+    Raft driver and waiting requests): at most ACCEPTS_PER_TURN are accepted per loop turn."""
+    accepted_this_turn, most_in_a_turn = [0], [0]
+
+    class Counting(HttpServer):
+        def do_handle(self, sock, address) -> None:
+            accepted_this_turn[0] += 1
+            most_in_a_turn[0] = max(most_in_a_turn[0], accepted_this_turn[0])
+            super().do_handle(sock, address)
+
+    listener = bind("127.0.0.1:0")
+    server = Counting(listener, echo, MAX_BODY)
+    turn = gevent.get_hub().loop.prepare(ref=False)
+    turn.start(lambda: accepted_this_turn.__setitem__(0, 0))
+    burst = 30 * ACCEPTS_PER_TURN
+    clients = [Client(listener.getsockname()[:2]) for _ in range(burst)]   # all wait in the backlog
+    server.start()
+    try:
+        for i, client in enumerate(clients):
+            client.send(b"GET /b%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+        assert [client.response().json()["path"] for client in clients] == [f"/b{i}" for i in range(burst)]
+        assert 0 < most_in_a_turn[0] <= ACCEPTS_PER_TURN
+    finally:
+        turn.stop()
+        for client in clients:
+            client.sock.close()
+        server.stop(timeout=1)
 
 
 def test_http10_request_closes_after_the_answer(serve, connect) -> None:

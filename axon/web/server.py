@@ -59,6 +59,13 @@ SWEEP_EVERY = (0.01, 1.0)     # shortest and longest interval between checks of 
 # Connections a sweep interrupts before the loop polls again: each may send a 408 and close,
 # and a thousand timing out at once (slowloris) would otherwise hold the loop ~100 ms.
 SWEEP_BATCH = 64
+# New connections accepted per turn of the loop (gevent's default is 100).  Each one's greenlet
+# starts through the hub's one queue of ready callbacks, the queue that also wakes the Raft
+# driver, the WAL syncer, the applier and every request waiting for its answer: in a storm of
+# connections 100 a turn kept ~1,800 starts queued ahead of those wake-ups, and a small write
+# took 200-300 ms.  Ten keep it under ~60 while still accepting thousands a second (nginx
+# accepts one per wake-up unless told otherwise).
+ACCEPTS_PER_TURN = 10
 WARN_EVERY = 60.0             # seconds between warnings of one kind (clients can trigger them at will)
 _OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 _LIVE: weakref.WeakSet[HttpServer] = weakref.WeakSet()   # started servers, whose caps share the fd limit
@@ -96,8 +103,9 @@ class HttpServer(StreamServer):
     too big for the socket's buffer waits for room at most ``send_timeout`` each time.
 
     Fairness on the one event loop: a big body is read one full buffer per turn of the loop,
-    and a sweep interrupts at most SWEEP_BATCH connections per turn; so timing-out or
-    uploading connections cannot crowd out the requests of the others.
+    a sweep interrupts at most SWEEP_BATCH connections per turn, and at most ACCEPTS_PER_TURN
+    connections are accepted per turn; so timing-out, uploading or newly arriving
+    connections cannot crowd out the requests of the others.
     """
 
     def __init__(self, listener: socket.socket, handler: Handler, max_body: int,
@@ -111,6 +119,7 @@ class HttpServer(StreamServer):
             if not seconds > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
         super().__init__(listener, self._connection)
+        self.max_accept = ACCEPTS_PER_TURN
         self.handler = handler
         self.max_body = max_body
         self.send_timeout = send_timeout
