@@ -9,7 +9,7 @@ Given a ``ByteBudget``, the parser takes each body's bytes from it before buffer
 
 Responses come out as bytes too: ``format_response`` for a body in hand, and for a body
 streamed as it is produced, ``stream_head`` (which also says how the body is framed),
-``frame_chunk`` (or ``chunk_parts``) per piece and ``LAST_CHUNK`` to end it.
+``chunk_parts`` per piece (``frame_chunk`` when one buffer is wanted) and ``LAST_CHUNK`` to end it.
 """
 from __future__ import annotations
 
@@ -435,7 +435,7 @@ def format_response(status: int, headers: Iterable[tuple[str, str]], body: bytes
 
 class Framing(Enum):
     """How a streamed body travels after its head."""
-    CHUNKED = "chunked"   # each piece through frame_chunk, then LAST_CHUNK (HTTP/1.1)
+    CHUNKED = "chunked"   # each piece through chunk_parts, then LAST_CHUNK (HTTP/1.1)
     CLOSE = "close"       # pieces as they are, the end of the body is the connection's close (HTTP/1.0)
     NONE = "none"         # no body at all: a HEAD request, or a status without content
 
