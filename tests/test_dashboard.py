@@ -96,7 +96,7 @@ def row(page, node_id: str):
 
 
 def leader_id(launched: LaunchedCluster) -> str:
-    return next(nid for nid, n in launched.nodes().items() if n["role"] == "leader")
+    return next(nid for nid, n in launched.wait_ready(3).items() if n["role"] == "leader")
 
 
 def open_data_tab(page) -> None:
@@ -272,7 +272,7 @@ def test_without_quorum_the_data_view_is_read_only(page, launched) -> None:
 
 @pytest.mark.browser
 def test_a_standalone_node_offers_remove_but_no_process_actions_nor_a_keyless_join(browser, launched) -> None:
-    nodes = launched.nodes()
+    nodes = launched.wait_ready(3)   # an earlier test stopped and restarted the followers
     leader = next(nid for nid, n in nodes.items() if n["role"] == "leader")
     follower = next(nid for nid, n in sorted(nodes.items()) if n["role"] == "follower")
     context = browser.new_context(viewport={"width": 390, "height": 844})   # a phone
