@@ -108,7 +108,7 @@ FAMILIES = ("axon_raft_term", "axon_raft_role", "axon_raft_commit_index", "axon_
             "axon_raft_leader_changes_total", "axon_raft_proposals_total", "axon_http_requests_total",
             "axon_http_request_seconds", "axon_wal_fsync_seconds", "axon_commit_seconds",
             "axon_gossip_members", "axon_event_loop_lag_seconds", "axon_http_connections",
-            "axon_data_bytes", "axon_wal_bytes", "axon_build_info", "axon_process_resident_memory_bytes",
+            "axon_data_bytes", "axon_wal_bytes", "axon_watchers", "axon_build_info", "axon_process_resident_memory_bytes",
             "axon_raft_snapshots_installed_total")
 
 

@@ -90,6 +90,7 @@ def register_collectors(metrics: NodeMetrics, process: "NodeProcess", facts: Nod
                gauge("axon_event_loop_lag_max_seconds", "the largest event-loop lag since start", lag.max),
                gauge("axon_data_bytes", "bytes of files in the data dir", data),
                gauge("axon_wal_bytes", "bytes of the Raft WAL", wal),
+               gauge("axon_watchers", "watch streams open on this node", process.feed.subscriber_count),
                gauge("axon_uptime_seconds", "seconds since the node process started", facts.uptime()),
                gauge("axon_build_info", "the node's version", 1, {"version": axon.__version__})]
         server = process.http
