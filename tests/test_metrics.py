@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import re
+import socket
 
 import pytest
 
 from axon.api.auth import Decision
 from axon.metrics import (HTTP_BUCKETS, LATENCY_BUCKETS, Histogram, HttpMetrics, NodeMetrics,
                           raft_families, quantile)
-from axon.testing.cluster import Cluster
+from axon.testing.cluster import Cluster, wait_for
 from axon.web.middleware import chain, http_metrics
 from axon.web.routes import Route, Router
 from axon.web.wire import Request, Response
@@ -108,8 +109,8 @@ FAMILIES = ("axon_raft_term", "axon_raft_role", "axon_raft_commit_index", "axon_
             "axon_raft_leader_changes_total", "axon_raft_proposals_total", "axon_http_requests_total",
             "axon_http_request_seconds", "axon_wal_fsync_seconds", "axon_commit_seconds",
             "axon_gossip_members", "axon_event_loop_lag_seconds", "axon_http_connections",
-            "axon_data_bytes", "axon_wal_bytes", "axon_watchers", "axon_build_info", "axon_process_resident_memory_bytes",
-            "axon_raft_snapshots_installed_total")
+            "axon_data_bytes", "axon_wal_bytes", "axon_watchers", "axon_build_info",
+            "axon_process_resident_memory_bytes", "axon_raft_snapshots_installed_total")
 
 
 @pytest.mark.slow
@@ -137,6 +138,16 @@ def test_a_live_node_shows_every_family_and_they_move(tmp_path) -> None:
         assert value(after, "axon_wal_fsync_seconds_count") > value(before, "axon_wal_fsync_seconds_count")
         assert value(after, "axon_http_connections") >= 1
         assert "/kv/k1" not in after   # a label is a route pattern, never a raw path
+        assert value(after, "axon_watchers") == 0
+        host, port = node.http.rsplit(":", 1)
+        watch = socket.create_connection((host, int(port)), timeout=5)
+        try:
+            watch.sendall(f"GET /watch?prefix=k HTTP/1.1\r\nHost: {node.http}\r\n\r\n".encode())
+            assert watch.recv(64).startswith(b"HTTP/1.1 200")
+            wait_for(lambda: value(scrape(node)[2], "axon_watchers") == 1, 5, message="the watch counted")
+        finally:
+            watch.close()
+        wait_for(lambda: value(scrape(node)[2], "axon_watchers") == 0, 5, message="the closed watch gone")
 
 
 @pytest.mark.slow
