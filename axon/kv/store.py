@@ -39,10 +39,10 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
-import gevent
 import msgpack
 import plyvel
 
+from axon import bulk
 from axon.kv.authstate import AuthState, apply_auth
 from axon.kv.commands import (CommandError, Delete, LeaseGrant, Put, Result, Txn, TxnResult, decode_commands,
                               evaluate, evaluate_txn, is_auth, is_lease, reads_current)
@@ -282,7 +282,7 @@ class Store:
                     # The iterator reads a snapshot of the data set, so other greenlets may
                     # write meanwhile; a long scan must not hold the loop the leader's
                     # heartbeats need.
-                    gevent.sleep(0)
+                    bulk.pause()
         return items, (items[-1][0] if more else None)
 
     def count(self, prefix: str = "") -> int:

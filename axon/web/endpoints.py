@@ -9,9 +9,8 @@ from dataclasses import replace
 from typing import Callable, Iterator
 from urllib.parse import quote
 
-import gevent
 
-from axon import jsontext
+from axon import bulk, jsontext
 from axon.api.auth import Decision, bearer_token, principal
 from axon.api.service import KVService
 from axon.api.stats import StatsRing, StatsService
@@ -162,7 +161,7 @@ def _page_pieces(items: list[dict], nxt: str | None) -> Iterator[bytes]:
         if size >= PAGE_PIECE_BYTES:
             yield batch[0] if len(batch) == 1 else b"".join(batch)
             batch, size = [], 0
-            gevent.sleep(0)
+            bulk.pause()
     yield b"".join(batch)   # never empty: the page's closing part comes last
 
 

@@ -36,6 +36,7 @@ import gevent
 import gevent.ssl
 from gevent.server import StreamServer
 
+from axon import bulk
 from axon.web.limits import ByteBudget, ConnectionCount, connection_cap
 from axon.web.wire import (CONTINUE, JSON, LAST_CHUNK, UNBUDGETED_BODY, Framing, HttpError, Request, RequestParser,
                            Response, StreamHead, chunk_parts, format_response, stream_head)
@@ -44,7 +45,6 @@ log = logging.getLogger("axon.web.app")
 
 Handler = Callable[[Request], Response]
 RECV_SIZE = 64 * 1024
-FULL_READS_PER_TURN = 1       # a connection with more to read lets others run after each full recv
 MAX_DISCARD = 64 << 20        # an oversized body is read and dropped up to this, then we close
 SEND_TIMEOUT = 60.0           # seconds a streamed answer may wait for room in the socket's buffer
 MAX_CONNECTIONS = 4096
@@ -323,7 +323,6 @@ class HttpServer(StreamServer):
         """
         head_deadline = 0.0   # by when the head being received must be complete (0: none begun)
         answered = False
-        full_reads = 0
         tls = self.ssl_context is not None
         while True:
             try:
@@ -356,10 +355,9 @@ class HttpServer(StreamServer):
                 parser.feed(data)
                 if len(data) == RECV_SIZE:
                     # More is waiting: a big body would otherwise be read to its end (many
-                    # MB at a time over hundreds of connections) before anyone else runs.
-                    full_reads += 1
-                    if full_reads % FULL_READS_PER_TURN == 0:
-                        gevent.sleep(0)
+                    # MB at a time over hundreds of connections) before anyone else runs;
+                    # each full read is one step of bulk work (axon/bulk.py).
+                    bulk.pause()
                 continue
             head_deadline = 0.0
             req.remote = remote
