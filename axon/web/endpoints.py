@@ -9,7 +9,6 @@ from dataclasses import replace
 from typing import Callable, Iterator
 from urllib.parse import quote
 
-
 from axon import bulk, jsontext
 from axon.api.auth import Decision, bearer_token, principal
 from axon.api.service import KVService
