@@ -9,6 +9,7 @@ from axon.kv.store import Store
 from axon.testing.fake_raft import NullTransport
 from axon.raft import rules
 from axon.raft.core import RaftCore
+from axon.raft import node as node_module
 from axon.raft.node import RaftNode
 from axon.raft.types import Entry, HardState, Member, Message, MsgType
 from axon.testing.cluster import Cluster
@@ -63,8 +64,9 @@ def test_one_entry_bigger_than_what_is_kept_is_compacted_too() -> None:
 def test_a_node_writing_big_entries_compacts_before_the_entry_count(tmp_path) -> None:
     bound = 256 << 10
     with Store.open(str(tmp_path / "store")) as store:
+        machine = KVStateMachine(store)
         node = RaftNode("n1", Member("127.0.0.1:1", "127.0.0.1:2"), str(tmp_path / "raft"),
-                        KVStateMachine(store), lambda _cb: NullTransport(), encode_batch=encode_commands,
+                        machine, lambda _cb: NullTransport(), encode_batch=encode_commands,
                         item_size=command_size, bootstrap=True, tick_interval=0.01,
                         snapshot_entries=20000, snapshot_bytes=bound)
         node.fatal = lambda exc: None
@@ -82,6 +84,36 @@ def test_a_node_writing_big_entries_compacts_before_the_entry_count(tmp_path) ->
             assert store.get("k39")[0] == "v" * (64 << 10)
         finally:
             node.stop()
+            machine.close()
+
+
+def test_the_store_is_synced_every_few_mib_applied_not_only_at_compaction(tmp_path, monkeypatch) -> None:
+    """Each sync then has at most that much of LevelDB's log to flush (see STORE_SYNC_BYTES)."""
+    monkeypatch.setattr(node_module, "STORE_SYNC_BYTES", 256 << 10)
+    with Store.open(str(tmp_path / "store")) as store:
+        machine = KVStateMachine(store)
+        synced_at: list[int] = []
+        real_sync = machine.sync
+        machine.sync = lambda: (synced_at.append(store.applied_index), real_sync())[1]
+        node = RaftNode("n1", Member("127.0.0.1:1", "127.0.0.1:2"), str(tmp_path / "raft"),
+                        machine, lambda _cb: NullTransport(), encode_batch=encode_commands,
+                        item_size=command_size, bootstrap=True, tick_interval=0.01,
+                        snapshot_entries=20000, snapshot_bytes=1 << 30)
+        node.fatal = lambda exc: None
+        node.start()
+        try:
+            wait_until(lambda: node.is_leader, 10, "a one-voter leader")
+            first = node.applied_index
+            for i in range(40):   # 40 x 64 KiB: ten times the sync bound, far below a compaction
+                node.propose([Put(f"k{i}", "v" * (64 << 10))], timeout=10)
+            assert node.core.snap_index == 0, "the test meant no compaction"
+            # one sync per 256 KiB applied, each within four entries of the one before
+            assert 8 <= len(synced_at) <= 10, synced_at
+            gaps = [b - a for a, b in zip([first] + synced_at, synced_at)]
+            assert max(gaps) <= 5, gaps
+        finally:
+            node.stop()
+            machine.close()
 
 
 # ---------------------------------------------------------------------- a real node stays bounded

@@ -109,6 +109,7 @@ class KVService:
 
     def get(self, raw_key: str, stale: str | None = None) -> dict:
         key = validate.key(raw_key, self.config.max_key_bytes)
+        self.write_budget.note_other_request()   # large writes then leave it room
         if not validate.boolean(stale, "stale"):
             self._read_barrier()
         found = self._local(lambda: self.store.get(key))
@@ -120,6 +121,7 @@ class KVService:
     def list(self, prefix: str | None = None, limit: str | None = None, after: str | None = None,
              stale: str | None = None) -> dict:
         count = validate.limit(limit)
+        self.write_budget.note_other_request()
         if not validate.boolean(stale, "stale"):
             self._read_barrier()
         items, nxt = self._local(lambda: self.store.scan(prefix or "", after or None, count,

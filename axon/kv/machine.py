@@ -89,7 +89,8 @@ class KVStateMachine:
         self._writer.apply(write)
 
     def sync(self) -> None:
-        self.store.sync()
+        """Make everything applied durable; in the writer thread, as a sync can take tens of ms."""
+        self.write_in_thread(self.store.sync)
 
     def reopen(self) -> None:
         self.store.reopen()
@@ -118,6 +119,7 @@ class KVStateMachine:
         """Close the feed, then the store."""
         self.feed.close("the store is closed")
         if self._writer is not None:
+            self._writer.join()   # a write or sync under way there must not outlive the store
             self._writer.kill()
         self.store.close()
 

@@ -10,7 +10,7 @@ simulation); this module does the I/O with four greenlets, each with one job:
   thread while syncs are quick, in a worker thread when slow: ``wal_sync``), then the
   messages that had to wait for durability go out;
 - applier: applies committed entries that are durable here, answers proposals, installs
-  received snapshots and compacts the log.
+  received snapshots, syncs the store every few MiB applied and compacts the log.
 Start-up lives in ``startup``, client bookkeeping in ``proposals`` and ``reads``, snapshot
 streams in ``snapshot_send`` and ``snapshot_receive``.
 """
@@ -53,6 +53,11 @@ GIL_SWITCH_INTERVAL = 0.0002
 HOLD_NOTICES_FROM_CLIENTS = 2
 # A local write that failed for lack of space is tried again this often, backing off
 STORAGE_RETRY_FIRST, STORAGE_RETRY_MAX = 0.1, 2.0
+# The store is synced once this many bytes of entries were applied since its last sync.
+# LevelDB's log is not synced on each apply, so a compaction's sync used to flush tens of MiB
+# at once: with large values that took 20-100 ms, during which no entry was applied and the
+# disk made every node's WAL fdatasync wait as long (they share it on one host).
+STORE_SYNC_BYTES = 4 << 20
 
 
 class RaftNode:
@@ -89,6 +94,7 @@ class RaftNode:
             self.core, self.sm, self.wal, self.durability,
             staging_path or os.path.join(wal_dir, "snapshot.incoming"))
         self._applied = self.sm.applied_index
+        self._unsynced_bytes = 0   # entry bytes applied since the store's last sync
         self._wake = Event()
         self._sync_wake = Event()
         self._apply_wake = Event()
@@ -354,6 +360,7 @@ class RaftNode:
                     self._install_snapshot(work)
                 else:
                     self._apply(work)
+            self._maybe_sync_store()
             self._maybe_compact()
 
     def _apply(self, entries: list[Entry]) -> None:
@@ -366,6 +373,7 @@ class RaftNode:
                 log.info("membership applied at %d: voters=%s learners=%s", entry.index,
                          sorted(config.voters), sorted(config.learners))
         self._applied = entries[-1].index
+        self._unsynced_bytes += sum(len(entry.data) for entry in entries)
         self.reads.applied(self._applied)
 
     def _install_snapshot(self, meta: SnapshotMeta) -> None:
@@ -374,6 +382,18 @@ class RaftNode:
         self._applied = max(self._applied, meta.index)
         self._synced(done)
         self.reads.applied(self._applied)
+
+    def _maybe_sync_store(self) -> None:
+        """Sync the store once STORE_SYNC_BYTES were applied since its last sync, so that no
+        sync (a compaction's included) has more than that to flush."""
+        if self._unsynced_bytes < STORE_SYNC_BYTES:
+            return
+        try:
+            self._sync_store()
+        except Exception as exc:
+            if not self.storage_full(exc):
+                raise
+            log.warning("store sync put off: %s", exc)   # a compaction's sync waits for space
 
     def _maybe_compact(self) -> None:
         target = rules.compaction_index(self._applied, self.core.snap_index, self.keep_entries,
@@ -423,7 +443,8 @@ class RaftNode:
                         raise
 
     def _sync_store(self) -> None:
-        gevent.get_hub().threadpool.apply(self.sm.sync)
+        self._unsynced_bytes = 0   # what is applied from here on is not covered
+        self.sm.sync()
 
     # ------------------------------------------------------------------ queries
     @property
