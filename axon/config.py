@@ -162,7 +162,8 @@ class NodeConfig:
     write_queue_bytes: int = field(default=1 << 20, metadata=_flag(
         "--write-queue-bytes", "AXON_WRITE_QUEUE_BYTES",
         "Bytes of large writes (64 KiB or more) let into the Raft log at once; the others wait "
-        "their turn (503 after the request timeout), so small writes never queue behind more.",
+        "their turn (503 after the request timeout), so small writes never queue behind more. "
+        "While other requests are about, a large write's turn returns after a pause as long as it held it.",
         kind=int))
     # disk space (axon/node/disk.py): past either limit writes get 507 and a "nospace" alarm is raised
     min_free_bytes: int = field(default=128 << 20, metadata=_flag(
