@@ -722,6 +722,7 @@ def test_caught_up_follower_in_probe_state_does_not_ping_pong():
     assert pr.state == ProgressState.PROBE
     h.flush("a")
     (probe,) = h.take(MsgType.APPEND, dst="b")
+    assert not probe.done   # a probe is not a commit notice: it wants its answer
     h.deliver([probe])
     h.deliver(h.take(MsgType.APPEND_RESP, src="b"))  # acks exactly pr.match
     assert pr.state == ProgressState.REPLICATE
@@ -763,6 +764,57 @@ def test_a_follower_is_told_a_new_commit_at_once_by_default():
     notices = h.take(MsgType.APPEND, src="a")
     assert {m.dst for m in notices} == {"b", "c"}
     assert all(not m.entries and m.commit == a.commit for m in notices)
+
+
+def test_the_commit_goes_at_once_to_a_follower_whose_append_is_unanswered():
+    """b answers first and the entry commits: c, whose answer is still on its way, is told the
+    commit at once (it applies when its own write is durable, not a round trip later)."""
+    h = Harness()
+    a = h.elect("a")
+    a.propose([b"x"])
+    h.flush("a")
+    h.deliver(h.take(MsgType.APPEND, src="a"))
+    answers = h.take(MsgType.APPEND_RESP)
+    h.deliver([m for m in answers if m.src == "b"])
+    notices = h.take(MsgType.APPEND, src="a")
+    assert sorted(m.dst for m in notices) == ["b", "c"]
+    assert all(not m.entries and m.done and m.commit == a.commit for m in notices)
+    h.deliver(notices)
+    assert h.cores["b"].commit == h.cores["c"].commit == a.commit
+    h.deliver([m for m in answers if m.src == "c"])
+    assert h.take(MsgType.APPEND, src="a") == []   # c was told already: nothing more is sent
+
+
+def test_an_accepted_commit_notice_is_not_answered():
+    """A lone write costs the leader two answers, not four: a notice tells it nothing back."""
+    h = Harness()
+    a = h.elect("a")
+    _round_trip_of_one_entry(h)
+    notices = h.take(MsgType.APPEND, src="a")
+    assert notices and all(m.done for m in notices)
+    h.deliver(notices)
+    assert h.take(MsgType.APPEND_RESP) == []
+    assert all(h.cores[n].commit == a.commit for n in "bc")
+
+
+def test_a_refused_commit_notice_is_answered_and_repaired():
+    """A follower that lacks the notice's previous entry (its APPEND was lost) says so, and the
+    leader sends it the entry again."""
+    h = Harness()
+    a = h.elect("a")
+    a.propose([b"x"])
+    h.flush("a")
+    appends = h.take(MsgType.APPEND, src="a")
+    h.deliver([m for m in appends if m.dst == "b"])        # c's APPEND is lost
+    h.deliver(h.take(MsgType.APPEND_RESP, src="b"))
+    (notice,) = h.take(MsgType.APPEND, dst="c")
+    assert notice.done and not notice.entries
+    h.deliver([notice])
+    (refusal,) = h.take(MsgType.APPEND_RESP, src="c")
+    assert refusal.reject
+    h.deliver([refusal])
+    h.run()
+    assert h.cores["c"].last_index() == a.last_index() and h.cores["c"].commit == a.commit
 
 
 def test_held_notices_ride_on_the_next_entries_or_go_out_when_asked():

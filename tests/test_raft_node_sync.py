@@ -18,25 +18,31 @@ from axon.kv.store import Store
 from axon.testing.fake_raft import NullTransport
 
 
-class _Token:
-    """Stands in for a WAL SyncToken: records the thread it ran on, takes `seconds`."""
+class _Log:
+    """Stands in for the WAL: a sync (inline, or its token's run) records the thread it ran
+    on and takes `seconds`."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.thread: int | None = None
 
-    def run(self) -> None:
+    def sync(self) -> None:
         self.thread = threading.get_ident()
         time.sleep(self.seconds)
+
+    def begin_sync(self) -> "_Log":
+        return self
+
+    run = sync
 
 
 def _threads(node: RaftNode, seconds: float, count: int) -> list[bool]:
     """For each of `count` syncs taking `seconds`: did it run on the hub's own thread?"""
     inline = []
     for _ in range(count):
-        token = _Token(seconds)
-        node.wal_syncer.run(token)
-        inline.append(token.thread == threading.get_ident())
+        log = _Log(seconds)
+        node.wal_syncer.run(log)
+        inline.append(log.thread == threading.get_ident())
     return inline
 
 

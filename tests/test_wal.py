@@ -486,6 +486,36 @@ def test_token_closes_its_fds(tmp_path):
         assert open_fd_count() == baseline
 
 
+@pytest.mark.skipif(not os.path.isdir(f"/proc/{os.getpid()}/fd"), reason="needs /proc")
+def test_sync_on_the_loop_thread_uses_the_logs_own_fds(tmp_path, monkeypatch):
+    """``sync()`` (the inline path) syncs the log's own files: no fd is opened or left behind,
+    an oversized segment is rolled first and the directory is synced, and what it covered
+    survives a crash."""
+    synced = []
+    real_fdatasync, real_fsync = os.fdatasync, os.fsync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append("data"), real_fdatasync(fd)))
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append("dir"), real_fsync(fd)))
+    wal = reopened(tmp_path / "live", segment_bytes=4096)
+    wal.append(make_entries(1, 2))
+    baseline = open_fd_count()
+    synced.clear()
+    wal.sync()
+    assert synced == ["data"] and open_fd_count() == baseline
+    segments = len(wal._segments)
+    wal.append(make_entries(3, 200))
+    synced.clear()
+    wal.sync()                          # over segment_bytes: rolls, and syncs the directory
+    assert "dir" in synced and len(wal._segments) == segments + 1
+    assert open_fd_count() == baseline
+    synced.clear()
+    wal.sync()
+    assert synced == ["data"]            # the directory is clean again
+    shutil.copytree(tmp_path / "live", tmp_path / "crashed")
+    with reopened(tmp_path / "crashed", segment_bytes=4096) as recovered:
+        assert recovered.entries() == make_entries(1, 202)
+    wal.close()
+
+
 def test_token_runs_in_a_thread_while_appends_continue(tmp_path):
     wal = reopened(tmp_path / "live", segment_bytes=4096)
     wal.append(make_entries(1, 100))

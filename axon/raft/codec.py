@@ -90,52 +90,47 @@ def _message_from_raw(raw: Any) -> Message:
         raise CodecError(f"message must have {_FIELD_COUNT} fields, got {len(raw)}")
     (_, mtype, src, dst, term, index, log_term, entries, commit, reject,
      reject_hint, context, snapshot, offset, data, done) = raw
-    return Message(
-        type=_msg_type(mtype),
-        src=_node_id(src, "src"),
-        dst=_node_id(dst, "dst"),
-        term=_u64(term, "term"),
-        index=_u64(index, "index"),
-        log_term=_u64(log_term, "log_term"),
-        entries=_entries(entries),
-        commit=_u64(commit, "commit"),
-        reject=_bool(reject, "reject"),
-        reject_hint=_u64(reject_hint, "reject_hint"),
-        context=_bytes(context, "context"),
-        snapshot=_snapshot(snapshot),
-        offset=_u64(offset, "offset"),
-        data=_bytes(data, "data"),
-        done=_bool(done, "done"),
-    )
+    # positional, in the field order of Message: every peer frame passes here
+    return Message(_msg_type(mtype), _node_id(src, "src"), _node_id(dst, "dst"),
+                   _u64(term, "term"), _u64(index, "index"), _u64(log_term, "log_term"),
+                   _entries(entries), _u64(commit, "commit"), _bool(reject, "reject"),
+                   _u64(reject_hint, "reject_hint"), _bytes(context, "context"),
+                   _snapshot(snapshot), _u64(offset, "offset"), _bytes(data, "data"),
+                   _bool(done, "done"))
+
+
+_MSG_TYPES = {int(t): t for t in MsgType}
+_ENTRY_KINDS = {int(k): k for k in EntryKind}
 
 
 def _msg_type(value: Any) -> MsgType:
-    if not _is_int(value):
+    if type(value) is not int:
         raise CodecError(f"message type must be an int, got {type(value).__name__}")
-    try:
-        return MsgType(value)
-    except ValueError:
-        raise CodecError(f"unknown message type {value}") from None
+    found = _MSG_TYPES.get(value)
+    if found is None:
+        raise CodecError(f"unknown message type {value}")
+    return found
 
 
 def _entries(value: Any) -> tuple[Entry, ...]:
     if not isinstance(value, list):
         raise CodecError("entries must be an array")
-    return tuple(_entry(item, i) for i, item in enumerate(value))
+    if not value:
+        return ()
+    return tuple([_entry(item, i) for i, item in enumerate(value)])
 
 
 def _entry(value: Any, position: int) -> Entry:
     if not isinstance(value, list) or len(value) != 4:
         raise CodecError(f"entry {position} must be [index, term, kind, data]")
     index, term, kind, data = value
-    if not _is_int(kind):
+    if type(kind) is not int:
         raise CodecError(f"entry {position} kind must be an int")
-    try:
-        entry_kind = EntryKind(kind)
-    except ValueError:
-        raise CodecError(f"entry {position} has unknown kind {kind}") from None
-    return Entry(index=_u64(index, "entry index"), term=_u64(term, "entry term"),
-                 kind=entry_kind, data=_bytes(data, "entry data"))
+    entry_kind = _ENTRY_KINDS.get(kind)
+    if entry_kind is None:
+        raise CodecError(f"entry {position} has unknown kind {kind}")
+    return Entry(_u64(index, "entry index"), _u64(term, "entry term"), entry_kind,
+                 _bytes(data, "entry data"))
 
 
 def _snapshot(value: Any) -> SnapshotMeta | None:
@@ -173,6 +168,10 @@ def _is_int(value: Any) -> bool:
 
 
 def _u64(value: Any, name: str) -> int:
+    # ``type(...) is int``: what msgpack decodes and what the core builds; bools (an int
+    # subclass) and every other subclass are refused
+    if type(value) is int and 0 <= value < _U64_LIMIT:
+        return value
     if not _is_int(value):
         raise CodecError(f"{name} must be an int, got {type(value).__name__}")
     if not 0 <= value < _U64_LIMIT:
@@ -181,12 +180,14 @@ def _u64(value: Any, name: str) -> int:
 
 
 def _bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise CodecError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
+    if value is True or value is False:
+        return value
+    raise CodecError(f"{name} must be a bool, got {type(value).__name__}")
 
 
 def _bytes(value: Any, name: str) -> bytes:
+    if type(value) is bytes:
+        return value
     if not isinstance(value, (bytes, bytearray)):
         raise CodecError(f"{name} must be bytes, got {type(value).__name__}")
     return bytes(value)

@@ -536,6 +536,8 @@ class RaftCore:
         last_new = msg.index + len(msg.entries)
         self._merge(msg.entries)
         self._advance_follower_commit(min(msg.commit, last_new))
+        if msg.done and not msg.entries:
+            return   # a commit notice: the leader knows we hold its index, an answer tells it nothing
         self._send(self._msg(MsgType.APPEND_RESP, msg.src, index=last_new), after_persist=True)
 
     def _merge(self, entries: Sequence[Entry]) -> None:
@@ -709,7 +711,9 @@ class RaftCore:
         for pid, pr in self.progress.items():
             self._send(self._msg(MsgType.HEARTBEAT, pid, commit=min(pr.match, self.commit), context=ctx))
 
-    def _send_append(self, pid: str, allow_empty: bool = False) -> None:
+    def _send_append(self, pid: str, allow_empty: bool = False, notice: bool = False) -> None:
+        """Send pid the entries it lacks, or with ``allow_empty`` an empty APPEND (a probe, or
+        with ``notice`` a commit notice that wants no answer unless it is refused)."""
         pr = self.progress[pid]
         if pr.paused(self.opts.max_inflight):
             return
@@ -722,7 +726,8 @@ class RaftCore:
         if not entries and not allow_empty and pr.state == ProgressState.REPLICATE:
             return
         self._send(self._msg(MsgType.APPEND, pid, index=prev, log_term=prev_term,
-                             entries=tuple(entries), commit=self.commit))
+                             entries=tuple(entries), commit=self.commit,
+                             done=notice and not entries and pr.state == ProgressState.REPLICATE))
         pr.commit_sent = self.commit
         if pr.state == ProgressState.REPLICATE and entries:
             pr.next = entries[-1].index + 1
@@ -770,7 +775,8 @@ class RaftCore:
                 self._send(self._msg(MsgType.TIMEOUT_NOW, msg.src))
         elif pr.state == ProgressState.PROBE:
             pr.probe_sent = False
-        self._send_append(msg.src, allow_empty=self._owes_commit(pr))
+        owed = self._owes_commit(pr)
+        self._send_append(msg.src, allow_empty=owed, notice=owed)
 
     def _handle_append_reject(self, msg: Message, pr: Progress) -> None:
         rejected = msg.index
@@ -836,20 +842,21 @@ class RaftCore:
             self.become_follower(self.term, None)   # we committed our own removal
             return
         for pid, pr in self.progress.items():
-            self._send_append(pid, allow_empty=self._owes_commit(pr))
+            owed = self._owes_commit(pr)
+            self._send_append(pid, allow_empty=owed, notice=owed)
             self._maybe_promote(pid, pr)
 
     def _owes_commit(self, pr: Progress) -> bool:
         """Whether a follower must be told the commit index by an empty APPEND now.
 
         Without it a follower would learn it at the next heartbeat, and what it serves
-        (watches, stale reads) would be a heartbeat late.  An APPEND in flight carries a
-        commit index already and its answer brings the follower's turn again, so under load
-        the commit rides on the entries and no message is added.  While the driver holds
-        notices (many clients: the next entries are on their way), the follower waits for
-        those entries or for send_commit_notices(), whichever comes first.
+        (watches, stale reads) would be a heartbeat late.  A follower whose APPEND is still
+        in flight is told too: it applies once its own write is durable instead of a round
+        trip later.  While the driver holds notices (many clients: the next entries, which
+        carry the commit index, are on their way), the follower waits for those entries or
+        for send_commit_notices(), whichever comes first.
         """
-        if pr.inflight or pr.commit_sent >= self.commit:
+        if pr.commit_sent >= self.commit:
             return False
         if self.hold_commit_notices:
             self.commit_notices_held = True
@@ -862,8 +869,8 @@ class RaftCore:
         if not self.is_leader:
             return
         for pid, pr in self.progress.items():
-            if not pr.inflight and pr.commit_sent < self.commit:
-                self._send_append(pid, allow_empty=True)
+            if pr.commit_sent < self.commit:
+                self._send_append(pid, allow_empty=True, notice=True)
 
     def _maybe_promote(self, pid: str, pr: Progress) -> None:
         if (self.opts.auto_promote and pid in self.config.learners and self.transferee is None

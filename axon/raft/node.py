@@ -337,7 +337,7 @@ class RaftNode:
             if not self.durability.unsynced:
                 continue
             upto = self.durability.written
-            self.wal_syncer.run(self.wal.begin_sync())
+            self.wal_syncer.run(self.wal)
             self._synced(self.durability.sync_completed(upto))
 
     def _synced(self, done: rules.Synced) -> None:

@@ -96,7 +96,8 @@ class MsgType(enum.IntEnum):
 class Message:
     """One Raft message; fields a type does not use keep their defaults.
 
-    APPEND:        index/log_term = previous entry, entries, commit
+    APPEND:        index/log_term = previous entry, entries, commit; done = a commit notice
+                   (no entries): its follower answers only a rejection
     APPEND_RESP:   index = last index matched (or hint when reject), reject
     VOTE/PREVOTE:  index/log_term = candidate's last entry, context = b"transfer" when forced
     *_RESP:        reject = vote denied

@@ -554,6 +554,17 @@ class WAL:
             self._dir_dirty = False
         return SyncToken([fd], dir_fd, self.last_index())
 
+    def sync(self) -> None:
+        """``begin_sync().run()`` on the event-loop thread, without the token's dup'd fds:
+        nothing can roll or close the log while this runs, so its own fds serve."""
+        self._check_usable()
+        if self._size > self._segment_bytes:
+            self._roll()
+        self._sync_current()
+        if self._dir_dirty:
+            self._sync_directory()
+            self._dir_dirty = False
+
     def compact(self, index: int, term: int, *, drop_newer: bool = False) -> None:
         """Entries <= index are in a durable snapshot: record the marker durably, delete old segments.
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import gevent
 
-from axon.raft.wal import SyncToken
+from axon.raft.wal import WAL
 
 # Syncs whose moving average is below this run inline.
 INLINE_SYNC_BELOW = 0.001
@@ -20,18 +20,18 @@ _WEIGHT = 0.2    # of the newest sync in the moving average
 
 
 class WalSyncer:
-    """Runs sync tokens where they cost least."""
+    """Runs the log's syncs where they cost least."""
 
     def __init__(self) -> None:
         self.average = 0.0   # moving average of fdatasync seconds
         self.on_sync: Callable[[float], None] = _ignore   # each sync's seconds (the node's metrics)
 
-    def run(self, token: SyncToken) -> None:
-        """Make everything the token covers durable; returns when it is."""
+    def run(self, wal: WAL) -> None:
+        """Make everything appended to ``wal`` so far durable; returns when it is."""
         if self.average < INLINE_SYNC_BELOW:
-            took = _timed(token)
+            took = _timed(wal.sync)
         else:
-            took = gevent.get_hub().threadpool.apply(_timed, (token,))
+            took = gevent.get_hub().threadpool.apply(_timed, (wal.begin_sync().run,))
         self.average += _WEIGHT * (took - self.average)
         self.on_sync(took)
 
@@ -40,7 +40,7 @@ def _ignore(seconds: float) -> None:
     pass
 
 
-def _timed(token: SyncToken) -> float:
+def _timed(sync: Callable[[], None]) -> float:
     started = time.perf_counter()
-    token.run()
+    sync()
     return time.perf_counter() - started
