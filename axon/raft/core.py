@@ -712,8 +712,9 @@ class RaftCore:
             self._send(self._msg(MsgType.HEARTBEAT, pid, commit=min(pr.match, self.commit), context=ctx))
 
     def _send_append(self, pid: str, allow_empty: bool = False, notice: bool = False) -> None:
-        """Send pid the entries it lacks, or with ``allow_empty`` an empty APPEND (a probe, or
-        with ``notice`` a commit notice that wants no answer unless it is refused)."""
+        """Send pid the entries it lacks; with nothing to send, an empty APPEND if
+        ``allow_empty`` (a probe) or ``notice`` (a commit notice, which wants no answer unless
+        it is refused)."""
         pr = self.progress[pid]
         if pr.paused(self.opts.max_inflight):
             return
@@ -723,7 +724,7 @@ class RaftCore:
             self._start_snapshot(pid, pr)
             return
         entries = self.entries_from(pr.next, self.opts.max_append_entries, self.opts.max_append_bytes)
-        if not entries and not allow_empty and pr.state == ProgressState.REPLICATE:
+        if not entries and not (allow_empty or notice) and pr.state == ProgressState.REPLICATE:
             return
         self._send(self._msg(MsgType.APPEND, pid, index=prev, log_term=prev_term,
                              entries=tuple(entries), commit=self.commit,
@@ -775,8 +776,7 @@ class RaftCore:
                 self._send(self._msg(MsgType.TIMEOUT_NOW, msg.src))
         elif pr.state == ProgressState.PROBE:
             pr.probe_sent = False
-        owed = self._owes_commit(pr)
-        self._send_append(msg.src, allow_empty=owed, notice=owed)
+        self._send_append(msg.src, notice=self._owes_commit(pr))
 
     def _handle_append_reject(self, msg: Message, pr: Progress) -> None:
         rejected = msg.index
@@ -842,8 +842,7 @@ class RaftCore:
             self.become_follower(self.term, None)   # we committed our own removal
             return
         for pid, pr in self.progress.items():
-            owed = self._owes_commit(pr)
-            self._send_append(pid, allow_empty=owed, notice=owed)
+            self._send_append(pid, notice=self._owes_commit(pr))
             self._maybe_promote(pid, pr)
 
     def _owes_commit(self, pr: Progress) -> bool:
@@ -870,7 +869,7 @@ class RaftCore:
             return
         for pid, pr in self.progress.items():
             if pr.commit_sent < self.commit:
-                self._send_append(pid, allow_empty=True, notice=True)
+                self._send_append(pid, notice=True)
 
     def _maybe_promote(self, pid: str, pr: Progress) -> None:
         if (self.opts.auto_promote and pid in self.config.learners and self.transferee is None
