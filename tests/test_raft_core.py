@@ -5,6 +5,7 @@ once (unless told not to) and queues messages; tests decide what gets delivered.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -749,8 +750,11 @@ def test_a_conflicting_append_before_the_write_replaces_the_unwritten_entries():
 
 # ---------------------------------------------------------------------- commit notices
 
+FIVE = ("a", "b", "c", "d", "e")
+
+
 def _round_trip_of_one_entry(h: Harness) -> None:
-    """The leader a proposes an entry; b and c take it and answer; the leader commits it."""
+    """The leader a proposes an entry; the followers take it and answer; the leader commits it."""
     h.cores["a"].propose([b"x"])
     h.flush("a")
     h.deliver(h.take(MsgType.APPEND, src="a"))
@@ -758,59 +762,71 @@ def _round_trip_of_one_entry(h: Harness) -> None:
 
 
 def test_a_follower_is_told_a_new_commit_at_once_by_default():
-    h = Harness()
+    """Of five, a follower cannot count a quorum from its own disk and the leader's word alone."""
+    h = Harness(ids=FIVE)
     a = h.elect("a")
     _round_trip_of_one_entry(h)
     notices = h.take(MsgType.APPEND, src="a")
-    assert {m.dst for m in notices} == {"b", "c"}
+    assert {m.dst for m in notices} == {"b", "c", "d", "e"}
     assert all(not m.entries and m.commit == a.commit for m in notices)
 
 
-def test_the_commit_goes_at_once_to_a_follower_whose_append_is_unanswered():
-    """b answers first and the entry commits: c, whose answer is still on its way, is told the
-    commit at once (it applies when its own write is durable, not a round trip later)."""
+def test_of_three_a_follower_told_of_the_leaders_disk_gets_no_notice():
+    """The leader's word that its write is durable and the follower's own make a quorum of
+    three: each follower commits alone, and no empty APPEND follows the answers."""
     h = Harness()
+    a = h.elect("a")
+    _round_trip_of_one_entry(h)
+    assert h.take(MsgType.APPEND, src="a") == []
+    assert all(h.cores[n].commit == a.commit for n in "bc")
+
+
+def test_the_commit_goes_at_once_to_a_follower_whose_append_is_unanswered():
+    """b and c answer first and the entry commits: d and e, whose answers are still on their
+    way, are told the commit at once (they apply when their own writes are durable, not a
+    round trip later)."""
+    h = Harness(ids=FIVE)
     a = h.elect("a")
     a.propose([b"x"])
     h.flush("a")
     h.deliver(h.take(MsgType.APPEND, src="a"))
-    answers = h.take(MsgType.APPEND_RESP)
-    h.deliver([m for m in answers if m.src == "b"])
+    answers = [m for m in h.take(MsgType.APPEND_RESP) if m.dst == "a"]
+    h.deliver([m for m in answers if m.src in "bc"])
     notices = h.take(MsgType.APPEND, src="a")
-    assert sorted(m.dst for m in notices) == ["b", "c"]
+    assert sorted(m.dst for m in notices) == ["b", "c", "d", "e"]
     assert all(not m.entries and m.done and m.commit == a.commit for m in notices)
     h.deliver(notices)
-    assert h.cores["b"].commit == h.cores["c"].commit == a.commit
-    h.deliver([m for m in answers if m.src == "c"])
-    assert h.take(MsgType.APPEND, src="a") == []   # c was told already: nothing more is sent
+    assert all(h.cores[n].commit == a.commit for n in "bcde")
+    h.deliver([m for m in answers if m.src in "de"])
+    assert h.take(MsgType.APPEND, src="a") == []   # d and e were told already: nothing more is sent
 
 
 def test_an_accepted_commit_notice_is_not_answered():
-    """A lone write costs the leader two answers, not four: a notice tells it nothing back."""
-    h = Harness()
+    """A lone write costs the leader one answer per follower: a notice tells it nothing back."""
+    h = Harness(ids=FIVE)
     a = h.elect("a")
     _round_trip_of_one_entry(h)
     notices = h.take(MsgType.APPEND, src="a")
     assert notices and all(m.done for m in notices)
     h.deliver(notices)
-    assert h.take(MsgType.APPEND_RESP) == []
-    assert all(h.cores[n].commit == a.commit for n in "bc")
+    assert [m for m in h.take(MsgType.APPEND_RESP) if m.dst == "a"] == []
+    assert all(h.cores[n].commit == a.commit for n in "bcde")
 
 
 def test_a_refused_commit_notice_is_answered_and_repaired():
     """A follower that lacks the notice's previous entry (its APPEND was lost) says so, and the
     leader sends it the entry again."""
-    h = Harness()
+    h = Harness(ids=FIVE)
     a = h.elect("a")
     a.propose([b"x"])
     h.flush("a")
     appends = h.take(MsgType.APPEND, src="a")
-    h.deliver([m for m in appends if m.dst == "b"])        # c's APPEND is lost
-    h.deliver(h.take(MsgType.APPEND_RESP, src="b"))
+    h.deliver([m for m in appends if m.dst in "bde"])       # c's APPEND is lost
+    h.deliver([m for m in h.take(MsgType.APPEND_RESP) if m.dst == "a"])
     (notice,) = h.take(MsgType.APPEND, dst="c")
     assert notice.done and not notice.entries
     h.deliver([notice])
-    (refusal,) = h.take(MsgType.APPEND_RESP, src="c")
+    (refusal,) = [m for m in h.take(MsgType.APPEND_RESP, src="c") if m.dst == "a"]
     assert refusal.reject
     h.deliver([refusal])
     h.run()
@@ -841,3 +857,109 @@ def test_held_notices_ride_on_the_next_entries_or_go_out_when_asked():
     a.send_commit_notices()
     h.flush("a")
     assert h.take(MsgType.APPEND, src="a") == []   # told once
+
+
+# ---------------------------------------------------------------------- the leader's word on its disk
+
+def _entry_on_both_followers(h: Harness, persist_c: bool = True) -> int:
+    """The leader a proposes one entry (durable on a at once) and b and c take it; nothing is
+    answered yet."""
+    index, _ = h.cores["a"].propose([b"x"])
+    h.flush("a")
+    for m in h.take(MsgType.APPEND, src="a"):
+        h.cores[m.dst].step(m)
+        h.flush(m.dst, persist=persist_c or m.dst != "c")
+    return index
+
+
+def test_the_leader_tells_the_followers_its_own_write_is_durable():
+    """A lone write: the leader's word that the entry is on its disk reaches b, which then knows
+    a quorum of three holds it as soon as its own write is durable."""
+    h = Harness()
+    a = h.elect("a")
+    index, _ = a.propose([b"x"])
+    h.flush("a")                                     # durable on a at once
+    told = h.take(MsgType.APPEND_RESP, src="a")
+    assert sorted(m.dst for m in told) == ["b", "c"] and all(m.index == index for m in told)
+    b = h.cores["b"]
+    b.step(h.take(MsgType.APPEND, dst="b")[0])
+    h.flush("b", persist=False)
+    h.deliver([m for m in told if m.dst == "b"])
+    assert b.commit < index                          # b's own write is not durable yet
+    b.persisted(index, b.term)
+    assert b.commit == index and a.commit < index
+    h.flush("b")
+    assert h.applied["b"][-1].index == index
+
+
+def test_the_leader_says_nothing_of_its_disk_while_clients_keep_it_busy():
+    h = Harness()
+    a = h.elect("a")
+    a.hold_commit_notices = True
+    a.propose([b"x"])
+    h.flush("a")
+    assert h.take(MsgType.APPEND_RESP, src="a") == []
+
+
+def test_a_follower_answers_only_the_leader_and_says_it_counts_the_leaders_word():
+    h = Harness()
+    h.elect("a")
+    index = _entry_on_both_followers(h)
+    acks = h.take(MsgType.APPEND_RESP, src="b") + h.take(MsgType.APPEND_RESP, src="c")
+    assert sorted((m.src, m.dst) for m in acks) == [("b", "a"), ("c", "a")]
+    assert all(m.index == index and m.done and not m.reject for m in acks)
+
+
+def test_the_leaders_word_commits_no_entry_of_an_older_term():
+    """Raft's Figure 8 for followers: a quorum holding an entry of an older term proves nothing."""
+    entries = [initial_entry("abc"), Entry(2, 1, EntryKind.NORMAL, b"x")]
+    c = RaftCore("c", hard_state=HardState(2, None), entries=entries, applied=1)
+    c.become_follower(2, "a")
+    c.step(Message(type=MsgType.APPEND_RESP, src="a", dst="c", term=2, index=2))
+    assert c.commit == 1
+
+
+def test_words_from_another_term_from_a_non_voter_or_refusals_count_for_nothing():
+    h = Harness(learners=("d",))
+    h.elect("a")
+    index = _entry_on_both_followers(h)
+    c = h.cores["c"]
+    h.take(MsgType.APPEND_RESP)
+    word = dict(type=MsgType.APPEND_RESP, dst="c", index=index)
+    c.step(Message(src="a", term=c.term - 1, **word))    # an older term's
+    c.step(Message(src="d", term=c.term, **word))        # a learner's
+    c.step(Message(src="a", term=c.term, reject=True, **word))
+    assert c.commit < index
+    c.step(Message(src="a", term=c.term, **word))
+    assert c.commit == index
+
+
+def test_a_leaders_read_covers_what_a_follower_committed_before_the_leader_heard_an_ack():
+    """A watcher on b may have seen the entry: a read on the leader after that must see it too."""
+    h = Harness()
+    a = h.elect("a")
+    h.tick("a", h.opts.heartbeat_ticks)
+    h.run()
+    index = _entry_on_both_followers(h)
+    h.deliver(h.take(MsgType.APPEND_RESP, src="a", dst="b"))
+    assert h.cores["b"].commit == index and a.commit < index
+    a.read_index(9)
+    h.flush("a")
+    h.deliver(h.take(MsgType.HEARTBEAT, src="a"))
+    h.deliver(h.take(MsgType.HEARTBEAT_RESP))
+    assert [(r.ctx, r.index) for r in h.reads["a"]] == [(9, index)]
+
+
+def test_a_follower_whose_acks_lack_the_mark_still_gets_notices():
+    """An older follower does not count the leader's word on its disk: its acks do not say it
+    does, and the leader goes on telling it each commit."""
+    h = Harness()
+    a = h.elect("a")
+    a.propose([b"x"])
+    h.flush("a")
+    h.deliver(h.take(MsgType.APPEND, src="a"))
+    acks = [m for m in h.take(MsgType.APPEND_RESP) if m.dst == "a"]
+    assert acks and all(m.done for m in acks)
+    h.deliver([dataclasses.replace(m, done=False) if m.src == "b" else m for m in acks])
+    notices = h.take(MsgType.APPEND, src="a")
+    assert [m.dst for m in notices] == ["b"] and notices[0].commit == a.commit

@@ -54,7 +54,7 @@ def test_seeds_exercise_the_nemesis():
         for key, value in run_seed(seed, 3).stats.items():
             totals[key] = totals.get(key, 0) + value
     for key in ("crashes", "elections", "snapshots_installed", "conf_changes", "transfers",
-                "writes_ok", "reads_ok"):
+                "writes_ok", "reads_ok", "follower_commits_first"):
         assert totals[key] > 0, (key, totals)
 
 

@@ -99,6 +99,8 @@ class Progress:
     snapshot_elapsed: int = 0
     read_ack: int = 0                                # highest read-barrier sequence acknowledged
     commit_sent: int = 0                             # the commit index the last APPEND carried
+    durable_told: int = 0                            # how far we told it our log is durable
+    counts_durable: bool = False                     # its acks say it commits by our word on our disk
 
     def become_probe(self) -> None:
         if self.state == ProgressState.SNAPSHOT:
@@ -199,6 +201,10 @@ class RaftCore:
         # of from an empty APPEND of its own (see _owes_commit).
         self.hold_commit_notices = False
         self.commit_notices_held = False
+        # Follower side: how far other voters hold this term's leader's log durably, as they
+        # told us (the leader does after its syncs: _tell_followers_durable; _commit_by_peers).
+        self.peer_durable: dict[str, int] = {}
+        self.durable_told = 0   # leader side: the most we told followers of our disk this term
         self._ready = Ready()
 
     # ------------------------------------------------------------------ log helpers
@@ -308,6 +314,7 @@ class RaftCore:
         if term != self.term:
             self.term = term
             self.vote = None
+            self.peer_durable = {}
         self.leader = None
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -349,6 +356,7 @@ class RaftCore:
         self._reset(self.term)
         self.role = Role.LEADER
         self.leader = self.id
+        self.durable_told = 0
         last = self.last_index()
         self.progress = {}
         for pid in self.config.members():
@@ -526,7 +534,8 @@ class RaftCore:
     def _handle_append(self, msg: Message) -> None:
         self._follow(msg)
         if msg.index < self.commit:
-            self._send(self._msg(MsgType.APPEND_RESP, msg.src, index=self.commit), after_persist=True)
+            self._send(self._msg(MsgType.APPEND_RESP, msg.src, index=self.commit, done=True),
+                       after_persist=True)
             return
         if self.term_at(msg.index) != msg.log_term:
             hint = min(msg.index, self.last_index())
@@ -538,7 +547,37 @@ class RaftCore:
         self._advance_follower_commit(min(msg.commit, last_new))
         if msg.done and not msg.entries:
             return   # a commit notice: the leader knows we hold its index, an answer tells it nothing
-        self._send(self._msg(MsgType.APPEND_RESP, msg.src, index=last_new), after_persist=True)
+        # done: we commit by what the leader tells us of its disk, so it may spare us notices
+        self._send(self._msg(MsgType.APPEND_RESP, msg.src, index=last_new, done=True), after_persist=True)
+
+    def _note_peer_durable(self, msg: Message) -> None:
+        """A voter's word on how far its log is durable: the leader's (_tell_followers_durable)."""
+        if self.role != Role.FOLLOWER or msg.reject or msg.src not in self.config.voters:
+            return
+        if msg.index > self.peer_durable.get(msg.src, 0):
+            self.peer_durable[msg.src] = msg.index
+            self._commit_by_peers()
+
+    def _commit_by_peers(self) -> None:
+        """Commit what a quorum of voters holds durably, counting ourselves and what they told us.
+
+        The rule is the leader's own (_maybe_commit): an entry of the current term on a quorum
+        is committed.  A report says its sender's log matches the leader's through its index
+        and is on its disk (the leader's own log trivially matches); our entry at the
+        candidate index having this term means ours matches too.  A voter that told us
+        nothing counts as nothing, so of more than three voters a follower still needs the
+        leader's commit index.  A follower a membership change behind counts by a
+        configuration at most one change from the leader's, whose quorums overlap the
+        leader's; two changes behind, the leader has committed the first change, which lies
+        after the candidate.
+        """
+        matches = sorted((self.stable if pid == self.id else self.peer_durable.get(pid, 0))
+                         for pid in self.config.voters)
+        if not matches:
+            return
+        candidate = min(matches[len(matches) - self.config.quorum()], self.last_index())
+        if candidate > self.commit and self.term_at(candidate) == self.term:
+            self.commit = candidate
 
     def _merge(self, entries: Sequence[Entry]) -> None:
         """Append entries, cutting a conflicting uncommitted suffix first."""
@@ -752,13 +791,17 @@ class RaftCore:
             pr.probe_sent = True
 
     def _handle_append_response(self, msg: Message) -> None:
-        pr = self.progress.get(msg.src) if self.is_leader else None
+        if not self.is_leader:
+            self._note_peer_durable(msg)
+            return
+        pr = self.progress.get(msg.src)
         if pr is None:
             return
         pr.recent_active = True
         if msg.reject:
             self._handle_append_reject(msg, pr)
             return
+        pr.counts_durable = msg.done
         # In PROBE an ack of exactly match confirms the probe (the follower is caught up);
         # treating it as stale would re-send empty probes forever.
         confirmed = pr.state == ProgressState.PROBE and msg.index == pr.match
@@ -821,6 +864,27 @@ class RaftCore:
             self.stable = index
             if self.is_leader:
                 self._maybe_commit()
+                self._tell_followers_durable()
+            elif self.peer_durable:
+                self._commit_by_peers()
+
+    def _tell_followers_durable(self) -> None:
+        """Tell the voters how far our log is durable, once our sync is done and before the
+        acks that commit it come in.
+
+        With its own write durable, a follower of three then knows a quorum holds the entry
+        without waiting for the leader to step an ack and send the commit (_owes_commit then
+        spares it the notice).  Not while clients keep us busy: the next APPEND carries the
+        commit index anyway.
+        """
+        if self.hold_commit_notices or self.stable <= self.commit:
+            return
+        for pid in self.config.voters:
+            pr = self.progress.get(pid)
+            if pr is not None:
+                self._send(self._msg(MsgType.APPEND_RESP, pid, index=self.stable))
+                pr.durable_told = self.stable
+        self.durable_told = self.stable
 
     def _maybe_commit(self) -> None:
         matches = sorted((self.stable if pid == self.id else
@@ -857,6 +921,8 @@ class RaftCore:
         """
         if pr.commit_sent >= self.commit:
             return False
+        if pr.counts_durable and pr.durable_told >= self.commit and self.config.quorum() <= 2:
+            return False   # our word on our disk and its own write make a quorum: it commits alone
         if self.hold_commit_notices:
             self.commit_notices_held = True
             return False
@@ -893,7 +959,9 @@ class RaftCore:
             return
         if self.read_seq == self._read_seq_sent:
             self.read_seq += 1   # one new heartbeat round serves every read queued until ready()
-        self.pending_reads.append((ctx, self.commit, self.read_seq))
+        # Not just our commit index: a follower may already have committed (and served) what we
+        # told it is on our disk (_commit_by_peers) before we heard its ack.
+        self.pending_reads.append((ctx, max(self.commit, self.durable_told), self.read_seq))
 
     def _ack_read(self, pid: str, pr: Progress, context: bytes) -> None:
         try:

@@ -98,7 +98,10 @@ class Message:
 
     APPEND:        index/log_term = previous entry, entries, commit; done = a commit notice
                    (no entries): its follower answers only a rejection
-    APPEND_RESP:   index = last index matched (or hint when reject), reject
+    APPEND_RESP:   index = last index matched (or hint when reject), reject; done = its sender
+                   commits by what the leader tells it of its disk.  Also sent by the leader
+                   to its followers after its own sync: index = how far its log is durable
+                   (RaftCore._tell_followers_durable)
     VOTE/PREVOTE:  index/log_term = candidate's last entry, context = b"transfer" when forced
     *_RESP:        reject = vote denied
     HEARTBEAT:     commit, context = read-barrier sequence (decimal ascii) or b""

@@ -218,7 +218,7 @@ class PendingWrite:
 @dataclass
 class PendingRead:
     op: Op
-    must_see: int      # highest index of a write acknowledged before the read was invoked
+    must_see: int      # highest index acknowledged, or applied on any node, before the read was invoked
     index: int = -1    # from the ReadState, once granted
 
 
@@ -280,12 +280,13 @@ class Simulation:
         self.committed_config_index = 0
         self.digests: dict[int, int] = {}                  # index -> state machine digest
         self.max_acked = 0                                  # highest index of an acknowledged write
+        self.max_applied = 0                                # highest index applied on any node (a watcher saw it)
         self.next_ctx = 1
         self.next_node = cfg.nodes + 1
         self.partitioned_until = -1
         self.stats = {"writes_ok": 0, "reads_ok": 0, "elections": 0, "crashes": 0,
                       "snapshots_sent": 0, "snapshot_chunks": 0, "snapshots_installed": 0, "conf_changes": 0,
-                      "transfers": 0, "heartbeats": 0, "messages": 0}
+                      "transfers": 0, "heartbeats": 0, "messages": 0, "follower_commits_first": 0}
         ids = [f"n{i}" for i in range(1, cfg.nodes + 1)]
         config = ClusterConfig(voters={i: Member(i, "") for i in ids})
         first = Entry(1, 1, EntryKind.CONFIG, encode_config_bytes(config))
@@ -468,6 +469,10 @@ class Simulation:
     def _hand_out_committed(self, node: SimNode, entries: list[Entry]) -> None:
         for entry in entries:
             self._record_committed(node, entry)
+        leader = self.leader()
+        if (entries and leader is not None and leader is not node and leader.core.term == node.core.term
+                and entries[-1].index > leader.core.commit):
+            self.stats["follower_commits_first"] += 1   # from the other voters' acks (core._commit_by_peers)
         node.apply_queue.push(entries)
         self._resume_apply(node)
 
@@ -505,6 +510,7 @@ class Simulation:
             self.fail(f"{node.id} applies entry {entry.index} (term {entry.term}) that its own "
                       f"disk does not hold: the state machine got ahead of the local log")
         node.sm.apply(entry)
+        self.max_applied = max(self.max_applied, entry.index)
         known = self.digests.setdefault(entry.index, node.sm.digest)
         if known != node.sm.digest:
             self.fail(f"state machine safety: {node.id} applied a different history up to "
@@ -641,7 +647,7 @@ class Simulation:
         op = self.history.invoke(client, key, "read")
         ctx = self.next_ctx
         self.next_ctx += 1
-        node.reads[ctx] = PendingRead(op, self.max_acked)
+        node.reads[ctx] = PendingRead(op, max(self.max_acked, self.max_applied))
         node.core.read_index(ctx)
         if process:
             self._process(node)
@@ -658,7 +664,7 @@ class Simulation:
             return
         if index < pr.must_see:
             self.fail(f"stale read index: {node.id} granted ctx {ctx} at {index} but a write at "
-                      f"{pr.must_see} was acknowledged before the read started")
+                      f"{pr.must_see} was acknowledged or applied somewhere before the read started")
         pr.index = index
         self._serve_reads(node)
 
@@ -670,7 +676,7 @@ class Simulation:
             pr = node.reads.pop(ctx)
             if applied < pr.must_see:
                 self.fail(f"stale read: {node.id} served {pr.op.key!r} at applied {applied} < "
-                          f"{pr.must_see}, a write acknowledged before the read started")
+                          f"{pr.must_see}, acknowledged or applied somewhere before the read started")
             found = node.sm.kv.get(pr.op.key)
             self.history.ok(pr.op, found)
             self.stats["reads_ok"] += 1
