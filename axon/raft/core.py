@@ -14,7 +14,7 @@ import enum
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import msgpack
 
@@ -561,7 +561,7 @@ class RaftCore:
     def _commit_by_peers(self) -> None:
         """Commit what a quorum of voters holds durably, counting ourselves and what they told us.
 
-        The rule is the leader's own (_maybe_commit): an entry of the current term on a quorum
+        The rule is the leader's own (_quorum_commit): an entry of the current term on a quorum
         is committed.  A report says its sender's log matches the leader's through its index
         and is on its disk (the leader's own log trivially matches); our entry at the
         candidate index having this term means ours matches too.  A voter that told us
@@ -571,12 +571,8 @@ class RaftCore:
         leader's; two changes behind, the leader has committed the first change, which lies
         after the candidate.
         """
-        matches = sorted((self.stable if pid == self.id else self.peer_durable.get(pid, 0))
-                         for pid in self.config.voters)
-        if not matches:
-            return
-        candidate = min(matches[len(matches) - self.config.quorum()], self.last_index())
-        if candidate > self.commit and self.term_at(candidate) == self.term:
+        candidate = self._quorum_commit(self._told_durable)
+        if candidate:
             self.commit = candidate
 
     def _merge(self, entries: Sequence[Entry]) -> None:
@@ -887,15 +883,33 @@ class RaftCore:
         self.durable_told = self.stable
 
     def _maybe_commit(self) -> None:
-        matches = sorted((self.stable if pid == self.id else
-                          (self.progress[pid].match if pid in self.progress else 0))
-                         for pid in self.config.voters)
-        if not matches:
-            return
-        candidate = matches[len(matches) - self.config.quorum()]
-        if candidate > self.commit and self.term_at(candidate) == self.term:
+        candidate = self._quorum_commit(self._match_of)
+        if candidate:
             self.commit = candidate
             self._on_commit_advanced()
+
+    def _match_of(self, pid: str) -> int:
+        pr = self.progress.get(pid)
+        return pr.match if pr is not None else 0
+
+    def _told_durable(self, pid: str) -> int:
+        return self.peer_durable.get(pid, 0)
+
+    def _quorum_commit(self, durable_of: Callable[[str], int]) -> int:
+        """The new commit index that a quorum of voters holding their logs durably gives, or 0.
+
+        ``durable_of(peer)`` says how far a peer's log matches ours and is on its disk; ours
+        is ``stable``.  Raft's rule: only an entry of the current term commits by counting
+        (Figure 8); the earlier ones commit with it.
+        """
+        voters = self.config.voters
+        if not voters:
+            return 0
+        matches = sorted(self.stable if pid == self.id else durable_of(pid) for pid in voters)
+        candidate = min(matches[len(matches) - self.config.quorum()], self.last_index())
+        if candidate > self.commit and self.term_at(candidate) == self.term:
+            return candidate
+        return 0
 
     def _on_commit_advanced(self) -> None:
         if self.waiting_reads:
