@@ -861,14 +861,14 @@ def test_held_notices_ride_on_the_next_entries_or_go_out_when_asked():
 
 # ---------------------------------------------------------------------- the leader's word on its disk
 
-def _entry_on_both_followers(h: Harness, persist_c: bool = True) -> int:
+def _entry_on_both_followers(h: Harness) -> int:
     """The leader a proposes one entry (durable on a at once) and b and c take it; nothing is
     answered yet."""
     index, _ = h.cores["a"].propose([b"x"])
     h.flush("a")
     for m in h.take(MsgType.APPEND, src="a"):
         h.cores[m.dst].step(m)
-        h.flush(m.dst, persist=persist_c or m.dst != "c")
+        h.flush(m.dst)
     return index
 
 
